@@ -1,0 +1,43 @@
+from setuptools import setup
+
+setup(
+    name="configmapdemo",
+    version="0.1.0",
+    description=(
+        "A Twisted web service that serves its configuration from a "
+        "Kubernetes ConfigMap and reloads it live when the ConfigMap changes."
+    ),
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="MIT",
+    python_requires=">=3.10",
+    # twisted.plugins is listed so that both wheels and editable installs
+    # carry twisted/plugins/configmapdemo.py; the directory has no
+    # __init__.py, so Twisted's own twisted.plugins package is untouched.
+    packages=["twisted_demo", "twisted.plugins"],
+    package_data={"twisted_demo": ["py.typed"]},
+    install_requires=[
+        "attrs>=23.1",
+        "klein>=24.8",
+        "prometheus-client>=0.20",
+        "PyYAML>=6.0",
+        "Twisted>=24.7",
+    ],
+    extras_require={
+        "test": [
+            "hypothesis>=6.100",
+            "mypy>=1.10",
+            "mypy-zope>=1.0",
+            "pytest>=8",
+            "pytest-twisted>=1.14",
+            "ruff>=0.6",
+            "treq>=24.9",
+            "types-PyYAML",
+        ],
+    },
+    classifiers=[
+        "Framework :: Twisted",
+        "Programming Language :: Python :: 3",
+        "Topic :: Internet :: WWW/HTTP",
+    ],
+)

@@ -1,0 +1,1 @@
+"""Serve a Kubernetes ConfigMap file over HTTP and reload it live."""

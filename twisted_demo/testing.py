@@ -1,0 +1,125 @@
+"""
+Helpers that write config files the way real writers do, shared by the
+tests and the benchmarks.
+
+L{AtomicWriter} reproduces the kubelet's AtomicWriter
+(C{pkg/volume/util/atomic_writer.go}) step by step, so that a watcher sees
+exactly the inotify events a ConfigMap volume produces on an update.
+L{write_in_place} and L{write_by_rename} are the two ways editors and
+shell tools save a plain file.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+DATA_DIR_NAME = "..data"
+DATA_DIR_TMP_NAME = "..data_tmp"
+
+_sequence = itertools.count()
+
+
+class AtomicWriter:
+    """
+    Publish payloads into C{target_dir} with the kubelet's atomic-swap dance.
+
+    Each L{write} makes the watched directory see, in order::
+
+        CREATE,ISDIR ..<timestamp>    the new payload directory
+        ATTRIB,ISDIR ..<timestamp>    its chmod 0755
+        CREATE ..data_tmp             symlink to the new directory
+        MOVED_FROM ..data_tmp         rename over ..data: the commit point
+        MOVED_TO ..data
+        CREATE key                    only for keys new in this payload
+        DELETE key                    only for keys gone from this payload
+        DELETE,ISDIR ..<old>          the previous payload directory
+
+    The user-visible files are symlinks C{key -> ..data/key} and are never
+    rewritten; only C{..data} moves.
+    """
+
+    def __init__(self, target_dir: str | os.PathLike[str]) -> None:
+        self.target_dir = Path(target_dir)
+
+    def _current_generation(self) -> str | None:
+        try:
+            return os.readlink(self.target_dir / DATA_DIR_NAME)
+        except FileNotFoundError:
+            return None
+
+    def _new_generation_name(self) -> str:
+        # The kubelet uses ioutil.TempDir with a timestamp prefix; the
+        # counter keeps names unique when updates land within one
+        # nanosecond-clock tick.
+        stamp = time.strftime("%Y_%m_%d_%H_%M_%S", time.gmtime())
+        suffix = (time.monotonic_ns() + next(_sequence)) % 1_000_000_000
+        return f"..{stamp}.{suffix:09d}"
+
+    def write(self, payload: Mapping[str, bytes]) -> str:
+        """
+        Publish C{payload} (file name to content) and return the name of the
+        new timestamped directory, which is what C{..data} now points at.
+        """
+        self.target_dir.mkdir(parents=True, exist_ok=True)
+        old_generation = self._current_generation()
+        old_keys: set[str] = set()
+        if old_generation is not None:
+            old_keys = set(os.listdir(self.target_dir / old_generation))
+
+        generation = self._new_generation_name()
+        while (self.target_dir / generation).exists():
+            generation = self._new_generation_name()
+        new_dir = self.target_dir / generation
+        new_dir.mkdir()
+        new_dir.chmod(0o755)
+        for key, content in payload.items():
+            (new_dir / key).write_bytes(content)
+            (new_dir / key).chmod(0o644)
+
+        tmp_link = self.target_dir / DATA_DIR_TMP_NAME
+        os.symlink(generation, tmp_link)
+        os.rename(tmp_link, self.target_dir / DATA_DIR_NAME)
+
+        for key in payload:
+            link = self.target_dir / key
+            if not link.is_symlink():
+                os.symlink(f"{DATA_DIR_NAME}/{key}", link)
+        for key in sorted(old_keys - set(payload)):
+            (self.target_dir / key).unlink()
+
+        if old_generation is not None:
+            _remove_tree(self.target_dir / old_generation)
+        return generation
+
+
+def _remove_tree(path: Path) -> None:
+    for child in path.iterdir():
+        if child.is_dir() and not child.is_symlink():
+            _remove_tree(child)
+        else:
+            child.unlink()
+    path.rmdir()
+
+
+def write_in_place(path: str | os.PathLike[str], content: bytes) -> None:
+    """
+    Overwrite C{path} the way C{echo > file} or C{cp} does: truncate, write,
+    close, leaving the inode (and any symlink pointing at it) in place.
+    """
+    with open(path, "wb") as f:
+        f.write(content)
+
+
+def write_by_rename(path: str | os.PathLike[str], content: bytes) -> None:
+    """
+    Replace C{path} the way editors and C{sed -i} do: write a sibling
+    temporary file, then rename it over the original.
+    """
+    target = Path(path)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(content)
+    os.rename(tmp, target)
