@@ -82,7 +82,7 @@ class AtomicWriter:
 
         tmp_link = self.target_dir / DATA_DIR_TMP_NAME
         os.symlink(generation, tmp_link)
-        os.rename(tmp_link, self.target_dir / DATA_DIR_NAME)
+        self.commit(tmp_link, self.target_dir / DATA_DIR_NAME)
 
         for key in payload:
             link = self.target_dir / key
@@ -94,6 +94,15 @@ class AtomicWriter:
         if old_generation is not None:
             _remove_tree(self.target_dir / old_generation)
         return generation
+
+    def commit(self, tmp_link: Path, data_link: Path) -> None:
+        """
+        Rename C{tmp_link} over C{data_link}: the commit point of an update.
+
+        A separate method so that benchmarks can timestamp the exact moment
+        the new payload becomes visible, without re-implementing L{write}.
+        """
+        os.rename(tmp_link, data_link)
 
 
 def _remove_tree(path: Path) -> None:
