@@ -1,0 +1,170 @@
+"""Start and stop the servers under test as real processes."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+
+from bench.client import Client
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def twistd() -> str:
+    """The C{twistd} script of the Python running the benchmarks."""
+    beside = Path(sys.executable).parent / "twistd"
+    if beside.exists():
+        return str(beside)
+    found = shutil.which("twistd")
+    if found is None:
+        raise RuntimeError("twistd not found")
+    return found
+
+
+def configmapdemo_argv(
+    config: Path,
+    port: int,
+    tick: float | None = None,
+    max_bytes: int | None = None,
+) -> list[str]:
+    """The command line of C{twistd -n configmapdemo} on 127.0.0.1:C{port}."""
+    argv = [
+        twistd(),
+        "-n",
+        "--pidfile=",
+        "configmapdemo",
+        "--config",
+        str(config),
+        "--listen",
+        f"tcp:{port}:interface=127.0.0.1",
+    ]
+    if tick is not None:
+        argv += ["--tick", str(tick)]
+    if max_bytes is not None:
+        argv += ["--max-bytes", str(max_bytes)]
+    return argv
+
+
+def bare_argv(port: int, body_file: Path) -> list[str]:
+    """The command line of the bare C{twisted.web} server, L{bench.bare}."""
+    return [
+        sys.executable,
+        "-m",
+        "bench.bare",
+        "--port",
+        str(port),
+        "--body-file",
+        str(body_file),
+    ]
+
+
+def pinned(argv: Sequence[str], cpus: str | None) -> list[str]:
+    """C{argv} run on the CPUs C{cpus} (a taskset list), or as is if None."""
+    if cpus is None:
+        return list(argv)
+    return ["taskset", "-c", cpus, *argv]
+
+
+class ServerProcess:
+    """
+    A server under test: started, awaited until C{GET /readyz} answers 200,
+    and stopped with SIGTERM (SIGKILL if it will not go).
+    """
+
+    def __init__(self, argv: Sequence[str], port: int, log_path: Path) -> None:
+        self.argv = list(argv)
+        self.port = port
+        self.log_path = log_path
+        self._process: subprocess.Popen[bytes] | None = None
+        self.startup_seconds: float | None = None
+
+    @property
+    def pid(self) -> int:
+        if self._process is None:
+            raise RuntimeError("not started")
+        return self._process.pid
+
+    def start(self, timeout: float = 20.0) -> float:
+        """
+        Start the process and return the seconds from C{Popen} to the first
+        200 from C{/readyz}.
+        """
+        with open(self.log_path, "ab") as log:
+            started = time.perf_counter()
+            self._process = subprocess.Popen(
+                self.argv,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=self.log_path.parent,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
+        deadline = time.monotonic() + timeout
+        while True:
+            if self._process.poll() is not None:
+                raise RuntimeError(
+                    f"server exited with {self._process.returncode}; "
+                    f"see {self.log_path}:\n{self.log_tail()}"
+                )
+            if _ready(self.port):
+                self.startup_seconds = time.perf_counter() - started
+                return self.startup_seconds
+            if time.monotonic() >= deadline:
+                self.stop()
+                raise RuntimeError(f"server not ready after {timeout} s")
+            time.sleep(0.002)
+
+    def stop(self) -> None:
+        process, self._process = self._process, None
+        if process is None or process.poll() is not None:
+            return
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def __enter__(self) -> ServerProcess:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+def _ready(port: int) -> bool:
+    client = Client(port, timeout=1.0)
+    try:
+        status, _ = client.get("/readyz")
+    except OSError:
+        return False
+    finally:
+        client.close()
+    return status == 200
