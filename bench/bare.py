@@ -10,8 +10,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
-from twisted.web.server import Request
 
 
 class Constant(Resource):
@@ -20,11 +20,11 @@ class Constant(Resource):
     isLeaf = True
 
     def __init__(self, body: bytes) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]
         self._body = body
 
-    def render_GET(self, request: Request) -> bytes:
-        request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+    def render_GET(self, request: IRequest) -> bytes:
+        request.setHeader(b"content-type", b"text/plain; charset=utf-8")  # type: ignore[no-untyped-call]
         return self._body
 
 
@@ -40,11 +40,12 @@ def main(argv: list[str] | None = None) -> None:
     from twisted.internet.endpoints import serverFromString
     from twisted.web.server import Site
 
-    endpoint = serverFromString(reactor, f"tcp:{args.port}:interface=127.0.0.1")
-    endpoint.listen(Site(Constant(body)))
+    description = f"tcp:{args.port}:interface=127.0.0.1"
+    endpoint = serverFromString(reactor, description)  # type: ignore[no-untyped-call]
+    endpoint.listen(Site(Constant(body)))  # type: ignore[no-untyped-call]
     print(f"reactor class: {type(reactor).__module__}.{type(reactor).__name__}")
     sys.stdout.flush()
-    reactor.run()  # type: ignore[attr-defined]
+    reactor.run()
 
 
 if __name__ == "__main__":

@@ -118,9 +118,7 @@ def _parse_response(buffer: bytes) -> tuple[int, bytes, bytes] | None:
 async def _run(port: int, path: str, duration: float, connections: int) -> _Tally:
     loop = asyncio.get_running_loop()
     tally = _Tally()
-    request = (
-        f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode("ascii")
-    )
+    request = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode("ascii")
     stop_at = time.perf_counter() + duration
     waits = []
     for _ in range(connections):

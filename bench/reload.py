@@ -1,0 +1,177 @@
+"""
+B1 reload latency and B2 reloads per update: how soon after an update
+C{GET /} serves the new message, and how many reloads each update costs.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from attrs import frozen
+
+from bench.client import Client
+from bench.configs import CONFIG_KEY, TimedAtomicWriter, config_yaml
+from bench.context import Context, Row, body_of, reloads, serves, settle
+from bench.stats import Summary
+from twisted_demo.testing import write_by_rename, write_in_place
+
+
+@frozen
+class ReloadRun:
+    """The latencies of one series of updates, and the reloads they caused."""
+
+    label: str
+    tick: float
+    latencies: list[float]
+    updates: int
+    timeouts: int
+    reloads: int
+    failures: int
+
+    @property
+    def summary(self) -> Summary:
+        return Summary.of(self.latencies or [float("inf")])
+
+
+def time_updates(
+    client: Client,
+    update: Callable[[str], float],
+    messages: list[str],
+    timeout: float,
+) -> tuple[list[float], int]:
+    """
+    Apply each update and poll C{GET /} back to back until it returns the
+    new message; the latency runs from the timestamp C{update} returns to
+    the arrival of the first response carrying the new message.
+    """
+    latencies: list[float] = []
+    timeouts = 0
+    for message in messages:
+        expected = body_of(message)
+        committed = update(message)
+        deadline = committed + timeout
+        while True:
+            status, body = client.get("/")
+            now = time.perf_counter()
+            if status == 200 and body == expected:
+                latencies.append(now - committed)
+                break
+            if now >= deadline:
+                timeouts += 1
+                break
+    return latencies, timeouts
+
+
+def reload_series(
+    ctx: Context, label: str, writer: str, tick: float, count: int
+) -> ReloadRun:
+    """
+    Start a server at C{tick} on a fresh config and time C{count} updates
+    made by C{writer}: C{atomic} (the kubelet's AtomicWriter on a ConfigMap
+    directory), C{in-place} or C{rename} (editors on a plain file).
+    """
+    base = ctx.workdir / f"b1-{label}"
+    base.mkdir()
+    initial = f"{label} initial"
+    update: Callable[[str], float]
+    if writer == "atomic":
+        atomic = TimedAtomicWriter(base)
+        atomic.publish(initial)
+        config = base / CONFIG_KEY
+        update = atomic.publish
+    else:
+        config = base / "config.yaml"
+        config.write_bytes(config_yaml(initial))
+        save = write_in_place if writer == "in-place" else write_by_rename
+
+        def update(message: str) -> float:
+            save(config, config_yaml(message))
+            return time.perf_counter()
+
+    server = ctx.app(f"b1-{label}", config, tick=tick)
+    with server:
+        client = Client(server.port)
+        if not serves(client, initial, timeout=5):
+            ctx.fail(f"B1 {label}: GET / does not serve the initial message")
+        before, failed_before = reloads(client)
+        messages = [f"{label} update {i:05d}" for i in range(count)]
+        latencies, timeouts = time_updates(
+            client, update, messages, timeout=max(2.0, 5 * tick)
+        )
+        after, failed_after = settle(client, quiet=2 * tick + 0.2)
+        if not serves(client, messages[-1], timeout=5):
+            ctx.fail(f"B1 {label}: last message written is not served")
+        client.close()
+    return ReloadRun(
+        label=label,
+        tick=tick,
+        latencies=latencies,
+        updates=count,
+        timeouts=timeouts,
+        reloads=after - before,
+        failures=failed_after - failed_before,
+    )
+
+
+def run(ctx: Context) -> None:
+    """B1 and B2."""
+    n = 50 if ctx.quick else 200
+    slow_tick = 1.0
+    atomic_runs = [
+        reload_series(ctx, "atomic-tick0.1", "atomic", 0.1, n),
+        reload_series(ctx, f"atomic-tick{slow_tick:g}", "atomic", slow_tick, n),
+    ]
+    in_place = reload_series(ctx, "in-place-tick0.1", "in-place", 0.1, n // 2)
+    by_rename = reload_series(ctx, "rename-tick0.1", "rename", 0.1, n // 2)
+
+    for r in [*atomic_runs, in_place, by_rename]:
+        ctx.detail(
+            f"B1 {r.label}: {r.summary.describe_ms()}; timeouts {r.timeouts};"
+            f" reloads {r.reloads} for {r.updates} updates;"
+            f" failed reloads {r.failures}"
+        )
+        if r.timeouts:
+            ctx.fail(f"B1 {r.label}: {r.timeouts} updates never served in time")
+
+    worst = max(r.summary.p99 for r in atomic_runs)
+    ctx.row(
+        Row(
+            "B1",
+            "reload latency, AtomicWriter `..data` rename to first new `GET /`",
+            "p99 <= 10 ms at any `--tick`",
+            "; ".join(
+                f"tick {r.tick:g} s: {r.summary.describe_ms()}" for r in atomic_runs
+            ),
+            "pass" if worst <= 0.010 else "miss",
+        )
+    )
+    ctx.row(
+        Row(
+            "B1e",
+            "reload latency, in-place editor write on a plain file",
+            "p99 <= tick + 20 ms (120 ms)",
+            f"tick 0.1 s: {in_place.summary.describe_ms()}",
+            "pass" if in_place.summary.p99 <= in_place.tick + 0.020 else "miss",
+        )
+    )
+
+    per_update = [r.reloads / r.updates for r in atomic_runs]
+    exact = all(r.reloads == r.updates for r in atomic_runs)
+    if not exact:
+        ctx.fail(
+            "B2: reloads per AtomicWriter update "
+            + ", ".join(f"{r.label} {r.reloads}/{r.updates}" for r in atomic_runs)
+        )
+    ctx.row(
+        Row(
+            "B2",
+            "reloads per update (`/metrics` after B1)",
+            "exactly 1.00",
+            ", ".join(
+                f"tick {r.tick:g} s: {p:.2f} ({r.reloads}/{r.updates})"
+                for r, p in zip(atomic_runs, per_update, strict=True)
+            ),
+            "pass" if exact else "FAIL",
+        )
+    )

@@ -1,0 +1,173 @@
+"""
+B3 C{GET /} throughput beside a bare twisted.web server, and B4 the same
+load during a reload storm.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from bench.client import Client
+from bench.configs import CONFIG_KEY, TimedAtomicWriter
+from bench.context import Context, Row, body_of, reloads, serves, settle
+from bench.load import LoadResult, run_load, start_load
+from bench.server import ServerProcess, bare_argv, free_port, pinned
+from bench.stats import ms
+
+CONNECTIONS = 64
+MESSAGE = "Hello World"
+
+
+def check_load(
+    ctx: Context, name: str, result: LoadResult, allowed: set[bytes]
+) -> None:
+    """Record a failure for any error, non-200 or unexpected body."""
+    if result.socket_errors:
+        ctx.fail(f"{name}: {result.socket_errors} socket errors")
+    if result.non_200:
+        ctx.fail(f"{name}: {result.non_200} non-200 responses")
+    if result.unrecorded:
+        ctx.fail(f"{name}: {result.unrecorded} bodies not checked")
+    bad = result.unexpected_bodies(allowed)
+    if bad:
+        sample = ", ".join(f"{b[:60]!r} x{n}" for b, n in list(bad.items())[:5])
+        ctx.fail(f"{name}: {sum(bad.values())} unexpected bodies: {sample}")
+
+
+def describe(result: LoadResult) -> str:
+    return (
+        f"{result.rps:,.0f} req/s, p50 {ms(result.p50)} ms,"
+        f" p99 {ms(result.p99)} ms ({result.requests:,} requests)"
+    )
+
+
+class Storm:
+    """Publish a new message every C{interval} seconds on a thread."""
+
+    def __init__(self, writer: TimedAtomicWriter, interval: float, size: int = 0):
+        self._writer = writer
+        self._interval = interval
+        self._size = size
+        self._stop = threading.Event()
+        self.messages: list[str] = []
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        next_at = time.perf_counter()
+        while not self._stop.is_set():
+            message = f"storm {len(self.messages):06d}"
+            self._writer.publish(message, self._size)
+            self.messages.append(message)
+            next_at += self._interval
+            delay = next_at - time.perf_counter()
+            if delay > 0:
+                # Pacing, not synchronisation: the next update is due then.
+                self._stop.wait(delay)
+            else:
+                next_at = time.perf_counter()
+
+
+def run(ctx: Context) -> None:
+    """B3 and B4."""
+    duration = 2.0 if ctx.quick else 10.0
+    storm_duration = 3.0 if ctx.quick else 10.0
+    base = ctx.workdir / "b3"
+    writer = TimedAtomicWriter(base)
+    writer.publish(MESSAGE)
+    body = body_of(MESSAGE)
+    body_file = ctx.workdir / "bare-body"
+    body_file.write_bytes(body)
+
+    bare_port = free_port()
+    bare = ServerProcess(
+        pinned(bare_argv(bare_port, body_file), ctx.server_cpus),
+        bare_port,
+        ctx.workdir / "bare.log",
+    )
+    app = ctx.app("b3", base / CONFIG_KEY)
+    with bare, app:
+        client = Client(app.port)
+        if not serves(client, MESSAGE, timeout=5):
+            ctx.fail("B3: GET / does not serve the configured message")
+        servers = {"bare": bare, "app": app}
+        for server in servers.values():
+            run_load(ctx.load_tool, server.port, 1.0, CONNECTIONS, ctx.client_cpus)
+        order = ["bare", "app"] if ctx.quick else ["bare", "app", "app", "bare"]
+        results: dict[str, list[LoadResult]] = {"bare": [], "app": []}
+        for name in order:
+            result = run_load(
+                ctx.load_tool,
+                servers[name].port,
+                duration,
+                CONNECTIONS,
+                ctx.client_cpus,
+            )
+            check_load(ctx, f"B3 {name}", result, {body})
+            results[name].append(result)
+            ctx.detail(f"B3 {name} run: {describe(result)}")
+
+        def mean_rps(name: str) -> float:
+            return sum(r.rps for r in results[name]) / len(results[name])
+
+        def mean_p99(name: str) -> float:
+            return sum(r.p99 for r in results[name]) / len(results[name])
+
+        ratio = mean_rps("app") / mean_rps("bare")
+        ctx.row(
+            Row(
+                "B3",
+                f"`GET /` throughput, {duration:g} s x {CONNECTIONS} connections,"
+                " vs bare twisted.web",
+                "ratio >= 0.90",
+                f"configmapdemo {mean_rps('app'):,.0f} req/s p99"
+                f" {ms(mean_p99('app'))} ms; bare {mean_rps('bare'):,.0f} req/s"
+                f" p99 {ms(mean_p99('bare'))} ms; ratio {ratio:.2f}",
+                "pass" if ratio >= 0.90 else "miss",
+            )
+        )
+
+        before, failed_before = reloads(client)
+        storm = Storm(writer, 0.010)
+        load = start_load(
+            ctx.load_tool, app.port, storm_duration, CONNECTIONS, ctx.client_cpus
+        )
+        storm.start()
+        try:
+            result = load.result()
+        finally:
+            storm.stop()
+        if not storm.messages or not serves(client, storm.messages[-1], timeout=5):
+            ctx.fail("B4: the last message written is not served")
+        after, failed_after = settle(client, quiet=0.5)
+        client.close()
+
+    allowed = {body} | {body_of(m) for m in storm.messages}
+    before_errors = len(ctx.failures)
+    check_load(ctx, "B4", result, allowed)
+    correct = len(ctx.failures) == before_errors
+    storm_ratio = result.rps / mean_rps("app")
+    ctx.detail(
+        f"B4: {len(storm.messages)} updates, {after - before} reloads,"
+        f" {failed_after - failed_before} failed reloads,"
+        f" {len(result.bodies)} distinct bodies seen; {describe(result)}"
+    )
+    ctx.row(
+        Row(
+            "B4",
+            f"reload storm: B3 load + AtomicWriter update every 10 ms for"
+            f" {storm_duration:g} s",
+            "0 non-200, 0 bad bodies, throughput >= 0.90 of B3",
+            f"{result.non_200} non-200, {len(result.unexpected_bodies(allowed))}"
+            f" bad bodies, {len(storm.messages)} updates; {result.rps:,.0f} req/s"
+            f" = {storm_ratio:.2f} of B3; p99 {ms(result.p99)} ms",
+            "FAIL" if not correct else ("pass" if storm_ratio >= 0.90 else "miss"),
+        )
+    )
