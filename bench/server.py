@@ -16,6 +16,10 @@ from types import TracebackType
 from bench.client import Client
 
 
+#: The checkout the benchmarks belong to.
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -110,7 +114,10 @@ class ServerProcess:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                cwd=self.log_path.parent,
+                # twistd puts its working directory on sys.path, which is
+                # how it finds twisted/plugins/configmapdemo.py in a
+                # checkout or an editable install.
+                cwd=REPO_ROOT,
                 env={**os.environ, "PYTHONUNBUFFERED": "1"},
             )
         deadline = time.monotonic() + timeout
