@@ -15,7 +15,6 @@ from types import TracebackType
 
 from bench.client import Client
 
-
 #: The checkout the benchmarks belong to.
 REPO_ROOT = Path(__file__).resolve().parent.parent
 

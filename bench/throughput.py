@@ -100,7 +100,11 @@ def run(ctx: Context) -> None:
         servers = {"bare": bare, "app": app}
         for server in servers.values():
             run_load(ctx.load_tool, server.port, 1.0, CONNECTIONS, ctx.client_cpus)
-        order = ["bare", "app"] if ctx.quick else ["bare", "app", "app", "bare"]
+        # Interleaved, so that drift in what else the machine runs falls on
+        # both servers alike.
+        order = ["bare", "app"]
+        if not ctx.quick:
+            order += ["app", "bare", "bare", "app"]
         results: dict[str, list[LoadResult]] = {"bare": [], "app": []}
         for name in order:
             result = run_load(
