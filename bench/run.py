@@ -90,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     for key, value in env:
         print(f"  {key}: {value}")
     wanted = None if args.only is None else set(args.only.upper().split(","))
+    load_before = os.getloadavg()[0]
     started = time.monotonic()
     try:
         for name, bench in BENCHMARKS:
@@ -108,6 +109,15 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print(f"work directory kept: {workdir}")
     elapsed = time.monotonic() - started
+    load_after = os.getloadavg()[0]
+    env.append(
+        (
+            "Other load",
+            f"1-minute load average {load_before:.2f} before the run and"
+            f" {load_after:.2f} after it; the machine is shared with other jobs,"
+            " so figures from runs at different times are not comparable",
+        )
+    )
     order = {f"B{i}": i for i in range(1, 9)}
     ctx.rows.sort(key=lambda r: (order.get(r.id[:2], 9), r.id))
 
