@@ -5,10 +5,10 @@ from __future__ import annotations
 from bench.client import Client
 from bench.configs import CONFIG_KEY, TimedAtomicWriter
 from bench.context import Context, Row, body_of, reloads, serves, settle
-from bench.load import run_load, start_load
+from bench.load import run_load
 from bench.reload import time_updates
 from bench.stats import Summary, ms
-from bench.throughput import CONNECTIONS, Storm, check_load, describe
+from bench.throughput import CONNECTIONS, Storm, check_load, measure
 
 #: Just under 1 MiB, so that the default C{--max-bytes} accepts it.
 SIZE = 1024 * 1024 - 1024
@@ -37,20 +37,13 @@ def run(ctx: Context) -> None:
         reload_time = Summary.of(latencies or [float("inf")])
 
         run_load(ctx.load_tool, app.port, 1.0, CONNECTIONS, ctx.client_cpus)
-        quiet = run_load(
-            ctx.load_tool, app.port, duration, CONNECTIONS, ctx.client_cpus
-        )
+        calm = measure(ctx, app, duration)
+        quiet = calm.load
         check_load(ctx, "B5 without reloads", quiet, {body_of(messages[-1])})
 
         storm = Storm(writer, 0.5, SIZE)
-        load = start_load(
-            ctx.load_tool, app.port, duration, CONNECTIONS, ctx.client_cpus
-        )
-        storm.start()
-        try:
-            busy = load.result()
-        finally:
-            storm.stop()
+        stormy = measure(ctx, app, duration, storm)
+        busy = stormy.load
         allowed = {body_of(m) for m in [messages[-1], *storm.messages]}
         check_load(ctx, "B5 during reloads", busy, allowed)
         if not serves(client, storm.messages[-1], timeout=10):
@@ -62,10 +55,10 @@ def run(ctx: Context) -> None:
     ctx.detail(
         f"B5 config size {size:,} bytes; reload time {reload_time.describe_ms()}"
     )
-    ctx.detail(f"B5 without reloads: {describe(quiet)}")
+    ctx.detail(f"B5 without reloads: {calm.describe()}")
     ctx.detail(
         f"B5 during reloads ({len(storm.messages)} updates, every 500 ms):"
-        f" {describe(busy)}; reloads {after - before},"
+        f" {stormy.describe()}; reloads {after - before},"
         f" failed {failed_after - failed_before}"
     )
     ctx.row(

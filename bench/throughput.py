@@ -7,11 +7,15 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
+
+from attrs import frozen
 
 from bench.client import Client
 from bench.configs import CONFIG_KEY, TimedAtomicWriter
 from bench.context import Context, Row, body_of, reloads, serves, settle
 from bench.load import LoadResult, run_load, start_load
+from bench.proc import CpuTimes, cpu_times
 from bench.server import ServerProcess, bare_argv, free_port, pinned
 from bench.stats import ms
 
@@ -40,6 +44,44 @@ def describe(result: LoadResult) -> str:
         f"{result.rps:,.0f} req/s, p50 {ms(result.p50)} ms,"
         f" p99 {ms(result.p99)} ms ({result.requests:,} requests)"
     )
+
+
+@frozen
+class Measured:
+    """A load run and the server's CPU over it."""
+
+    load: LoadResult
+    cpu: CpuTimes
+
+    @property
+    def cpu_per_request(self) -> float:
+        return self.cpu.used / self.load.requests if self.load.requests else 0.0
+
+    def describe(self) -> str:
+        return (
+            f"{describe(self.load)}; server CPU {self.cpu_per_request * 1e6:.0f} us"
+            f" per request, waited for a CPU"
+            f" {100 * self.cpu.waited / self.load.duration:.0f}% of the run"
+        )
+
+
+def measure(
+    ctx: Context, server: ServerProcess, duration: float, storm: Storm | None = None
+) -> Measured:
+    """
+    Load C{server} for C{duration} seconds, with C{storm} writing updates
+    meanwhile if given, and read the server's CPU around the run.
+    """
+    before = cpu_times(server.pid)
+    run = start_load(ctx.load_tool, server.port, duration, CONNECTIONS, ctx.client_cpus)
+    if storm is not None:
+        storm.start()
+    try:
+        result = run.result()
+    finally:
+        if storm is not None:
+            storm.stop()
+    return Measured(result, cpu_times(server.pid) - before)
 
 
 class Storm:
@@ -105,49 +147,41 @@ def run(ctx: Context) -> None:
         order = ["bare", "app"]
         if not ctx.quick:
             order += ["app", "bare", "bare", "app"]
-        results: dict[str, list[LoadResult]] = {"bare": [], "app": []}
+        results: dict[str, list[Measured]] = {"bare": [], "app": []}
         for name in order:
-            result = run_load(
-                ctx.load_tool,
-                servers[name].port,
-                duration,
-                CONNECTIONS,
-                ctx.client_cpus,
-            )
-            check_load(ctx, f"B3 {name}", result, {body})
-            results[name].append(result)
-            ctx.detail(f"B3 {name} run: {describe(result)}")
+            m = measure(ctx, servers[name], duration)
+            check_load(ctx, f"B3 {name}", m.load, {body})
+            results[name].append(m)
+            ctx.detail(f"B3 {name} run: {m.describe()}")
 
-        def mean_rps(name: str) -> float:
-            return sum(r.rps for r in results[name]) / len(results[name])
+        def mean(name: str, of: Callable[[Measured], float]) -> float:
+            return sum(of(m) for m in results[name]) / len(results[name])
 
-        def mean_p99(name: str) -> float:
-            return sum(r.p99 for r in results[name]) / len(results[name])
-
-        ratio = mean_rps("app") / mean_rps("bare")
+        app_rps = mean("app", lambda m: m.load.rps)
+        bare_rps = mean("bare", lambda m: m.load.rps)
+        app_cpu = mean("app", lambda m: m.cpu_per_request)
+        bare_cpu = mean("bare", lambda m: m.cpu_per_request)
+        ratio = app_rps / bare_rps
         ctx.row(
             Row(
                 "B3",
                 f"`GET /` throughput, {duration:g} s x {CONNECTIONS} connections,"
                 " vs bare twisted.web",
                 "ratio >= 0.90",
-                f"configmapdemo {mean_rps('app'):,.0f} req/s p99"
-                f" {ms(mean_p99('app'))} ms; bare {mean_rps('bare'):,.0f} req/s"
-                f" p99 {ms(mean_p99('bare'))} ms; ratio {ratio:.2f}",
+                f"configmapdemo {app_rps:,.0f} req/s p99"
+                f" {ms(mean('app', lambda m: m.load.p99))} ms; bare"
+                f" {bare_rps:,.0f} req/s p99"
+                f" {ms(mean('bare', lambda m: m.load.p99))} ms; ratio {ratio:.2f}"
+                f" (server CPU per request: {app_cpu * 1e6:.0f} vs"
+                f" {bare_cpu * 1e6:.0f} us, ratio {bare_cpu / app_cpu:.2f})",
                 "pass" if ratio >= 0.90 else "miss",
             )
         )
 
         before, failed_before = reloads(client)
         storm = Storm(writer, 0.010)
-        load = start_load(
-            ctx.load_tool, app.port, storm_duration, CONNECTIONS, ctx.client_cpus
-        )
-        storm.start()
-        try:
-            result = load.result()
-        finally:
-            storm.stop()
+        stormy = measure(ctx, app, storm_duration, storm)
+        result = stormy.load
         if not storm.messages or not serves(client, storm.messages[-1], timeout=5):
             ctx.fail("B4: the last message written is not served")
         after, failed_after = settle(client, quiet=0.5)
@@ -157,11 +191,11 @@ def run(ctx: Context) -> None:
     before_errors = len(ctx.failures)
     check_load(ctx, "B4", result, allowed)
     correct = len(ctx.failures) == before_errors
-    storm_ratio = result.rps / mean_rps("app")
+    storm_ratio = result.rps / app_rps
     ctx.detail(
         f"B4: {len(storm.messages)} updates, {after - before} reloads,"
         f" {failed_after - failed_before} failed reloads,"
-        f" {len(result.bodies)} distinct bodies seen; {describe(result)}"
+        f" {len(result.bodies)} distinct bodies seen; {stormy.describe()}"
     )
     ctx.row(
         Row(
@@ -171,7 +205,8 @@ def run(ctx: Context) -> None:
             "0 non-200, 0 bad bodies, throughput >= 0.90 of B3",
             f"{result.non_200} non-200, {len(result.unexpected_bodies(allowed))}"
             f" bad bodies, {len(storm.messages)} updates; {result.rps:,.0f} req/s"
-            f" = {storm_ratio:.2f} of B3; p99 {ms(result.p99)} ms",
+            f" = {storm_ratio:.2f} of B3; p99 {ms(result.p99)} ms; server CPU"
+            f" per request {stormy.cpu_per_request * 1e6:.0f} us",
             "FAIL" if not correct else ("pass" if storm_ratio >= 0.90 else "miss"),
         )
     )
