@@ -6,16 +6,25 @@ one attribute read, C{store.current}, per request.
 from __future__ import annotations
 
 import timeit
-from types import SimpleNamespace
 
 from bench.context import Context, Row
 
 
-def per_read_ns(stmt: str, namespace: dict[str, object], quick: bool) -> float:
-    """The best of several C{timeit} repeats, in nanoseconds per execution."""
-    number = 200_000 if quick else 2_000_000
-    best = min(timeit.repeat(stmt, globals=namespace, number=number, repeat=5))
-    return best / number * 1e9
+class _Handler:
+    """Holds the store as the web app does, as C{self._store}."""
+
+    def __init__(self, store: object) -> None:
+        self._store = store
+
+
+def per_run_ns(stmt: str, setup: str, namespace: dict[str, object], n: int) -> float:
+    """
+    The best of five C{timeit} repeats of C{stmt}, in nanoseconds per run.
+    Names bound in C{setup} are locals of the timing loop, as C{self} and
+    C{request} are in a handler.
+    """
+    best = min(timeit.repeat(stmt, setup, globals=namespace, number=n, repeat=5))
+    return best / n * 1e9
 
 
 def run(ctx: Context) -> None:
@@ -24,24 +33,24 @@ def run(ctx: Context) -> None:
     from twisted_demo.store import ConfigStore
 
     config = parse_config(b'message: "Hello World"\n', source="bench", loaded_at=0.0)
-    store = ConfigStore(config)
-    # The handler holds the store as C{self._store}; time that path too.
-    handler = SimpleNamespace(_store=store)
-    namespace: dict[str, object] = {"store": store, "self": handler}
-    read = per_read_ns("store.current", namespace, ctx.quick)
-    via_self = per_read_ns("self._store.current", namespace, ctx.quick)
-    empty = per_read_ns("store", namespace, ctx.quick)
+    namespace: dict[str, object] = {"the_store": ConfigStore(config)}
+    namespace["the_handler"] = _Handler(namespace["the_store"])
+    n = 200_000 if ctx.quick else 2_000_000
+    read = per_run_ns("store.current", "store = the_store", namespace, n)
+    via_self = per_run_ns("self._store.current", "self = the_handler", namespace, n)
+    loop = per_run_ns("store", "store = the_store", namespace, n)
     ctx.detail(
-        f"B7: `store.current` {read:.1f} ns per read, `self._store.current`"
-        f" (as the handler writes it) {via_self:.1f} ns; the timeit loop with a"
-        f" bare name load costs {empty:.1f} ns of that"
+        f"B7: `store.current` {read:.1f} ns per read; `self._store.current`,"
+        f" as the handler writes it, {via_self:.1f} ns; the timing loop alone"
+        f" (a bare local load) {loop:.1f} ns of each"
     )
     ctx.row(
         Row(
             "B7",
             "config read on the request path (`store.current`, timeit)",
             "<= 100 ns per read",
-            f"{read:.1f} ns per read (loop included)",
+            f"{read:.1f} ns per read ({via_self:.1f} ns as `self._store.current`;"
+            f" timing loop included)",
             "pass" if read <= 100 else "miss",
         )
     )
