@@ -14,13 +14,16 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, TypeVar
+from typing import IO, Any, TypeVar
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import deferLater
+from twisted.logger import ILogObserver, LogLevel, eventAsText, globalLogPublisher
+from zope.interface import implementer
 
 _T = TypeVar("_T")
 
@@ -200,3 +203,40 @@ class TwistdServer:
             self.process.kill()
             self.process.wait()
         self._output.close()
+
+
+@implementer(ILogObserver)
+class LogCapture:
+    """
+    The events logged through L{twisted.logger} while capturing.
+    """
+
+    def __init__(self) -> None:
+        self.events: list[dict[str, Any]] = []
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        self.events.append(event)
+
+    def messages(self, level: LogLevel | None = None) -> list[str]:
+        """
+        The text of each event, with any traceback, optionally only at
+        C{level}.
+        """
+        return [
+            eventAsText(e, includeTimestamp=False, includeSystem=False)
+            for e in self.events
+            if level is None or e.get("log_level") == level
+        ]
+
+
+@contextmanager
+def captured_log() -> Iterator[LogCapture]:
+    """
+    Capture the events logged inside the block.
+    """
+    capture = LogCapture()
+    globalLogPublisher.addObserver(capture)
+    try:
+        yield capture
+    finally:
+        globalLogPublisher.removeObserver(capture)

@@ -26,6 +26,7 @@ def test_serves_message_and_follows_a_configmap_update(
     first = twistd_server.get("/")
     assert (first.status, first.body) == (200, b"Hello World")
     assert first.headers["Content-Type"] == "text/plain; charset=utf-8"
+    assert first.headers["Content-Length"] == "11"
 
     configmap.write({CONFIG_NAME: b"message: Hello Kubernetes\n"})
     twistd_server.wait_message("Hello Kubernetes")
