@@ -36,7 +36,7 @@ class Running:
     The service's parts running on the test reactor.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, tick: float = TICK) -> None:
         self.path = path
         config_file = ConfigFile(path)
         self.store = ConfigStore(config_file.load(reactor.seconds()))
@@ -53,7 +53,7 @@ class Running:
             config_file,
             self.reloader.reload,
             reactor,
-            TICK,
+            tick,
             default_notifier_factory(reactor),
         )
         site = make_site(ConfigApp(self.store, self.reloader, metrics).resource())
@@ -186,3 +186,19 @@ async def test_broken_update_keeps_serving_the_last_good_config(
     assert await configmap_service.served() == "Hello World"
     configmap.write({CONFIG_NAME: b"message: fixed\n"})
     await configmap_service.wait_served("fixed")
+
+
+@pytest_twisted.ensureDeferred
+async def test_kubelet_update_is_served_from_the_inotify_event_alone(
+    configmap: AtomicWriter,
+) -> None:
+    # A tick longer than any test: only the inotify event of the ..data
+    # rename can make the new message appear.
+    running = Running(configmap.target_dir / CONFIG_NAME, tick=3600)
+    try:
+        await until(reactor, lambda: running.watcher.watching, "the watch")
+        configmap.write({CONFIG_NAME: b"message: from inotify\n"})
+        await running.wait_served("from inotify")
+        assert running.updates == 1
+    finally:
+        await running.stop()
