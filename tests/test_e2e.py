@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import re
 import signal
+import subprocess
 from pathlib import Path
 
-from tests.support import CONFIG_NAME, TwistdServer, http
+import pytest
+
+from tests.support import CONFIG_NAME, TwistdServer, http, twistd_command
 from twisted_demo.testing import AtomicWriter
 
 
@@ -102,3 +105,25 @@ def test_port_in_use_exits_non_zero_without_traceback(
     finally:
         second.close()
     assert http(twistd_server.url + "/").body == b"Hello World"
+
+
+@pytest.mark.parametrize(
+    ("args", "error"),
+    [
+        ([], "--config PATH is required"),
+        (["--config", "c.yaml", "--bogus"], "option --bogus not recognized"),
+        (["--config", "c.yaml", "--tick", "0"], "expected a number of seconds"),
+    ],
+)
+def test_usage_errors_exit_non_zero_naming_the_problem(
+    args: list[str], error: str
+) -> None:
+    result = subprocess.run(
+        [*twistd_command(), "-n", "--pidfile=", "configmapdemo", *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 1
+    # twistd prints usage errors after the usage text, on standard output.
+    assert error in result.stdout.strip().splitlines()[-1]

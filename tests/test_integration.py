@@ -62,6 +62,15 @@ class Running:
         self.url = f"http://127.0.0.1:{address.port}/"
         self.watcher.startService()
 
+    @classmethod
+    async def started(cls, path: Path, tick: float = TICK) -> Running:
+        """
+        Start the parts on C{path} and wait until inotify watches it.
+        """
+        running = cls(path, tick)
+        await until(reactor, lambda: running.watcher.watching, "the watch")
+        return running
+
     @property
     def updates(self) -> int:
         return sum(r.outcome is Outcome.UPDATED for r in self.results)
@@ -95,8 +104,7 @@ class Running:
 
 @pytest_twisted.async_yield_fixture
 async def configmap_service(configmap: AtomicWriter) -> AsyncIterator[Running]:
-    running = Running(configmap.target_dir / CONFIG_NAME)
-    await until(reactor, lambda: running.watcher.watching, "the watch")
+    running = await Running.started(configmap.target_dir / CONFIG_NAME)
     yield running
     await running.stop()
 
@@ -105,8 +113,7 @@ async def configmap_service(configmap: AtomicWriter) -> AsyncIterator[Running]:
 async def plain_service(tmp_path: Path) -> AsyncIterator[Running]:
     path = tmp_path / "config.yaml"
     path.write_bytes(b"message: Hello World\n")
-    running = Running(path)
-    await until(reactor, lambda: running.watcher.watching, "the watch")
+    running = await Running.started(path)
     yield running
     await running.stop()
 
@@ -194,9 +201,8 @@ async def test_kubelet_update_is_served_from_the_inotify_event_alone(
 ) -> None:
     # A tick longer than any test: only the inotify event of the ..data
     # rename can make the new message appear.
-    running = Running(configmap.target_dir / CONFIG_NAME, tick=3600)
+    running = await Running.started(configmap.target_dir / CONFIG_NAME, tick=3600)
     try:
-        await until(reactor, lambda: running.watcher.watching, "the watch")
         configmap.write({CONFIG_NAME: b"message: from inotify\n"})
         await running.wait_served("from inotify")
         assert running.updates == 1
