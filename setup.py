@@ -15,6 +15,10 @@ setup(
     # carry twisted/plugins/configmapdemo.py; the directory has no
     # __init__.py, so Twisted's own twisted.plugins package is untouched.
     packages=["twisted_demo", "twisted.plugins"],
+    # An explicit root lets setuptools make editable installs with a plain
+    # .pth entry for this directory, which is where Twisted looks for
+    # twisted/plugins; its default import-hook mode hides the plugin.
+    package_dir={"": "."},
     package_data={"twisted_demo": ["py.typed"]},
     install_requires=[
         "attrs>=23.1",

@@ -1,0 +1,260 @@
+"""
+One reload: read the file, skip it if its bytes are already known, parse,
+validate, swap; and report the outcome to the log, the metrics and callers.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from attrs import evolve, frozen
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IReactorThreads, IReactorTime
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from twisted_demo.config import Config, ConfigError
+from twisted_demo.source import ConfigFile
+from twisted_demo.store import ConfigStore
+
+_T = TypeVar("_T")
+
+#: Runs C{f()} somewhere and fires with its result; see L{in_thread_pool}.
+Runner = Callable[[Callable[[], _T]], "Deferred[_T]"]
+
+
+def in_thread_pool(reactor: IReactorThreads) -> Runner[Any]:
+    """
+    A runner that calls functions in the reactor's thread pool, so reading
+    and parsing a large file never stalls requests being served.
+    """
+
+    def run(f: Callable[[], _T]) -> Deferred[_T]:
+        return deferToThreadPool(reactor, reactor.getThreadPool(), f)
+
+    return run
+
+
+def inline(f: Callable[[], _T]) -> Deferred[_T]:
+    """
+    A runner that calls functions at once: deterministic, for tests.
+    """
+    return succeed(f())
+
+
+class Outcome(enum.Enum):
+    """
+    What a reload did.
+    """
+
+    UPDATED = "updated"
+    UNCHANGED = "unchanged"
+    FAILED = "failed"
+
+
+@frozen
+class ReloadResult:
+    """
+    The outcome of one reload.
+
+    @ivar config: The config being served afterwards (L{None} only if none
+        was ever loaded).
+    @ivar error: For L{Outcome.FAILED}, why; else L{None}.
+    @ivar repeated: For L{Outcome.FAILED}, whether this is the failure
+        already reported last time (same bytes or same read error).
+    @ivar recovered: For L{Outcome.UNCHANGED}, whether this clears a failure
+        reported before.
+    """
+
+    outcome: Outcome
+    config: Config | None
+    error: str | None = None
+    repeated: bool = False
+    recovered: bool = False
+
+
+#: Told of every L{ReloadResult}, on the reactor thread.
+Observer = Callable[[ReloadResult], object]
+
+
+@frozen
+class _Read:
+    """
+    What the worker hands back: a new config, a failure, or L{None} for
+    bytes that are already known.
+    """
+
+    sha256: str | None
+    generation: str | None
+    config: Config | None = None
+    error: str | None = None
+
+
+def _short(sha256: str | None) -> str:
+    return "none" if sha256 is None else sha256[:12]
+
+
+class Reloader:
+    """
+    Reloads C{config_file} into C{store}, one reload at a time.
+
+    A call to L{reload} while one is running is folded, with any other such
+    calls, into a single reload that starts when the running one ends, so
+    a burst of requests costs at most two reads.
+
+    @ivar last_error: Why the last reload failed, or L{None} if it did not.
+    """
+
+    _log = Logger()
+
+    def __init__(
+        self,
+        config_file: ConfigFile,
+        store: ConfigStore,
+        clock: IReactorTime,
+        run: Runner[Any] = inline,
+        observers: list[Observer] | None = None,
+    ) -> None:
+        self._file = config_file
+        self._store = store
+        self._clock = clock
+        self._run = run
+        self._observers: list[Observer] = list(observers or [])
+        self._busy = False
+        self._waiting: list[Deferred[ReloadResult]] = []
+        self._failed_sha256: str | None = None
+        self.last_error: str | None = None
+
+    def observe(self, observer: Observer) -> None:
+        """
+        Tell C{observer} of every future reload's result.
+        """
+        self._observers.append(observer)
+
+    def reload(self) -> Deferred[ReloadResult]:
+        """
+        Reload the file from disk now, or right after the reload under way.
+
+        @return: Fires with the L{ReloadResult}; never fails.
+        """
+        d: Deferred[ReloadResult] = Deferred()
+        if self._busy:
+            self._waiting.append(d)
+        else:
+            self._start([d])
+        return d
+
+    def _start(self, waiters: list[Deferred[ReloadResult]]) -> None:
+        self._busy = True
+        current = self._store.current
+        known = (
+            None if current is None else current.sha256,
+            self._failed_sha256,
+        )
+        now = self._clock.seconds()
+        self._run(lambda: self._read(known, now)).addCallbacks(
+            self._finish, self._crashed
+        ).addCallback(self._done, waiters)
+
+    def _read(self, known: tuple[str | None, str | None], now: float) -> _Read:
+        """
+        Read, hash and parse off the reactor thread.
+        """
+        try:
+            snapshot = self._file.read()
+        except ConfigError as e:
+            return _Read(sha256=None, generation=None, error=str(e))
+        if snapshot.sha256 in known:
+            return _Read(sha256=snapshot.sha256, generation=snapshot.generation)
+        try:
+            config = self._file.parse(snapshot, now)
+        except ConfigError as e:
+            return _Read(
+                sha256=snapshot.sha256, generation=snapshot.generation, error=str(e)
+            )
+        return _Read(
+            sha256=snapshot.sha256, generation=snapshot.generation, config=config
+        )
+
+    def _crashed(self, failure: Failure) -> ReloadResult:
+        self._log.failure("Config reload crashed", failure)
+        return self._fail(None, f"{self._file.path}: internal error while reloading")
+
+    def _finish(self, read: _Read) -> ReloadResult:
+        """
+        On the reactor thread: swap, or record the failure.
+        """
+        if read.config is not None:
+            return self._swap(read.config)
+        if read.error is not None:
+            return self._fail(read.sha256, read.error)
+        current = self._store.current
+        if current is not None and read.sha256 == current.sha256:
+            if read.generation != current.generation:
+                # Same bytes in a new ConfigMap generation (another key
+                # changed): nothing to announce, but /config should say
+                # which generation is being served.
+                self._store.replace(evolve(current, generation=read.generation))
+            recovered = self.last_error is not None
+            if recovered:
+                self._log.info(
+                    "Config file {path} is back to the version being served "
+                    "(sha256 {sha256}); last error cleared",
+                    path=str(self._file.path),
+                    sha256=_short(current.sha256),
+                )
+            self.last_error = None
+            self._failed_sha256 = None
+            return ReloadResult(
+                Outcome.UNCHANGED, self._store.current, recovered=recovered
+            )
+        # The same bytes that failed last time.
+        assert self.last_error is not None
+        return ReloadResult(
+            Outcome.FAILED, current, error=self.last_error, repeated=True
+        )
+
+    def _swap(self, new: Config) -> ReloadResult:
+        old = self._store.replace(new)
+        self.last_error = None
+        self._failed_sha256 = None
+        self._log.info(
+            "Config file updated: sha256 {old} -> {new} "
+            "({path}, generation {generation})",
+            old=_short(None if old is None else old.sha256),
+            new=_short(new.sha256),
+            path=new.source,
+            generation=new.generation,
+        )
+        return ReloadResult(Outcome.UPDATED, new)
+
+    def _fail(self, sha256: str | None, error: str) -> ReloadResult:
+        repeated = error == self.last_error and sha256 == self._failed_sha256
+        if not repeated:
+            self._log.error(
+                "Config reload failed, still serving the last good config: {error}",
+                error=error,
+            )
+        self.last_error = error
+        self._failed_sha256 = sha256
+        return ReloadResult(
+            Outcome.FAILED, self._store.current, error=error, repeated=repeated
+        )
+
+    def _done(
+        self, result: ReloadResult, waiters: list[Deferred[ReloadResult]]
+    ) -> None:
+        for observer in self._observers:
+            try:
+                observer(result)
+            except Exception:
+                self._log.failure("Reload observer {o!r} failed", o=observer)
+        for d in waiters:
+            d.callback(result)
+        waiting, self._waiting = self._waiting, []
+        self._busy = False
+        if waiting:
+            self._start(waiting)
