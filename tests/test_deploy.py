@@ -657,8 +657,11 @@ def test_image_entrypoint_serves_the_message_from_a_read_only_install(
     output = (stdout + stderr).decode(errors="replace")
     assert answers.get("/", (0, b""))[1].strip() == b"Hello World", (answers, output)
     assert answers["/readyz"][0] == answers["/healthz"][0] == 200, (answers, output)
-    assert process.returncode == 0, output
+    # twistd shuts down cleanly, then exits through the signal it received.
+    assert process.returncode in (0, -signal.SIGTERM), output
     assert "Unable to write to plugin cache" not in output
     # twistd -n logs to stdout, where the container runtime collects it.
-    assert str(port) in stdout.decode(errors="replace"), output
+    logged = stdout.decode(errors="replace")
+    assert f"starting on {port}" in logged, output
+    assert "Server Shut Down." in logged, output
     assert _tree_state(image_install) == before
