@@ -494,10 +494,10 @@ def test_prometheus_scrapes_metrics_on_the_http_port() -> None:
     assert int(annotations["prometheus.io/port"]) == container_port("http")
 
 
-def test_container_has_memory_and_cpu_requests_and_a_memory_limit() -> None:
+def test_container_has_cpu_and_memory_requests_and_limits() -> None:
     resources = container()["resources"]
     assert set(resources["requests"]) == {"cpu", "memory"}
-    assert "memory" in resources["limits"]
+    assert set(resources["limits"]) == {"cpu", "memory"}
 
 
 # -- the image's entrypoint, run from a read-only install of the wheel -------
