@@ -80,6 +80,35 @@ def runtime_stage() -> list[tuple[str, str]]:
     return instructions[last_from:]
 
 
+def build_context_copy(destination: Path) -> Path:
+    """
+    Copy what the build stage's COPY instructions take from the build
+    context into C{destination}, and return the stage's working directory
+    there: the source tree the image's wheel is built from.
+    """
+    instructions = dockerfile_instructions()
+    stage_end = next(
+        i for i, (kw, _) in enumerate(instructions) if kw == "FROM" and i > 0
+    )
+    workdir = PurePosixPath("/")
+    ignore = shutil.ignore_patterns("__pycache__", "*.py[cod]", "dropin.cache")
+    for keyword, arguments in instructions[:stage_end]:
+        if keyword == "WORKDIR":
+            workdir = workdir / arguments
+        elif keyword == "COPY":
+            *sources, target = arguments.split()
+            assert not any(s.startswith("--") for s in sources), arguments
+            into = destination / (workdir / target).relative_to("/")
+            for source in sources:
+                origin = ROOT / source
+                if origin.is_dir():
+                    shutil.copytree(origin, into, ignore=ignore, dirs_exist_ok=True)
+                else:
+                    into.mkdir(parents=True, exist_ok=True)
+                    shutil.copy2(origin, into / origin.name)
+    return destination / workdir.relative_to("/")
+
+
 def exec_form(keyword: str) -> list[str]:
     """
     The JSON exec-form argument list of the final stage's ENTRYPOINT or CMD.
@@ -545,7 +574,9 @@ def image_install() -> Iterator[Path]:
                 "--no-deps",
                 "--wheel-dir",
                 str(top / "dist"),
-                str(ROOT),
+                # Only what the Dockerfile copies in, so the wheel is the
+                # image's and no build/ directory is left in the checkout.
+                str(build_context_copy(top / "context")),
             ],
             check=True,
             timeout=120,
