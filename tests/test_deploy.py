@@ -653,37 +653,36 @@ def test_image_entrypoint_serves_the_message_from_a_read_only_install(
     }
     before = _tree_state(image_install)
 
-    process = subprocess.Popen(
-        argv,
-        cwd="/",
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    base = f"http://127.0.0.1:{port}"
-    answers: dict[str, tuple[int, bytes]] = {}
-    try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and process.poll() is None:
-            try:
-                answers["/"] = _get(base + "/")
-            except OSError:
-                time.sleep(0.05)
-                continue
-            if answers["/"][0] == 200:
-                break
-        if answers.get("/", (0, b""))[0] == 200:
-            for probe in ("readinessProbe", "livenessProbe"):
-                path = container()[probe]["httpGet"]["path"]
-                answers[path] = _get(base + path)
-    finally:
-        process.send_signal(signal.SIGTERM)
+    # Files, not pipes: nothing reads the output until the process has ended.
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        process = subprocess.Popen(argv, cwd="/", env=env, stdout=out, stderr=err)
+        base = f"http://127.0.0.1:{port}"
+        answers: dict[str, tuple[int, bytes]] = {}
         try:
-            stdout, stderr = process.communicate(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            stdout, stderr = process.communicate()
-        shutil.rmtree(config_dir, ignore_errors=True)
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and process.poll() is None:
+                try:
+                    answers["/"] = _get(base + "/")
+                except OSError:
+                    answers.pop("/", None)
+                if answers.get("/", (0, b""))[0] == 200:
+                    break
+                time.sleep(0.05)
+            if answers.get("/", (0, b""))[0] == 200:
+                for probe in ("readinessProbe", "livenessProbe"):
+                    path = container()[probe]["httpGet"]["path"]
+                    answers[path] = _get(base + path)
+        finally:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+            shutil.rmtree(config_dir, ignore_errors=True)
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read(), err.read()
 
     output = (stdout + stderr).decode(errors="replace")
     assert answers.get("/", (0, b""))[1].strip() == b"Hello World", (answers, output)
