@@ -73,7 +73,15 @@ def default_notifier_factory(reactor: object) -> Callable[[], Notifier] | None:
     """
     if inotify is None:
         return None
-    return lambda: inotify.INotify(reactor)
+
+    def make() -> Notifier:
+        notifier = inotify.INotify(reactor)
+        # INotify reads its descriptor only once told to; without this no
+        # event is ever delivered and only the tick's fingerprint check acts.
+        notifier.startReading()
+        return notifier
+
+    return make
 
 
 class ConfigWatcher(Service):
