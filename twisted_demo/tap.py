@@ -162,6 +162,37 @@ class _ReloadOnSignal(Service):
         signal.signal(self._signum, self._previous)
 
 
+class _WebService(StreamServerEndpointService):
+    """
+    Serves the site, and stops C{twistd} with one clear line, rather than a
+    traceback, when the endpoint cannot listen (port in use, no permission).
+    """
+
+    def __init__(self, description: str, endpoint: object, site: object) -> None:
+        super().__init__(endpoint, site)
+        self._description = description
+        # Raise from startService, at start-up, instead of logging later.
+        self._raiseSynchronously = True
+
+    def _listen(self, start: Callable[[], object]) -> None:
+        try:
+            start()
+        except Exception as e:
+            _log.critical(
+                "configmapdemo: error: cannot listen on {listen}: {error}",
+                listen=self._description,
+                error=e,
+            )
+            raise SystemExit(1) from None
+
+    def privilegedStartService(self) -> None:
+        # twistd binds here, before dropping privileges.
+        self._listen(super().privilegedStartService)
+
+    def startService(self) -> None:
+        self._listen(super().startService)
+
+
 def makeService(options: Options) -> MultiService:
     """
     Load the config (refusing to start without a valid one) and build the
@@ -204,10 +235,7 @@ def makeService(options: Options) -> MultiService:
     site = make_site(
         ConfigApp(store, reloader, metrics).resource(), options["access-log"]
     )
-    web = StreamServerEndpointService(endpoint, site)
-    # Fail at start-up, not later, when the port cannot be bound.
-    web._raiseSynchronously = True
-    web.setServiceParent(service)
+    _WebService(options["listen"], endpoint, site).setServiceParent(service)
     ConfigWatcher(
         config_file,
         reloader.reload,

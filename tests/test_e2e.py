@@ -1,0 +1,129 @@
+"""
+The service as a user runs it: C{twistd -n configmapdemo} in a subprocess,
+updated the way the kubelet updates a ConfigMap volume.
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.support import CONFIG_NAME, TwistdServer, http, twistd_command
+from twisted_demo.testing import AtomicWriter
+
+
+def _metric(server: TwistdServer, name: str) -> float:
+    text = server.get("/metrics").text
+    match = re.search(rf"^{name} (\S+)$", text, re.MULTILINE)
+    assert match is not None, f"{name} not in /metrics:\n{text}"
+    return float(match.group(1))
+
+
+def test_serves_message_and_follows_a_configmap_update(
+    twistd_server: TwistdServer, configmap: AtomicWriter
+) -> None:
+    first = twistd_server.get("/")
+    assert (first.status, first.body) == (200, b"Hello World")
+    assert first.headers["Content-Type"] == "text/plain; charset=utf-8"
+    assert first.headers["Content-Length"] == "11"
+
+    configmap.write({CONFIG_NAME: b"message: Hello Kubernetes\n"})
+    twistd_server.wait_message("Hello Kubernetes")
+
+    assert _metric(twistd_server, "configmapdemo_config_reloads_total") == 1
+    assert _metric(twistd_server, "configmapdemo_config_reload_failures_total") == 0
+    assert len(re.findall("Config file updated: sha256", twistd_server.output)) == 1
+
+
+def test_sigterm_stops_cleanly_within_five_seconds(
+    twistd_server: TwistdServer,
+) -> None:
+    # twistd re-raises SIGTERM by default after a clean shutdown, so the
+    # process ends "killed by SIGTERM" (status -15 here, 143 in a shell).
+    assert twistd_server.stop(signal.SIGTERM, timeout=5) == -signal.SIGTERM
+    assert "Server Shut Down." in twistd_server.output
+    assert "Traceback" not in twistd_server.output
+
+
+def test_sighup_forces_a_reload(
+    twistd_server: TwistdServer, configmap: AtomicWriter
+) -> None:
+    generation = configmap.write({CONFIG_NAME: b"message: Hello SIGHUP\n"})
+    twistd_server.wait_message("Hello SIGHUP")
+    twistd_server.process.send_signal(signal.SIGHUP)
+    twistd_server.wait_message("Hello SIGHUP")
+    assert "Received SIGHUP: reloading the config" in twistd_server.output
+    assert twistd_server.get("/config").text.count(generation) == 1
+
+
+def test_invalid_config_at_startup_exits_with_one_clear_line(
+    tmp_path: Path,
+) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_bytes(b"message: [unclosed\n")
+    server = TwistdServer(config)
+    try:
+        status = server.process.wait(10)
+        assert status == 1
+        assert server.output.strip().splitlines() == [
+            f"configmapdemo: error: {config} line 2, column 1: "
+            "did not find expected ',' or ']'"
+        ]
+    finally:
+        server.close()
+
+
+def test_missing_config_at_startup_exits_with_one_clear_line(
+    tmp_path: Path,
+) -> None:
+    missing = tmp_path / "nope.yaml"
+    server = TwistdServer(missing)
+    try:
+        assert server.process.wait(10) == 1
+        assert server.output.strip().splitlines() == [
+            f"configmapdemo: error: {missing}: cannot read: No such file or directory"
+        ]
+    finally:
+        server.close()
+
+
+def test_port_in_use_exits_non_zero_without_traceback(
+    twistd_server: TwistdServer, configmap: AtomicWriter
+) -> None:
+    second = TwistdServer(
+        configmap.target_dir / CONFIG_NAME,
+        extra=["--listen", f"tcp:{twistd_server.port}:interface=127.0.0.1"],
+    )
+    try:
+        assert second.process.wait(10) != 0
+        assert "Address already in use" in second.output
+        assert "Traceback" not in second.output
+    finally:
+        second.close()
+    assert http(twistd_server.url + "/").body == b"Hello World"
+
+
+@pytest.mark.parametrize(
+    ("args", "error"),
+    [
+        ([], "--config PATH is required"),
+        (["--config", "c.yaml", "--bogus"], "option --bogus not recognized"),
+        (["--config", "c.yaml", "--tick", "0"], "expected a number of seconds"),
+    ],
+)
+def test_usage_errors_exit_non_zero_naming_the_problem(
+    args: list[str], error: str
+) -> None:
+    result = subprocess.run(
+        [*twistd_command(), "-n", "--pidfile=", "configmapdemo", *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 1
+    # twistd prints usage errors after the usage text, on standard output.
+    assert error in result.stdout.strip().splitlines()[-1]
