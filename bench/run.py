@@ -71,9 +71,16 @@ def main(argv: list[str] | None = None) -> int:
     load_description = (
         f"{wrk_version()}, 1 thread, 64 connections, bench/check.lua checks every body"
         if tool == "wrk"
-        else "the suite's own generator (bench/loadgen.py, wrk is not installed),"
-        " 64 connections, one process"
+        else "the suite's own generator (bench/loadgen.py"
+        + (
+            ", chosen with --load builtin"
+            if wrk_available()
+            else ", wrk is not installed"
+        )
+        + "), 64 connections, one process"
     )
+    if tool == "wrk" and not wrk_available():
+        parser.error("--load wrk: wrk is not installed")
     server_cpus, client_cpus = _pinning(not args.no_pin)
     workdir = Path(tempfile.mkdtemp(prefix="configmapdemo-bench-"))
     ctx = Context(
