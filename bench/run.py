@@ -68,16 +68,12 @@ def main(argv: list[str] | None = None) -> int:
     tool = args.load
     if tool == "auto":
         tool = "wrk" if wrk_available() else "builtin"
+    why = "chosen with --load builtin" if wrk_available() else "wrk is not installed"
     load_description = (
         f"{wrk_version()}, 1 thread, 64 connections, bench/check.lua checks every body"
         if tool == "wrk"
-        else "the suite's own generator (bench/loadgen.py"
-        + (
-            ", chosen with --load builtin"
-            if wrk_available()
-            else ", wrk is not installed"
-        )
-        + "), 64 connections, one process"
+        else f"the suite's own generator (bench/loadgen.py, {why}),"
+        " 64 connections, one process"
     )
     if tool == "wrk" and not wrk_available():
         parser.error("--load wrk: wrk is not installed")
