@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from bench.client import Client
-from bench.configs import CONFIG_KEY, TimedAtomicWriter
+from bench.configs import CONFIG_KEY, TimedAtomicWriter, WriterProcess
 from bench.context import Context, Row, body_of, reloads, serves, settle
 from bench.load import run_load
 from bench.reload import time_updates
@@ -29,9 +29,9 @@ def run(ctx: Context) -> None:
             ctx.fail("B5: GET / does not serve the 1 MiB config's message")
         before, failed_before = reloads(client)
         messages = [f"big update {i:04d}" for i in range(updates)]
-        latencies, timeouts = time_updates(
-            client, lambda m: writer.publish(m, SIZE), messages, timeout=10
-        )
+        publisher = WriterProcess("atomic", base, SIZE)
+        latencies, timeouts = time_updates(client, publisher, messages, timeout=10)
+        publisher.close()
         if timeouts:
             ctx.fail(f"B5: {timeouts} updates of the 1 MiB config never served")
         reload_time = Summary.of(latencies or [float("inf")])

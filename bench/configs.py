@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import time
+from collections.abc import Callable
+from multiprocessing.connection import Connection
 from pathlib import Path
 
-from twisted_demo.testing import AtomicWriter
+from twisted_demo.testing import AtomicWriter, write_by_rename, write_in_place
 
 #: The ConfigMap key, so the file the service reads is C{DIR/config.yaml}.
 CONFIG_KEY = "config.yaml"
@@ -42,3 +45,69 @@ class TimedAtomicWriter(AtomicWriter):
         """Publish a config with C{message}; return the commit timestamp."""
         self.write({CONFIG_KEY: config_yaml(message, size)})
         return self.committed_at
+
+
+class WriterProcess:
+    """
+    Make updates in a child process and hand back their commit timestamps.
+
+    Polling from the same process as the writer would measure the writer
+    too: its Python work after the commit holds the GIL while a response
+    waits to be read.  C{time.perf_counter} is the system-wide monotonic
+    clock, so the child's timestamps compare with the parent's.
+
+    C{kind} is C{atomic} (the kubelet's AtomicWriter on the directory
+    C{target}), C{in-place} or C{rename} (editors on the plain file
+    C{target}).
+    """
+
+    def __init__(self, kind: str, target: Path, size: int = 0) -> None:
+        context = multiprocessing.get_context("spawn")
+        self._conn, child = context.Pipe()
+        self._process = context.Process(
+            target=_write_updates, args=(child, kind, target, size), daemon=True
+        )
+        self._process.start()
+
+    def start(self, message: str) -> None:
+        """Begin publishing C{message}; L{committed} tells when it landed."""
+        self._conn.send(message)
+
+    def committed(self) -> float:
+        """The C{perf_counter} at the commit point of the update started last."""
+        value = self._conn.recv()
+        assert isinstance(value, float)
+        return value
+
+    def publish(self, message: str) -> float:
+        self.start(message)
+        return self.committed()
+
+    def close(self) -> None:
+        self._conn.send(None)
+        self._process.join(timeout=10)
+        if self._process.is_alive():
+            self._process.kill()
+        self._conn.close()
+
+
+def _write_updates(conn: Connection, kind: str, target: Path, size: int) -> None:
+    update: Callable[[str], float]
+    if kind == "atomic":
+        writer = TimedAtomicWriter(target)
+
+        def update(message: str) -> float:
+            return writer.publish(message, size)
+
+    else:
+        save = write_in_place if kind == "in-place" else write_by_rename
+
+        def update(message: str) -> float:
+            save(target, config_yaml(message, size))
+            return time.perf_counter()
+
+    while True:
+        message = conn.recv()
+        if message is None:
+            return
+        conn.send(update(message))

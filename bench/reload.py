@@ -5,17 +5,14 @@ C{GET /} serves the new message, and how many reloads each update costs.
 
 from __future__ import annotations
 
-import threading
 import time
-from collections.abc import Callable
 
 from attrs import frozen
 
 from bench.client import Client
-from bench.configs import CONFIG_KEY, TimedAtomicWriter, config_yaml
+from bench.configs import CONFIG_KEY, TimedAtomicWriter, WriterProcess, config_yaml
 from bench.context import Context, Row, body_of, reloads, serves, settle
 from bench.stats import Summary
-from twisted_demo.testing import write_by_rename, write_in_place
 
 
 @frozen
@@ -25,6 +22,7 @@ class ReloadRun:
     label: str
     tick: float
     latencies: list[float]
+    round_trips: list[float]
     updates: int
     timeouts: int
     reloads: int
@@ -37,21 +35,17 @@ class ReloadRun:
 
 def time_updates(
     client: Client,
-    update: Callable[[str], float],
+    writer: WriterProcess,
     messages: list[str],
     timeout: float,
     budget: float = float("inf"),
 ) -> tuple[list[float], int]:
     """
-    Apply each update on a thread while polling C{GET /} back to back until
-    it returns the new message; the latency runs from the timestamp
-    C{update} returns (taken at the commit point) to the arrival of the
-    first response carrying the new message.  No update starts once
+    Have C{writer} publish each message while polling C{GET /} back to back
+    until it returns the new one; the latency runs from the commit point
+    (taken by the writer right after the rename or write) to the arrival of
+    the first response carrying the new message.  No update starts once
     C{budget} seconds have passed, so a slow service cannot stall the run.
-
-    The writer runs beside the poller because the kubelet's work after the
-    rename (symlinks, removing the old directory) is no part of the
-    latency, yet can take milliseconds on a busy disk.
     """
     latencies: list[float] = []
     timeouts = 0
@@ -60,10 +54,8 @@ def time_updates(
         if time.perf_counter() >= give_up:
             break
         expected = body_of(message)
-        committed: list[float] = []
-        writer = threading.Thread(target=_apply, args=(update, message, committed))
         deadline = time.perf_counter() + timeout
-        writer.start()
+        writer.start(message)
         seen: float | None = None
         while True:
             status, body = client.get("/")
@@ -74,14 +66,10 @@ def time_updates(
             if now >= deadline:
                 timeouts += 1
                 break
-        writer.join()
+        committed = writer.committed()
         if seen is not None:
-            latencies.append(seen - committed[0])
+            latencies.append(seen - committed)
     return latencies, timeouts
-
-
-def _apply(update: Callable[[str], float], message: str, into: list[float]) -> None:
-    into.append(update(message))
 
 
 def reload_series(
@@ -96,31 +84,31 @@ def reload_series(
     base = ctx.workdir / f"b1-{label}"
     base.mkdir()
     initial = f"{label} initial"
-    update: Callable[[str], float]
     if writer == "atomic":
-        atomic = TimedAtomicWriter(base)
-        atomic.publish(initial)
+        TimedAtomicWriter(base).publish(initial)
         config = base / CONFIG_KEY
-        update = atomic.publish
+        target = base
     else:
         config = base / "config.yaml"
         config.write_bytes(config_yaml(initial))
-        save = write_in_place if writer == "in-place" else write_by_rename
-
-        def update(message: str) -> float:
-            save(config, config_yaml(message))
-            return time.perf_counter()
-
+        target = config
+    updates = WriterProcess(writer, target)
     server = ctx.app(f"b1-{label}", config, tick=tick)
     with server:
         client = Client(server.port)
         if not serves(client, initial, timeout=5):
             ctx.fail(f"B1 {label}: GET / does not serve the initial message")
+        round_trips = []
+        for _ in range(count * 2):
+            started = time.perf_counter()
+            client.get("/")
+            round_trips.append(time.perf_counter() - started)
         before, failed_before = reloads(client)
         messages = [f"{label} update {i:05d}" for i in range(count)]
         latencies, timeouts = time_updates(
-            client, update, messages, timeout=max(2.0, 5 * tick), budget=budget
+            client, updates, messages, timeout=max(2.0, 5 * tick), budget=budget
         )
+        updates.close()
         made = len(latencies) + timeouts
         after, failed_after = settle(client, quiet=2 * tick + 0.2)
         if not serves(client, messages[made - 1], timeout=5):
@@ -130,6 +118,7 @@ def reload_series(
         label=label,
         tick=tick,
         latencies=latencies,
+        round_trips=round_trips,
         updates=made,
         timeouts=timeouts,
         reloads=after - before,
@@ -152,7 +141,9 @@ def run(ctx: Context) -> None:
         ctx.detail(
             f"B1 {r.label}: {r.summary.describe_ms()}; timeouts {r.timeouts};"
             f" reloads {r.reloads} for {r.updates} updates;"
-            f" failed reloads {r.failures}"
+            f" failed reloads {r.failures}; for scale, a plain `GET /` round"
+            f" trip on this server before the updates:"
+            f" {Summary.of(r.round_trips).describe_ms()}"
         )
         if r.timeouts:
             ctx.fail(f"B1 {r.label}: {r.timeouts} updates never served in time")
