@@ -114,7 +114,8 @@ def markdown(ctx: Context, env: list[tuple[str, str]], elapsed: float) -> str:
         "apt-get update && apt-get install -y wrk   # optional: without wrk"
         " the suite's own load generator is used",
         "pip install -e '.[test]'",
-        "python -m bench            # full run, about 6 minutes; writes BENCHMARKS.md",
+        "python -m bench            # from the checkout root, about 3 minutes;"
+        " writes BENCHMARKS.md",
         "python -m bench --quick    # under a minute; fails only on correctness",
         "```",
         "",
