@@ -1,0 +1,80 @@
+"""
+The benchmark suite's own logic: the parts that decide whether a run found
+a correctness failure must be right, whatever the timings.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bench.configs import CONFIG_KEY, TimedAtomicWriter, config_yaml
+from bench.load import parse_result
+from bench.loadgen import _parse_response
+from bench.stats import percentile
+from twisted_demo.config import parse_config
+
+
+def test_percentile_is_nearest_rank() -> None:
+    samples = [float(n) for n in range(1, 101)]
+    assert percentile(samples, 50) == 50.0
+    assert percentile(samples, 99) == 99.0
+    assert percentile(samples, 100) == 100.0
+    assert percentile([7.0], 99) == 7.0
+
+
+def test_percentile_of_nothing_is_an_error() -> None:
+    with pytest.raises(ValueError):
+        percentile([], 50)
+
+
+def test_padded_config_keeps_its_message_and_size() -> None:
+    raw = config_yaml("big one", 1024 * 1024 - 1024)
+    assert len(raw) >= 1024 * 1024 - 1024
+    assert len(raw) <= 1024 * 1024
+    config = parse_config(raw, source="bench", loaded_at=0.0)
+    assert config.message == "big one"
+
+
+def test_timed_writer_stamps_the_commit(tmp_path: Path) -> None:
+    writer = TimedAtomicWriter(tmp_path)
+    committed = writer.publish("first")
+    assert committed == writer.committed_at > 0
+    assert (tmp_path / CONFIG_KEY).read_bytes() == config_yaml("first")
+
+
+def test_result_block_lists_every_distinct_body() -> None:
+    output = "\n".join(
+        [
+            "Running 1s test @ http://127.0.0.1:1/",
+            "bench-result",
+            "requests 30",
+            "duration_us 2000000",
+            "socket_errors 1",
+            "latency_us 1000 5000 9000",
+            "non200 2",
+            "unrecorded 0",
+            f"body 20 {b'old'.hex()}",
+            f"body 8 {b'new'.hex()}",
+            "end",
+        ]
+    )
+    result = parse_result("wrk", output)
+    assert result.rps == 15.0
+    assert (result.socket_errors, result.non_200) == (1, 2)
+    assert (result.p50, result.p99, result.max) == (0.001, 0.005, 0.009)
+    assert result.bodies == {b"old": 20, b"new": 8}
+    assert result.unexpected_bodies({b"old"}) == {b"new": 8}
+
+
+def test_builtin_generator_parses_fixed_and_chunked_bodies() -> None:
+    fixed = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"
+    chunked = (
+        b"HTTP/1.1 503 Service Unavailable\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"
+    )
+    assert _parse_response(fixed + chunked) == (200, b"hello", chunked)
+    assert _parse_response(chunked) == (503, b"abcde", b"")
+    assert _parse_response(fixed[:-1]) is None
+    assert _parse_response(chunked[:-3]) is None
