@@ -73,7 +73,14 @@ def default_notifier_factory(reactor: object) -> Callable[[], Notifier] | None:
     """
     if inotify is None:
         return None
-    return lambda: inotify.INotify(reactor)
+
+    def notifier() -> Notifier:
+        made = inotify.INotify(reactor)
+        # INotify reports nothing until it is added to the reactor.
+        made.startReading()
+        return made
+
+    return notifier
 
 
 class ConfigWatcher(Service):
