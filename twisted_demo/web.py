@@ -13,7 +13,7 @@ from typing import Any
 from klein import Klein
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorTime, ITCPTransport
 from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -32,6 +32,9 @@ _JSON = b"application/json"
 #: The largest request body accepted.  No route reads a body; the limit
 #: only has to keep a client from making the server buffer one.
 MAX_BODY_BYTES = 16 * 1024
+
+#: Seconds a connection whose body was refused may go on sending it.
+_LINGER = 2.0
 
 #: Seconds a stopping server waits for responses under way to be sent.
 DRAIN_TIMEOUT = 3.0
@@ -201,6 +204,7 @@ class _LimitedRequest(Request):
         self._max_body_bytes = max_body_bytes
         self._body_bytes = 0
         self._refused = False
+        self._linger: IDelayedCall | None = None
 
     def gotLength(self, length: int | None) -> None:
         if length is not None and length > self._max_body_bytes:
@@ -227,9 +231,24 @@ class _LimitedRequest(Request):
     def _refuse(self) -> None:
         self._refused = True
         channel = self.channel
-        if channel is not None and channel.transport is not None:
-            channel.transport.write(_TOO_LARGE)
+        transport = None if channel is None else channel.transport
+        if channel is None or transport is None:
+            return
+        transport.write(_TOO_LARGE)
+        if ITCPTransport.providedBy(transport):
+            # Closing outright while the body is still arriving would make
+            # the kernel reset the connection, and the client could lose
+            # the answer: close only our side, discard what still comes,
+            # and cut the connection after a while if the client does not.
+            transport.loseWriteConnection()
+            self._linger = channel.callLater(_LINGER, transport.abortConnection)
+        else:
             channel.loseConnection()
+
+    def connectionLost(self, reason: Failure) -> None:
+        if self._linger is not None and self._linger.active():
+            self._linger.cancel()
+        super().connectionLost(reason)
 
 
 class _Channel(HTTPChannel):
