@@ -13,7 +13,12 @@ from typing import Any
 from klein import Klein
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.interfaces import IDelayedCall, IReactorTime, ITCPTransport
+from twisted.internet.interfaces import (
+    IDelayedCall,
+    IReactorTime,
+    ISSLTransport,
+    ITCPTransport,
+)
 from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -40,14 +45,16 @@ _LINGER = 2.0
 DRAIN_TIMEOUT = 3.0
 
 _TOO_LARGE_BODY = b"request body too large\n"
-_TOO_LARGE = (
-    b"HTTP/1.1 413 Request Entity Too Large\r\n"
-    b"Content-Type: " + _TEXT + b"\r\n"
-    b"Content-Length: %d\r\n"
-    % (len(_TOO_LARGE_BODY),)
-    + b"X-Content-Type-Options: nosniff\r\n"
-    b"Connection: close\r\n"
-    b"\r\n" + _TOO_LARGE_BODY
+_TOO_LARGE = b"".join(
+    [
+        b"HTTP/1.1 413 Request Entity Too Large\r\n",
+        b"Content-Type: %s\r\n" % (_TEXT,),
+        b"Content-Length: %d\r\n" % (len(_TOO_LARGE_BODY),),
+        b"X-Content-Type-Options: nosniff\r\n",
+        b"Connection: close\r\n",
+        b"\r\n",
+        _TOO_LARGE_BODY,
+    ]
 )
 
 
@@ -193,7 +200,7 @@ class _CommonHeaders(Resource):
 
 class _LimitedRequest(Request):
     """
-    A request that refuses a body over C{max_body_bytes} with 413 and closes
+    A request that refuses a body over C{max_body_bytes} with 413 and ends
     the connection: at once when C{Content-Length} announces it, before any
     of it is read, or as soon as a chunked body grows past it.  The resource
     is never rendered for a refused request.
@@ -235,7 +242,9 @@ class _LimitedRequest(Request):
         if channel is None or transport is None:
             return
         transport.write(_TOO_LARGE)
-        if ITCPTransport.providedBy(transport):
+        if ITCPTransport.providedBy(transport) and not ISSLTransport.providedBy(
+            transport
+        ):
             # Closing outright while the body is still arriving would make
             # the kernel reset the connection, and the client could lose
             # the answer: close only our side, discard what still comes,
