@@ -124,16 +124,24 @@ def http(
 class TwistdServer:
     """
     C{twistd -n configmapdemo} running in a subprocess on a free loopback
-    port, with its output kept in a file for inspection.
+    port, with its output kept in a file for inspection.  C{extra} are
+    options of C{configmapdemo}; C{wrapper} is a command that runs twistd
+    (such as C{setpriv} to run it as another user).
     """
 
-    def __init__(self, config: Path, extra: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        config: Path,
+        extra: Sequence[str] = (),
+        wrapper: Sequence[str] = (),
+    ) -> None:
         self.config = config
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self._output: IO[bytes] = tempfile.TemporaryFile()
         self.process = subprocess.Popen(
             [
+                *wrapper,
                 *twistd_command(),
                 "-n",
                 "--pidfile=",

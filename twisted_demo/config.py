@@ -18,9 +18,63 @@ from attrs import frozen
 #: The largest config accepted by default: Kubernetes' limit on a ConfigMap.
 DEFAULT_MAX_BYTES = 1024 * 1024
 
-# libyaml's C loader when PyYAML was built with it; the pure-Python one is the
-# same safe_load grammar, only slower.
-_SafeLoader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+#: Deepest nesting of lists and mappings accepted.  libyaml's C composer
+#: recurses once per level without a limit and crashes the process (not
+#: an exception) somewhere below 100,000 levels, and its scanner slows down
+#: with the square of the depth, so depth is checked before composing.
+MAX_DEPTH = 100
+
+#: Most nodes a document may stand for once its aliases are expanded (at
+#: least the file's size in bytes, which no alias-free document reaches).
+#: This refuses "billion laughs" alias bombs before anything walks them.
+MAX_NODES = 1_000_000
+
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
+    """
+    C{yaml.safe_load}'s loader (libyaml's C parser when PyYAML was built
+    with it), made strict: a key repeated in one mapping is an error rather
+    than silently last-wins, and a value the safe constructors cannot
+    convert (a 5,000-digit integer, a 13th month) is a marked YAML error
+    rather than an arbitrary exception.
+    """
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep)
+        except (ValueError, OverflowError) as e:
+            tag = node.tag.rpartition(":")[2]
+            raise yaml.constructor.ConstructorError(
+                None,
+                None,
+                f"invalid {tag} value: {_first_line(str(e))}",
+                node.start_mark,
+            ) from None
+
+    def construct_mapping(self, node: yaml.Node, deep: bool = False) -> Any:
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[Any, yaml.Node] = {}
+            for key_node, _ in node.value:
+                if not isinstance(key_node, yaml.ScalarNode):
+                    continue
+                if key_node.tag == _MERGE_TAG:
+                    continue
+                key = self.construct_object(key_node)
+                try:
+                    first = seen.setdefault(key, key_node)
+                except TypeError:
+                    continue
+                if first is not key_node:
+                    raise yaml.constructor.ConstructorError(
+                        None,
+                        None,
+                        f"duplicate key {_shorten(repr(key))} "
+                        f"(first on line {first.start_mark.line + 1})",
+                        key_node.start_mark,
+                    )
+        return super().construct_mapping(node, deep)
 
 
 class ConfigError(Exception):
@@ -75,19 +129,102 @@ def _describe(value: object) -> str:
     return f"a {type(value).__name__}"
 
 
-def _parse_yaml(text: str, source: str) -> object:
+def _first_line(text: str) -> str:
+    return text.strip().splitlines()[0] if text.strip() else text
+
+
+def _shorten(text: str, limit: int = 60) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _at(source: str, mark: Any, reason: str) -> ConfigError:
+    """
+    A L{ConfigError} locating C{reason} at C{mark} (a YAML C{Mark}, if any).
+    """
+    if mark is None:
+        return ConfigError(f"{source}: {reason}")
+    return ConfigError(
+        f"{source} line {mark.line + 1}, column {mark.column + 1}: {reason}"
+    )
+
+
+def _check_shape(text: str, limit: int, source: str) -> None:
+    """
+    Walk the YAML events of C{text} (iteratively, without building
+    anything) and refuse, before the composer sees it, a stream with more
+    than one document, nesting deeper than L{MAX_DEPTH}, an alias to a node
+    that contains it, or aliases that expand to more than C{limit} nodes.
+
+    @raise ConfigError: Locating the first such problem.
+    @raise yaml.YAMLError: For the first syntax error.
+    """
+    documents = 0
+    # (anchor, nodes counted before the collection started) per open
+    # collection; a closed anchor's expanded size is then a subtraction.
+    open_collections: list[tuple[str | None, int]] = []
+    sizes: dict[str, int] = {}
+    nodes = 0
+    for event in yaml.parse(text, Loader=_Loader):
+        if isinstance(event, yaml.DocumentStartEvent):
+            documents += 1
+            if documents > 1:
+                raise _at(
+                    source,
+                    event.start_mark,
+                    "a second YAML document starts here; "
+                    "the file must hold exactly one",
+                )
+        elif isinstance(event, yaml.CollectionStartEvent):
+            if len(open_collections) >= MAX_DEPTH:
+                raise _at(
+                    source, event.start_mark, f"nested deeper than {MAX_DEPTH} levels"
+                )
+            open_collections.append((event.anchor, nodes))
+            nodes += 1
+        elif isinstance(event, yaml.CollectionEndEvent):
+            anchor, before = open_collections.pop()
+            if anchor is not None:
+                sizes[anchor] = nodes - before
+        elif isinstance(event, yaml.ScalarEvent):
+            if event.anchor is not None:
+                sizes[event.anchor] = 1
+            nodes += 1
+        elif isinstance(event, yaml.AliasEvent):
+            if any(anchor == event.anchor for anchor, _ in open_collections):
+                raise _at(
+                    source,
+                    event.start_mark,
+                    f"alias *{_shorten(str(event.anchor))} refers to a node "
+                    "that contains it",
+                )
+            # An undefined alias is left for the composer to report.
+            nodes += sizes.get(str(event.anchor), 1)
+        if nodes > limit:
+            raise _at(
+                source,
+                event.start_mark,
+                f"aliases expand the document to more than {limit} nodes",
+            )
+
+
+def _parse_yaml(raw: bytes, text: str, source: str) -> object:
     try:
-        return yaml.load(text, Loader=_SafeLoader)
+        _check_shape(text, max(MAX_NODES, len(raw)), source)
+        return yaml.load(text, Loader=_Loader)
     except yaml.MarkedYAMLError as e:
-        mark = e.problem_mark or e.context_mark
-        reason = e.problem or e.context or "invalid YAML"
-        if mark is None:
-            raise ConfigError(f"{source}: {reason}") from None
+        reason = _first_line(e.problem or e.context or "invalid YAML")
+        raise _at(source, e.problem_mark or e.context_mark, reason) from None
+    except yaml.reader.ReaderError as e:
+        # libyaml reports the byte offset into the UTF-8 text, which is raw.
+        before = raw[: e.position]
+        line = before.count(b"\n") + 1
+        column = len(before) - (before.rfind(b"\n") + 1) + 1
         raise ConfigError(
-            f"{source} line {mark.line + 1}, column {mark.column + 1}: {reason}"
+            f"{source} line {line}, column {column}: unacceptable character "
+            f"#x{e.character:04x}: {e.reason}"
         ) from None
     except yaml.YAMLError as e:
-        raise ConfigError(f"{source}: invalid YAML: {e}") from None
+        raise ConfigError(f"{source}: invalid YAML: {_first_line(str(e))}") from None
 
 
 def parse_config(
@@ -103,7 +240,10 @@ def parse_config(
     Turn the bytes of a config file into a L{Config}.
 
     The document must be one YAML mapping, read with C{yaml.safe_load}
-    semantics, whose C{message} is a string.
+    semantics, whose C{message} is a string.  Hostile input is refused
+    cheaply: see L{MAX_DEPTH} and L{MAX_NODES}.  A key repeated within one
+    mapping is refused too: in a config it is almost always a mistake, and
+    last-wins would hide it.
 
     @param sha256: The digest of C{raw} when the caller already has it.
     @raise ConfigError: For anything else, naming C{source} and the reason.
@@ -116,7 +256,7 @@ def parse_config(
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
         raise ConfigError(f"{source}: not valid UTF-8 at byte {e.start}") from None
-    document = _parse_yaml(text, source)
+    document = _parse_yaml(raw, text, source)
     if document is None:
         raise ConfigError(f"{source}: file is empty; expected a mapping")
     if not isinstance(document, dict):

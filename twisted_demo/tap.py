@@ -15,6 +15,7 @@ from typing import Any, NoReturn, cast
 
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService, Service
+from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IReactorCore, IReactorThreads, IReactorTime
 from twisted.logger import Logger
@@ -26,7 +27,7 @@ from twisted_demo.reload import Reloader, in_thread_pool
 from twisted_demo.source import ConfigFile
 from twisted_demo.store import ConfigStore
 from twisted_demo.watcher import ConfigWatcher, default_notifier_factory
-from twisted_demo.web import ConfigApp, make_site
+from twisted_demo.web import DRAIN_TIMEOUT, ConfigApp, ConfigSite, make_site
 
 DEFAULT_LISTEN = "tcp:8080"
 DEFAULT_TICK = 0.1
@@ -166,11 +167,22 @@ class _WebService(StreamServerEndpointService):
     """
     Serves the site, and stops C{twistd} with one clear line, rather than a
     traceback, when the endpoint cannot listen (port in use, no permission).
+
+    On stopping it refuses new connections at once and lets the responses
+    under way finish, for at most L{DRAIN_TIMEOUT} seconds.
     """
 
-    def __init__(self, description: str, endpoint: object, site: object) -> None:
+    def __init__(
+        self,
+        description: str,
+        endpoint: object,
+        site: ConfigSite,
+        clock: IReactorTime,
+    ) -> None:
         super().__init__(endpoint, site)
         self._description = description
+        self._site = site
+        self._clock = clock
         # Raise from startService, at start-up, instead of logging later.
         self._raiseSynchronously = True
 
@@ -191,6 +203,12 @@ class _WebService(StreamServerEndpointService):
 
     def startService(self) -> None:
         self._listen(super().startService)
+
+    def stopService(self) -> Deferred[None]:
+        stopped: Deferred[object] = maybeDeferred(super().stopService)
+        return stopped.addCallback(
+            lambda _: self._site.drain(self._clock, DRAIN_TIMEOUT)
+        )
 
 
 def makeService(options: Options) -> MultiService:
@@ -235,7 +253,7 @@ def makeService(options: Options) -> MultiService:
     site = make_site(
         ConfigApp(store, reloader, metrics).resource(), options["access-log"]
     )
-    _WebService(options["listen"], endpoint, site).setServiceParent(service)
+    _WebService(options["listen"], endpoint, site, reactor).setServiceParent(service)
     ConfigWatcher(
         config_file,
         reloader.reload,

@@ -1,0 +1,270 @@
+"""
+Bad config content: refused loudly, never served, never fatal once a good
+config is live, and fatal with one clear line at start-up.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from twisted.logger import LogLevel
+
+from tests.hardening_support import (
+    BAD_CONTENT,
+    FAILURES,
+    LAST_SUCCESSFUL,
+    RELOADS,
+    InProcessService,
+    captured_log,
+    good,
+    result_of,
+)
+from tests.support import TwistdServer
+from twisted_demo.config import ConfigError, parse_config
+from twisted_demo.reload import Outcome
+from twisted_demo.tap import Options, makeService
+from twisted_demo.testing import write_by_rename, write_in_place
+
+
+@pytest.fixture
+def live(tmp_path: Path) -> InProcessService:
+    """
+    The service serving C{Hello World} from a plain file.
+    """
+    path = tmp_path / "config.yaml"
+    path.write_bytes(good("Hello World"))
+    service = InProcessService(path)
+    assert result_of(service.reloader.reload()).outcome is Outcome.UPDATED
+    return service
+
+
+@pytest.mark.parametrize("case", sorted(BAD_CONTENT))
+def test_bad_update_is_refused_and_last_good_config_keeps_serving(
+    live: InProcessService, case: str
+) -> None:
+    bad = BAD_CONTENT[case]
+    path = str(live.file.path)
+    failures = live.metric(FAILURES)
+    sha256 = live.config()["sha256"]
+
+    with captured_log(LogLevel.warn) as logged:
+        write_by_rename(live.file.path, bad.content)
+        refused = live.post_reload()
+        # The same file again is the same failure: not counted, not logged.
+        again = live.post_reload()
+
+    assert (refused.status, again.status) == (422, 422)
+    message = live.get("/")
+    assert (message.status, message.text) == (200, "Hello World")
+    assert live.get("/readyz").status == 200
+    config = live.config()
+    assert config["sha256"] == sha256
+    assert config["last_error"].startswith(path)
+    assert bad.reason in config["last_error"]
+    assert "\n" not in config["last_error"]
+    assert live.metric(FAILURES) == failures + 1
+    assert live.metric(LAST_SUCCESSFUL) == 0
+    assert len(logged) == 1
+    assert config["last_error"] in logged[0]
+
+    write_in_place(live.file.path, good("Hello again"))
+    assert live.post_reload().status == 200
+    assert live.get("/").text == "Hello again"
+    assert live.config()["last_error"] is None
+    assert live.metric(LAST_SUCCESSFUL) == 1
+    assert live.metric(RELOADS) == 2
+    assert live.metric(FAILURES) == failures + 1
+
+
+def test_each_distinct_failure_is_logged_once(live: InProcessService) -> None:
+    first, second = BAD_CONTENT["duplicate_keys"], BAD_CONTENT["alias_bomb"]
+    with captured_log(LogLevel.warn) as logged:
+        for content in (first.content, first.content, second.content):
+            write_by_rename(live.file.path, content)
+            live.post_reload()
+            live.post_reload()
+    assert len(logged) == 2
+    assert first.reason in logged[0]
+    assert second.reason in logged[1]
+    assert live.metric(FAILURES) == 2
+
+
+@pytest.mark.parametrize(
+    "tag",
+    [
+        "!!python/object/apply:os.system ['touch {pwned}']",
+        "!!python/object/apply:builtins.open ['{pwned}', 'w']",
+        "!!python/object/new:builtins.open ['{pwned}', 'w']",
+        "!!python/object:pathlib.Path {{}}",
+        "!!python/name:os.system",
+        "!!python/module:os",
+    ],
+)
+def test_python_tags_never_construct_anything(tmp_path: Path, tag: str) -> None:
+    pwned = tmp_path / "pwned"
+    raw = f"message: {tag.format(pwned=pwned)}\n".encode()
+    with pytest.raises(ConfigError, match="could not determine a constructor"):
+        parse_config(raw, source="config.yaml", loaded_at=0)
+    assert not pwned.exists()
+
+
+def test_duplicate_keys_are_refused_even_when_nested(tmp_path: Path) -> None:
+    raw = b"message: hi\nlimits:\n  cpu: 1\n  cpu: 2\n"
+    with pytest.raises(ConfigError) as e:
+        parse_config(raw, source="config.yaml", loaded_at=0)
+    assert str(e.value) == (
+        "config.yaml line 4, column 3: duplicate key 'cpu' (first on line 3)"
+    )
+
+
+def test_merge_keys_may_override_what_they_merge(tmp_path: Path) -> None:
+    raw = b"base: &base {a: 1, b: 2}\nchild:\n  <<: *base\n  b: 3\nmessage: hi\n"
+    config = parse_config(raw, source="config.yaml", loaded_at=0)
+    assert config.data["child"] == {"a": 1, "b": 3}
+
+
+# Parses one hostile document in a fresh interpreter and reports what it
+# cost, so a crash in C (libyaml's composer segfaults on deep nesting) fails
+# the test instead of killing pytest.
+_BOUNDED = """
+import resource, sys, time
+from twisted_demo.config import ConfigError, parse_config
+raw = sys.stdin.buffer.read()
+start = time.process_time()
+try:
+    parse_config(raw, source="hostile.yaml", loaded_at=0)
+except ConfigError as e:
+    outcome = str(e)
+else:
+    outcome = "accepted"
+seconds = time.process_time() - start
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+print(f"{seconds} {peak} {outcome}")
+"""
+
+_MiB = 1024 * 1024
+
+
+@pytest.mark.parametrize(
+    ("shape", "raw", "reason"),
+    [
+        (
+            "alias_bomb",
+            BAD_CONTENT["alias_bomb"].content,
+            "aliases expand the document to more than",
+        ),
+        (
+            "deep_flow_lists",
+            b"message: a\nx: " + b"[" * 500_000 + b"]" * 500_000,
+            "nested deeper than 100 levels",
+        ),
+        (
+            "deep_flow_mappings",
+            b"message: a\nx: " + b"{a: " * 200_000 + b"1" + b"}" * 200_000,
+            "nested deeper than 100 levels",
+        ),
+        (
+            "deep_block_mappings",
+            b"message: a\n"
+            + b"".join(b" " * i + b"a:\n" for i in range(1400))
+            + b" " * 1400
+            + b"1\n",
+            "nested deeper than 100 levels",
+        ),
+    ],
+)
+def test_hostile_document_is_refused_within_one_second_and_100_mb(
+    shape: str, raw: bytes, reason: str
+) -> None:
+    assert len(raw) <= _MiB
+    done = subprocess.run(
+        [sys.executable, "-c", _BOUNDED],
+        input=raw,
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr.decode()
+    seconds, peak, outcome = done.stdout.decode().split(" ", 2)
+    assert reason in outcome
+    assert float(seconds) < 1.0
+    assert int(peak) < 100 * _MiB
+
+
+@pytest.mark.parametrize("case", sorted(BAD_CONTENT))
+def test_bad_config_at_start_up_is_refused_with_one_line(
+    tmp_path: Path, case: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = BAD_CONTENT[case]
+    path = tmp_path / "config.yaml"
+    path.write_bytes(bad.content)
+    options = Options()
+    options.parseOptions(["--config", str(path)])
+    with pytest.raises(SystemExit) as exited:
+        makeService(options)
+    assert exited.value.code == 1
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith(f"configmapdemo: error: {path}")
+    assert bad.reason in lines[0]
+
+
+#: Cases run through a real C{twistd}, all at once to keep the cost down.
+_START_UP = [
+    "alias_bomb",
+    "deep_nesting",
+    "duplicate_keys",
+    "invalid_timestamp_value",
+    "nul_byte",
+    "python_object_apply_tag",
+]
+
+
+@pytest.fixture(scope="module")
+def refused_start_ups(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[dict[str, tuple[Path, int, str]]]:
+    """
+    Start C{twistd configmapdemo} on each bad file in L{_START_UP} (and on
+    a file over a C{--max-bytes} of 64) concurrently, and report each one's
+    path, exit status and output.
+    """
+    directory = tmp_path_factory.mktemp("start-up")
+    servers: dict[str, TwistdServer] = {}
+    try:
+        for case in _START_UP:
+            path = directory / f"{case}.yaml"
+            path.write_bytes(BAD_CONTENT[case].content)
+            servers[case] = TwistdServer(path)
+        small = directory / "max_bytes.yaml"
+        small.write_bytes(good("x" * 100))
+        servers["max_bytes_option"] = TwistdServer(small, ["--max-bytes", "64"])
+        yield {
+            case: (server.config, server.process.wait(30), server.output)
+            for case, server in servers.items()
+        }
+    finally:
+        for server in servers.values():
+            server.close()
+
+
+@pytest.mark.parametrize("case", [*_START_UP, "max_bytes_option"])
+def test_twistd_refuses_to_start_on_bad_config_with_one_line_and_no_traceback(
+    refused_start_ups: dict[str, tuple[Path, int, str]], case: str
+) -> None:
+    path, status, output = refused_start_ups[case]
+    reason = (
+        "file is over the limit of 64 bytes"
+        if case == "max_bytes_option"
+        else BAD_CONTENT[case].reason
+    )
+    assert status == 1
+    lines = output.strip().splitlines()
+    assert len(lines) == 1, output
+    assert lines[0].startswith(f"configmapdemo: error: {path}")
+    assert reason in lines[0]
+    assert "Traceback" not in output

@@ -1,0 +1,409 @@
+"""
+File-system faults: the last good config keeps serving, each fault is
+logged, and the service recovers by itself when the fault clears.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Coroutine, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_twisted  # type: ignore[import-untyped]
+from twisted.internet import reactor
+from twisted.internet.task import Clock
+from twisted.logger import LogLevel
+from twisted.python._inotify import INotifyError
+from twisted.python.filepath import FilePath
+
+from tests.hardening_support import (
+    FAILURES,
+    LAST_SUCCESSFUL,
+    InProcessService,
+    captured_log,
+    good,
+    result_of,
+)
+from tests.support import CONFIG_NAME, TwistdServer, http, until, wait_for
+from twisted_demo.source import DATA_DIR_NAME
+from twisted_demo.testing import AtomicWriter, write_in_place
+from twisted_demo.watcher import REARM_INTERVAL, ConfigWatcher, Notifier
+
+TICK = 0.02
+
+#: pytest-twisted's decorator, typed: run an async test on the reactor.
+on_reactor: Callable[[Callable[..., Coroutine[Any, Any, None]]], Callable[..., Any]] = (
+    pytest_twisted.ensureDeferred
+)
+
+Start = Callable[[Path], InProcessService]
+
+
+@pytest.fixture
+def watched() -> Iterator[Start]:
+    """
+    Start the service on a path with a real inotify watcher on the test
+    reactor; every watcher started is stopped after the test.
+    """
+    watchers: list[ConfigWatcher] = []
+
+    def start(path: Path) -> InProcessService:
+        service = InProcessService(path, clock=reactor)
+        result_of(service.reloader.reload())
+        assert service.store.current is not None
+        from twisted_demo.watcher import default_notifier_factory
+
+        watcher = service.watcher(TICK, default_notifier_factory(reactor))
+        watchers.append(watcher)
+        watcher.startService()
+        assert watcher.watching
+        return service
+
+    try:
+        yield start
+    finally:
+        for watcher in watchers:
+            watcher.stopService()
+
+
+def _serves(service: InProcessService, message: str) -> bool:
+    reply = service.get("/")
+    return reply.status == 200 and reply.text == message
+
+
+def _still_serving_hello_world(service: InProcessService) -> None:
+    assert _serves(service, "Hello World")
+    assert service.get("/readyz").status == 200
+
+
+def _failure_lines(logged: list[str]) -> list[str]:
+    return [line for line in logged if line.startswith("Config reload failed")]
+
+
+async def _fails_with(service: InProcessService, error: str) -> None:
+    await until(
+        reactor,
+        lambda: service.reloader.last_error == error,
+        f"last_error to become {error!r} (it is {service.reloader.last_error!r})",
+    )
+
+
+@on_reactor
+async def test_deleted_file_keeps_last_good_config_until_it_returns(
+    configmap: AtomicWriter, watched: Start
+) -> None:
+    path = configmap.target_dir / CONFIG_NAME
+    service = watched(path)
+    error = f"{path}: cannot read: No such file or directory"
+    with captured_log(LogLevel.warn) as logged:
+        path.unlink()
+        await _fails_with(service, error)
+        _still_serving_hello_world(service)
+        assert service.config()["last_error"] == error
+        assert service.metric(LAST_SUCCESSFUL) == 0
+
+        configmap.write({CONFIG_NAME: b"message: Back again\n"})
+        await until(reactor, lambda: _serves(service, "Back again"), "the new file")
+    assert _failure_lines(logged) == [
+        f"Config reload failed, still serving the last good config: {error}"
+    ]
+    assert service.config()["last_error"] is None
+    assert service.metric(LAST_SUCCESSFUL) == 1
+
+
+@on_reactor
+async def test_deleted_directory_keeps_last_good_config_and_is_watched_again_when_recreated(  # noqa: E501
+    configmap: AtomicWriter, watched: Start
+) -> None:
+    path = configmap.target_dir / CONFIG_NAME
+    service = watched(path)
+    with captured_log(LogLevel.info) as logged:
+        shutil.rmtree(configmap.target_dir)
+        await until(
+            reactor,
+            lambda: any("is gone" in line for line in logged),
+            "the watcher to notice the directory is gone",
+        )
+        await _fails_with(service, f"{path}: cannot read: No such file or directory")
+        _still_serving_hello_world(service)
+
+        AtomicWriter(configmap.target_dir).write({CONFIG_NAME: b"message: Returned\n"})
+        await until(reactor, lambda: _serves(service, "Returned"), "the new directory")
+        await until(
+            reactor,
+            lambda: any("with inotify again" in line for line in logged),
+            "the watcher to watch the new directory",
+        )
+    assert (
+        f"Config directory {configmap.target_dir} is gone; serving the last good "
+        "config until it is back"
+    ) in logged
+    assert service.config()["last_error"] is None
+
+    # The new directory is really watched: the next update arrives too.
+    configmap.write({CONFIG_NAME: b"message: And again\n"})
+    await until(reactor, lambda: _serves(service, "And again"), "a later update")
+
+
+@on_reactor
+async def test_config_path_that_is_a_directory_is_refused_until_it_is_a_file(
+    tmp_path: Path, watched: Start
+) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_bytes(b"message: Hello World\n")
+    service = watched(path)
+    error = f"{path}: cannot read: is not a regular file"
+    with captured_log(LogLevel.warn) as logged:
+        path.unlink()
+        path.mkdir()
+        await _fails_with(service, error)
+        _still_serving_hello_world(service)
+        path.rmdir()
+        write_in_place(path, b"message: A file again\n")
+        await until(reactor, lambda: _serves(service, "A file again"), "the file")
+    assert len(_failure_lines(logged)) == 1
+    assert error in _failure_lines(logged)[0]
+
+
+@on_reactor
+async def test_symlink_loop_is_refused_until_the_link_is_fixed(
+    tmp_path: Path, watched: Start
+) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_bytes(b"message: Hello World\n")
+    service = watched(path)
+    error = f"{path}: cannot read: Too many levels of symbolic links"
+    with captured_log(LogLevel.warn) as logged:
+        path.unlink()
+        os.symlink("loop.yaml", path)
+        os.symlink("config.yaml", tmp_path / "loop.yaml")
+        await _fails_with(service, error)
+        _still_serving_hello_world(service)
+        path.unlink()
+        write_in_place(path, b"message: Unlooped\n")
+        await until(reactor, lambda: _serves(service, "Unlooped"), "the fixed link")
+    assert len(_failure_lines(logged)) == 1
+    assert error in _failure_lines(logged)[0]
+
+
+@on_reactor
+async def test_data_link_to_a_missing_directory_is_refused_until_it_points_back(
+    configmap: AtomicWriter, watched: Start
+) -> None:
+    path = configmap.target_dir / CONFIG_NAME
+    service = watched(path)
+    data = configmap.target_dir / DATA_DIR_NAME
+    generation = os.readlink(data)
+    error = f"{path}: cannot read: No such file or directory"
+
+    def point_data_at(target: str) -> None:
+        # As the kubelet does: a new link renamed over ..data.
+        tmp = configmap.target_dir / "..data_tmp"
+        os.symlink(target, tmp)
+        os.rename(tmp, data)
+
+    with captured_log(LogLevel.info) as logged:
+        point_data_at("..2026_01_01_00_00_00.000000000")
+        await _fails_with(service, error)
+        _still_serving_hello_world(service)
+        failures = service.metric(FAILURES)
+        point_data_at(generation)
+        await until(
+            reactor,
+            lambda: service.reloader.last_error is None,
+            "the error to clear when ..data points back",
+        )
+    assert _failure_lines(logged) == [
+        f"Config reload failed, still serving the last good config: {error}"
+    ]
+    assert any(line.endswith("last error cleared") for line in logged)
+    assert service.metric(LAST_SUCCESSFUL) == 1
+    assert service.metric(FAILURES) == failures
+    configmap.write({CONFIG_NAME: b"message: Updated\n"})
+    await until(reactor, lambda: _serves(service, "Updated"), "the next update")
+
+
+class _FakeNotifier:
+    """
+    A notifier that can fail to watch, or watch and never report an event,
+    as inotify does when its queue overflows.
+    """
+
+    def __init__(self, watch_error: Exception | None = None) -> None:
+        self.connected = 1
+        self.watch_error = watch_error
+        self.watched: list[FilePath[str]] = []
+
+    def watch(self, path: FilePath[str], *args: Any, **kwargs: Any) -> int:
+        if self.watch_error is not None:
+            raise self.watch_error
+        self.watched.append(path)
+        return 1
+
+    def loseConnection(self) -> None:
+        self.connected = 0
+
+
+def _clocked(tmp_path: Path, message: str) -> tuple[Path, Clock, InProcessService]:
+    path = tmp_path / "config.yaml"
+    path.write_bytes(good(message))
+    clock = Clock()
+    service = InProcessService(path, clock=clock)
+    result_of(service.reloader.reload())
+    return path, clock, service
+
+
+def _ticks(clock: Clock, count: int) -> None:
+    for _ in range(count):
+        clock.advance(TICK)
+
+
+_INOTIFY_FAULTS: dict[str, tuple[Callable[[], Notifier], str]] = {
+    # inotify_add_watch fails with ENOSPC once fs.inotify.max_user_watches
+    # is reached.
+    "watch_limit_reached": (
+        lambda: _FakeNotifier(OSError(errno.ENOSPC, "No space left on device")),
+        "[Errno 28] No space left on device",
+    ),
+    # inotify_init fails once fs.inotify.max_user_instances is reached.
+    "instance_limit_reached": (
+        lambda: (_ for _ in ()).throw(INotifyError("INotify initialization error.")),
+        "INotify initialization error.",
+    ),
+}
+
+
+@pytest.mark.parametrize("fault", sorted(_INOTIFY_FAULTS))
+def test_inotify_failure_falls_back_to_polling_and_rearms_when_it_clears(
+    tmp_path: Path, fault: str
+) -> None:
+    path, clock, service = _clocked(tmp_path, "one")
+    failing, error = _INOTIFY_FAULTS[fault]
+    working = _FakeNotifier()
+    factory: list[Callable[[], Notifier]] = [failing]
+    watcher = service.watcher(TICK, lambda: factory[0]())
+    with captured_log(LogLevel.info) as logged:
+        watcher.startService()
+        try:
+            assert not watcher.watching
+            write_in_place(path, good("polled change"))
+            _ticks(clock, 3)
+            assert _serves(service, "polled change")
+
+            factory[0] = lambda: working
+            clock.advance(REARM_INTERVAL)
+            assert watcher.watching
+        finally:
+            watcher.stopService()
+    assert (
+        f"Cannot watch {tmp_path} with inotify ({error}); checking {path} "
+        f"every {TICK}s instead"
+    ) in logged
+    assert f"Watching {tmp_path} with inotify again" in logged
+    assert working.watched == [FilePath(str(tmp_path))]
+
+
+def test_no_inotify_at_all_polls_and_says_so(tmp_path: Path) -> None:
+    path, clock, service = _clocked(tmp_path, "one")
+    watcher = service.watcher(TICK, None)
+    with captured_log(LogLevel.warn) as logged:
+        watcher.startService()
+        try:
+            write_in_place(path, good("polled change"))
+            _ticks(clock, 3)
+            assert _serves(service, "polled change")
+        finally:
+            watcher.stopService()
+    assert logged == [f"inotify is not available here; checking {path} every {TICK}s"]
+
+
+def test_events_lost_to_queue_overflow_are_caught_by_the_tick(tmp_path: Path) -> None:
+    # Twisted drops IN_Q_OVERFLOW without telling anyone; a notifier that
+    # reports nothing at all is the worst case of it.
+    path, clock, service = _clocked(tmp_path, "one")
+    deaf = _FakeNotifier()
+    watcher = service.watcher(TICK, lambda: deaf)
+    watcher.startService()
+    try:
+        _ticks(clock, 1)
+        assert watcher.watching
+        reloads = service.metric("configmapdemo_config_reloads_total")
+        write_in_place(path, good("changed while events were dropped"))
+        _ticks(clock, 2)
+        assert _serves(service, "changed while events were dropped")
+        assert service.metric("configmapdemo_config_reloads_total") == reloads + 1
+        assert watcher.watching
+    finally:
+        watcher.stopService()
+
+
+@pytest.fixture
+def world_readable_dir() -> Iterator[Path]:
+    """
+    A directory an unprivileged user can read: pytest's own are private.
+    """
+    directory = Path(tempfile.mkdtemp(prefix="configmapdemo-"))
+    directory.chmod(0o755)
+    try:
+        yield directory
+    finally:
+        shutil.rmtree(directory)
+
+
+def test_permission_denied_keeps_last_good_config_until_access_returns(
+    world_readable_dir: Path,
+) -> None:
+    # As root nothing is denied, so twistd runs as nobody.
+    path = world_readable_dir / "config.yaml"
+    path.write_bytes(b"message: Hello World\n")
+    path.chmod(0o644)
+    server = TwistdServer(
+        path,
+        ["--tick", "0.05"],
+        wrapper=["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"],
+    )
+    try:
+        server.wait_ready()
+        error = f"{path}: cannot read: Permission denied"
+        path.chmod(0o000)
+        wait_for(
+            lambda: server.get("/config").text.count(error) == 1,
+            "the reload to be denied",
+        )
+        assert server.get("/").body == b"Hello World"
+        assert server.get("/readyz").status == 200
+        path.chmod(0o644)
+        wait_for(
+            lambda: '"last_error": null' in server.get("/config").text,
+            "the error to clear",
+        )
+        assert http(server.url + "/").body == b"Hello World"
+        assert server.output.count(f"still serving the last good config: {error}") == 1
+        assert "Traceback" not in server.output
+    finally:
+        server.close()
+
+
+@on_reactor
+async def test_configmap_update_arrives_through_inotify_not_only_the_tick(
+    configmap: AtomicWriter,
+) -> None:
+    # With a tick far longer than the test, only an inotify event can
+    # trigger the reload: the kubelet's rename of ..data reloads at once.
+    from twisted_demo.watcher import default_notifier_factory
+
+    path = configmap.target_dir / CONFIG_NAME
+    service = InProcessService(path, clock=reactor)
+    result_of(service.reloader.reload())
+    watcher = service.watcher(3600, default_notifier_factory(reactor))
+    watcher.startService()
+    try:
+        configmap.write({CONFIG_NAME: b"message: Via inotify\n"})
+        await until(reactor, lambda: _serves(service, "Via inotify"), "the event")
+    finally:
+        watcher.stopService()

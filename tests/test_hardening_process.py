@@ -1,0 +1,147 @@
+"""
+Process behaviour: a graceful SIGTERM, SIGHUP reloads, and subscribers that
+crash without taking the swap with them.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import time
+from pathlib import Path
+
+from twisted.logger import LogLevel
+
+from tests.hardening_support import InProcessService, captured_log, good, result_of
+from tests.support import TwistdServer, wait_for
+from twisted_demo.config import Config
+from twisted_demo.reload import Outcome
+from twisted_demo.testing import write_in_place
+
+
+def _connect(server: TwistdServer) -> socket.socket:
+    return socket.create_connection(("127.0.0.1", server.port), timeout=10)
+
+
+def _refuses_connections(server: TwistdServer) -> bool:
+    try:
+        _connect(server).close()
+    except ConnectionRefusedError:
+        return True
+    return False
+
+
+def _read_all(s: socket.socket) -> bytes:
+    received = b""
+    while chunk := s.recv(65536):
+        received += chunk
+    return received
+
+
+def _body(response: bytes) -> bytes:
+    return response.partition(b"\r\n\r\n")[2]
+
+
+def _in_flight(server: TwistdServer, head: bytes) -> socket.socket:
+    """
+    A connection whose request head the server has read (it answered
+    "100 Continue") and whose body has not been sent yet.
+    """
+    s = _connect(server)
+    s.sendall(head + b"Expect: 100-continue\r\nContent-Length: 4\r\n\r\n")
+    assert s.recv(65536) == b"HTTP/1.1 100 Continue\r\n\r\n"
+    return s
+
+
+def test_sigterm_finishes_requests_in_flight_refuses_new_ones_and_exits_cleanly(
+    twistd_server: TwistdServer,
+) -> None:
+    posting = _in_flight(twistd_server, b"POST /-/reload HTTP/1.1\r\nHost: x\r\n")
+    getting = _in_flight(twistd_server, b"GET / HTTP/1.1\r\nHost: x\r\n")
+    # A keep-alive connection between requests.
+    idle = _connect(twistd_server)
+    idle.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert idle.recv(65536).endswith(b"\r\n\r\nok\n")
+
+    sent_at = time.monotonic()
+    twistd_server.process.send_signal(signal.SIGTERM)
+    wait_for(lambda: _refuses_connections(twistd_server), "new connections refused")
+    assert twistd_server.process.poll() is None
+
+    posting.sendall(b"abcd")
+    getting.sendall(b"abcd")
+    posted, got = _read_all(posting), _read_all(getting)
+    assert posted.startswith(b"HTTP/1.1 200 ")
+    assert json.loads(_body(posted))["outcome"] == "unchanged"
+    assert got.startswith(b"HTTP/1.1 200 ")
+    assert _body(got) == b"Hello World"
+    # The idle connection is simply closed.
+    assert _read_all(idle) == b""
+
+    assert twistd_server.stop(signal.SIGTERM, timeout=5) == -signal.SIGTERM
+    assert time.monotonic() - sent_at < 5
+    assert "Server Shut Down." in twistd_server.output
+    assert "Traceback" not in twistd_server.output
+    for s in (posting, getting, idle):
+        s.close()
+
+
+def test_sigterm_gives_up_on_a_stalled_client_and_still_exits_within_five_seconds(
+    twistd_server: TwistdServer,
+) -> None:
+    stalled = _in_flight(twistd_server, b"POST /-/reload HTTP/1.1\r\nHost: x\r\n")
+    sent_at = time.monotonic()
+    assert twistd_server.stop(signal.SIGTERM, timeout=5) == -signal.SIGTERM
+    assert time.monotonic() - sent_at < 5
+    assert "Stopping with 1 connection(s) still open" in twistd_server.output
+    assert "Traceback" not in twistd_server.output
+    stalled.close()
+
+
+def test_sighup_rereads_a_change_the_watcher_has_not_acted_on(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_bytes(good("before"))
+    # A tick of an hour: only SIGHUP can make this reload happen.
+    server = TwistdServer(path, ["--tick", "3600"])
+    try:
+        server.wait_ready()
+        write_in_place(path, good("after SIGHUP"))
+        assert server.get("/").text == "before"
+        server.process.send_signal(signal.SIGHUP)
+        server.wait_message("after SIGHUP")
+        assert server.output.count("Received SIGHUP: reloading the config") == 1
+    finally:
+        server.close()
+
+
+def test_crashing_subscriber_does_not_stop_the_swap_or_other_subscribers(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_bytes(good("first"))
+    service = InProcessService(path)
+    told: list[str] = []
+
+    def crash(old: Config | None, new: Config) -> None:
+        raise RuntimeError("subscriber bug")
+
+    def crash_observer(result: object) -> None:
+        raise RuntimeError("observer bug")
+
+    service.store.subscribe(crash)
+    service.store.subscribe(lambda old, new: told.append(new.message))
+    service.reloader.observe(crash_observer)
+
+    with captured_log(LogLevel.error) as logged:
+        result_of(service.reloader.reload())
+        write_in_place(path, good("second"))
+        result = result_of(service.reloader.reload())
+
+    assert result.outcome is Outcome.UPDATED
+    assert told == ["first", "second"]
+    assert service.get("/").text == "second"
+    assert service.metric("configmapdemo_config_reloads_total") == 2
+    assert sum("Config subscriber" in line for line in logged) == 2
+    assert sum("Reload observer" in line for line in logged) == 2
+    assert service.get("/config").status == 200
