@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import pytest_twisted  # type: ignore[import-untyped]
+import pytest_twisted
 from twisted.internet import reactor
 from twisted.internet.task import Clock
 from twisted.logger import LogLevel
