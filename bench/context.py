@@ -8,7 +8,8 @@ from pathlib import Path
 from attrs import define, field, frozen
 
 from bench.client import Client, metric, wait_for
-from bench.server import ServerProcess, configmapdemo_argv, free_port, pinned
+from bench.server import ServerProcess, configmapdemo_argv, pinned
+from twisted_demo.testing import free_port
 
 RELOADS = "configmapdemo_config_reloads_total"
 RELOAD_FAILURES = "configmapdemo_config_reload_failures_total"

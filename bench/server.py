@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,28 +12,10 @@ from pathlib import Path
 from types import TracebackType
 
 from bench.client import Client
+from twisted_demo import testing
 
 #: The checkout the benchmarks belong to.
 REPO_ROOT = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def twistd() -> str:
-    """The C{twistd} script of the Python running the benchmarks."""
-    beside = Path(sys.executable).parent / "twistd"
-    if beside.exists():
-        return str(beside)
-    found = shutil.which("twistd")
-    if found is None:
-        raise RuntimeError("twistd not found")
-    return found
 
 
 def configmapdemo_argv(
@@ -45,21 +25,12 @@ def configmapdemo_argv(
     max_bytes: int | None = None,
 ) -> list[str]:
     """The command line of C{twistd -n configmapdemo} on 127.0.0.1:C{port}."""
-    argv = [
-        twistd(),
-        "-n",
-        "--pidfile=",
-        "configmapdemo",
-        "--config",
-        str(config),
-        "--listen",
-        f"tcp:{port}:interface=127.0.0.1",
-    ]
+    options: list[str] = []
     if tick is not None:
-        argv += ["--tick", str(tick)]
+        options += ["--tick", str(tick)]
     if max_bytes is not None:
-        argv += ["--max-bytes", str(max_bytes)]
-    return argv
+        options += ["--max-bytes", str(max_bytes)]
+    return testing.configmapdemo_argv(config, port, *options)
 
 
 def bare_argv(port: int, body_file: Path) -> list[str]:

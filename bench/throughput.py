@@ -16,8 +16,9 @@ from bench.configs import CONFIG_KEY, TimedAtomicWriter
 from bench.context import Context, Row, body_of, reloads, serves, settle
 from bench.load import LoadResult, run_load, start_load
 from bench.proc import CpuTimes, cpu_times
-from bench.server import ServerProcess, bare_argv, free_port, pinned
+from bench.server import ServerProcess, bare_argv, pinned
 from bench.stats import ms
+from twisted_demo.testing import free_port
 
 CONNECTIONS = 64
 MESSAGE = "Hello World"

@@ -1,15 +1,16 @@
 """
-Helpers shared by the tests: waiting with a deadline, and running the real
-C{twistd configmapdemo} as a subprocess.
+Helpers shared by the tests: waiting with a deadline, capturing the log,
+the service's parts wired in-process behind an in-memory HTTP client, and
+the real C{twistd configmapdemo} run as a subprocess.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import signal
-import socket
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.error
@@ -19,11 +20,22 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
+from attrs import frozen
+from treq.testing import StubTreq
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
-from twisted.internet.task import deferLater
+from twisted.internet.task import Clock, deferLater
 from twisted.logger import ILogObserver, LogLevel, eventAsText, globalLogPublisher
 from zope.interface import implementer
+
+from twisted_demo.config import DEFAULT_MAX_BYTES
+from twisted_demo.metrics import ReloadMetrics
+from twisted_demo.reload import Reloader, inline
+from twisted_demo.source import ConfigFile
+from twisted_demo.store import ConfigStore
+from twisted_demo.testing import configmapdemo_argv, free_port
+from twisted_demo.watcher import ConfigWatcher, Notifier
+from twisted_demo.web import ConfigApp
 
 _T = TypeVar("_T")
 
@@ -31,16 +43,6 @@ _T = TypeVar("_T")
 DEADLINE = 10.0
 
 CONFIG_NAME = "configmap-microservice-demo.yaml"
-
-
-def free_port() -> int:
-    """
-    A TCP port on 127.0.0.1 that nothing listens on right now.
-    """
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def wait_for(
@@ -78,11 +80,13 @@ async def until(
         await d
 
 
-def twistd_command() -> list[str]:
+def metric_value(exposition: str, name: str) -> float:
     """
-    How to run the twistd that belongs to the running interpreter.
+    The value of the unlabelled sample C{name} in Prometheus text.
     """
-    return [str(Path(sys.executable).parent / "twistd")]
+    match = re.search(rf"^{name} (\S+)$", exposition, re.MULTILINE)
+    assert match is not None, f"{name} not in /metrics:\n{exposition}"
+    return float(match.group(1))
 
 
 class Response:
@@ -140,18 +144,7 @@ class TwistdServer:
         self.url = f"http://127.0.0.1:{self.port}"
         self._output: IO[bytes] = tempfile.TemporaryFile()
         self.process = subprocess.Popen(
-            [
-                *wrapper,
-                *twistd_command(),
-                "-n",
-                "--pidfile=",
-                "configmapdemo",
-                "--config",
-                str(config),
-                "--listen",
-                f"tcp:{self.port}:interface=127.0.0.1",
-                *extra,
-            ],
+            [*wrapper, *configmapdemo_argv(config, self.port, *extra)],
             stdout=self._output,
             stderr=subprocess.STDOUT,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
@@ -167,6 +160,9 @@ class TwistdServer:
 
     def get(self, path: str = "/") -> Response:
         return http(self.url + path)
+
+    def metric(self, name: str) -> float:
+        return metric_value(self.get("/metrics").text, name)
 
     def wait_ready(self) -> None:
         """
@@ -225,15 +221,18 @@ class LogCapture:
     def __call__(self, event: dict[str, Any]) -> None:
         self.events.append(event)
 
-    def messages(self, level: LogLevel | None = None) -> list[str]:
+    def messages(
+        self, level: LogLevel | None = None, *, at_least: LogLevel | None = None
+    ) -> list[str]:
         """
-        The text of each event, with any traceback, optionally only at
-        C{level}.
+        The text of each event, with any traceback: all of them, only those
+        at C{level}, or only those at C{at_least} or above.
         """
         return [
             eventAsText(e, includeTimestamp=False, includeSystem=False)
             for e in self.events
-            if level is None or e.get("log_level") == level
+            if (level is None or e.get("log_level") == level)
+            and (at_least is None or e.get("log_level", LogLevel.info) >= at_least)
         ]
 
 
@@ -248,3 +247,120 @@ def captured_log() -> Iterator[LogCapture]:
         yield capture
     finally:
         globalLogPublisher.removeObserver(capture)
+
+
+#: Names of the reload metrics, as C{/metrics} exposes them.
+FAILURES = "configmapdemo_config_reload_failures_total"
+LAST_SUCCESSFUL = "configmapdemo_config_last_reload_successful"
+RELOADS = "configmapdemo_config_reloads_total"
+
+
+def result_of(d: Deferred[Any]) -> Any:
+    """
+    The result a Deferred has already fired with; fail if it has not.
+    """
+    results: list[Any] = []
+    d.addBoth(results.append)
+    assert results, f"{d!r} has not fired"
+    return results[0]
+
+
+@frozen
+class Reply:
+    """
+    A finished HTTP response from the in-memory client.
+    """
+
+    status: int
+    headers: dict[bytes, list[bytes]]
+    body: bytes
+
+    @property
+    def text(self) -> str:
+        return self.body.decode("utf-8")
+
+    def header(self, name: bytes) -> bytes | None:
+        values = self.headers.get(name.lower())
+        return None if not values else values[0]
+
+
+class InProcessService:
+    """
+    The service's parts wired as C{makeService} wires them, reloading
+    C{inline} and answering over an in-memory HTTP connection, so every
+    step is synchronous and deterministic.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        clock: IReactorTime | None = None,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+    ) -> None:
+        self.clock = Clock() if clock is None else clock
+        self.file = ConfigFile(path, max_bytes)
+        self.metrics = ReloadMetrics()
+        self.store = ConfigStore()
+        self.store.subscribe(self.metrics.loaded)
+        self.reloader = Reloader(
+            self.file,
+            self.store,
+            clock=self.clock,
+            run=inline,
+            observers=[self.metrics.observe],
+        )
+        self.app = ConfigApp(self.store, self.reloader, self.metrics)
+        # StubTreq makes its methods at run time, so mypy cannot see them.
+        self._client: Any = StubTreq(self.app.resource())
+
+    def watcher(
+        self, tick: float, notifier_factory: Callable[[], Notifier] | None
+    ) -> ConfigWatcher:
+        """
+        A watcher that reloads this service.
+        """
+        return ConfigWatcher(
+            self.file,
+            self.reloader.reload,
+            clock=self.clock,
+            tick=tick,
+            notifier_factory=notifier_factory,
+        )
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        data: bytes | None = None,
+        headers: dict[bytes, list[bytes]] | None = None,
+    ) -> Reply:
+        d = self._client.request(
+            method, "http://config.example" + path, data=data, headers=headers
+        )
+        self._client.flush()
+        response = result_of(d)
+        if isinstance(response, BaseException) or hasattr(response, "raiseException"):
+            response.raiseException()
+        body = self._client.content(response)
+        self._client.flush()
+        return Reply(
+            response.code,
+            {k.lower(): v for k, v in response.headers.getAllRawHeaders()},
+            result_of(body),
+        )
+
+    def get(self, path: str = "/") -> Reply:
+        return self.request("GET", path)
+
+    def post_reload(self) -> Reply:
+        return self.request("POST", "/-/reload")
+
+    def metric(self, name: str) -> float:
+        return metric_value(self.get("/metrics").text, name)
+
+    def config(self) -> dict[str, Any]:
+        """
+        What C{GET /config} says.
+        """
+        body: dict[str, Any] = json.loads(self.get("/config").body)
+        return body

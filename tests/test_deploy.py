@@ -12,7 +12,6 @@ import re
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -30,7 +29,7 @@ import kubernetes_validate  # type: ignore[import-untyped]
 import pytest
 import yaml
 
-from twisted_demo.testing import AtomicWriter
+from twisted_demo.testing import AtomicWriter, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = ROOT / "Dockerfile"
@@ -547,13 +546,6 @@ def _tree_state(root: Path) -> dict[str, tuple[int, int, int]]:
     return state
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 @pytest.fixture(scope="module")
 def image_install() -> Iterator[Path]:
     """
@@ -633,7 +625,7 @@ def test_image_entrypoint_serves_the_message_from_a_read_only_install(
 
     cmd = exec_form("CMD")
     cmd[cmd.index("--config") + 1] = str(config_dir / config_file.name)
-    port = _free_port()
+    port = free_port()
     argv = [
         *exec_form("ENTRYPOINT"),
         *cmd,

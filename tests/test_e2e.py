@@ -12,15 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import CONFIG_NAME, TwistdServer, http, twistd_command
-from twisted_demo.testing import AtomicWriter
-
-
-def _metric(server: TwistdServer, name: str) -> float:
-    text = server.get("/metrics").text
-    match = re.search(rf"^{name} (\S+)$", text, re.MULTILINE)
-    assert match is not None, f"{name} not in /metrics:\n{text}"
-    return float(match.group(1))
+from tests.support import CONFIG_NAME, FAILURES, RELOADS, TwistdServer, http
+from twisted_demo.testing import AtomicWriter, twistd_executable
 
 
 def test_serves_message_and_follows_a_configmap_update(
@@ -34,8 +27,8 @@ def test_serves_message_and_follows_a_configmap_update(
     configmap.write({CONFIG_NAME: b"message: Hello Kubernetes\n"})
     twistd_server.wait_message("Hello Kubernetes")
 
-    assert _metric(twistd_server, "configmapdemo_config_reloads_total") == 1
-    assert _metric(twistd_server, "configmapdemo_config_reload_failures_total") == 0
+    assert twistd_server.metric(RELOADS) == 1
+    assert twistd_server.metric(FAILURES) == 0
     assert len(re.findall("Config file updated: sha256", twistd_server.output)) == 1
 
 
@@ -119,7 +112,7 @@ def test_usage_errors_exit_non_zero_naming_the_problem(
     args: list[str], error: str
 ) -> None:
     result = subprocess.run(
-        [*twistd_command(), "-n", "--pidfile=", "configmapdemo", *args],
+        [twistd_executable(), "-n", "--pidfile=", "configmapdemo", *args],
         capture_output=True,
         text=True,
         timeout=30,

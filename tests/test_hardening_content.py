@@ -13,17 +13,16 @@ from pathlib import Path
 import pytest
 from twisted.logger import LogLevel
 
-from tests.hardening_support import (
-    BAD_CONTENT,
+from tests.bad_configs import BAD_CONTENT, good
+from tests.support import (
     FAILURES,
     LAST_SUCCESSFUL,
     RELOADS,
     InProcessService,
+    TwistdServer,
     captured_log,
-    good,
     result_of,
 )
-from tests.support import TwistdServer
 from twisted_demo.config import ConfigError, parse_config
 from twisted_demo.reload import Outcome
 from twisted_demo.tap import Options, makeService
@@ -51,7 +50,7 @@ def test_bad_update_is_refused_and_last_good_config_keeps_serving(
     failures = live.metric(FAILURES)
     sha256 = live.config()["sha256"]
 
-    with captured_log(LogLevel.warn) as logged:
+    with captured_log() as log:
         write_by_rename(live.file.path, bad.content)
         refused = live.post_reload()
         # The same file again is the same failure: not counted, not logged.
@@ -68,8 +67,8 @@ def test_bad_update_is_refused_and_last_good_config_keeps_serving(
     assert "\n" not in config["last_error"]
     assert live.metric(FAILURES) == failures + 1
     assert live.metric(LAST_SUCCESSFUL) == 0
-    assert len(logged) == 1
-    assert config["last_error"] in logged[0]
+    assert len(log.messages(at_least=LogLevel.warn)) == 1
+    assert config["last_error"] in log.messages(at_least=LogLevel.warn)[0]
 
     write_in_place(live.file.path, good("Hello again"))
     assert live.post_reload().status == 200
@@ -82,14 +81,14 @@ def test_bad_update_is_refused_and_last_good_config_keeps_serving(
 
 def test_each_distinct_failure_is_logged_once(live: InProcessService) -> None:
     first, second = BAD_CONTENT["duplicate_keys"], BAD_CONTENT["alias_bomb"]
-    with captured_log(LogLevel.warn) as logged:
+    with captured_log() as log:
         for content in (first.content, first.content, second.content):
             write_by_rename(live.file.path, content)
             live.post_reload()
             live.post_reload()
-    assert len(logged) == 2
-    assert first.reason in logged[0]
-    assert second.reason in logged[1]
+    assert len(log.messages(at_least=LogLevel.warn)) == 2
+    assert first.reason in log.messages(at_least=LogLevel.warn)[0]
+    assert second.reason in log.messages(at_least=LogLevel.warn)[1]
     assert live.metric(FAILURES) == 2
 
 

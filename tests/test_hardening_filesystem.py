@@ -21,15 +21,19 @@ from twisted.logger import LogLevel
 from twisted.python._inotify import INotifyError
 from twisted.python.filepath import FilePath
 
-from tests.hardening_support import (
+from tests.bad_configs import good
+from tests.support import (
+    CONFIG_NAME,
     FAILURES,
     LAST_SUCCESSFUL,
     InProcessService,
+    TwistdServer,
     captured_log,
-    good,
+    http,
     result_of,
+    until,
+    wait_for,
 )
-from tests.support import CONFIG_NAME, TwistdServer, http, until, wait_for
 from twisted_demo.source import DATA_DIR_NAME
 from twisted_demo.testing import AtomicWriter, write_in_place
 from twisted_demo.watcher import REARM_INTERVAL, ConfigWatcher, Notifier
@@ -100,7 +104,7 @@ async def test_deleted_file_keeps_last_good_config_until_it_returns(
     path = configmap.target_dir / CONFIG_NAME
     service = watched(path)
     error = f"{path}: cannot read: No such file or directory"
-    with captured_log(LogLevel.warn) as logged:
+    with captured_log() as log:
         path.unlink()
         await _fails_with(service, error)
         _still_serving_hello_world(service)
@@ -109,7 +113,7 @@ async def test_deleted_file_keeps_last_good_config_until_it_returns(
 
         configmap.write({CONFIG_NAME: b"message: Back again\n"})
         await until(reactor, lambda: _serves(service, "Back again"), "the new file")
-    assert _failure_lines(logged) == [
+    assert _failure_lines(log.messages(at_least=LogLevel.warn)) == [
         f"Config reload failed, still serving the last good config: {error}"
     ]
     assert service.config()["last_error"] is None
@@ -122,11 +126,11 @@ async def test_deleted_directory_keeps_last_good_config_and_is_watched_again_whe
 ) -> None:
     path = configmap.target_dir / CONFIG_NAME
     service = watched(path)
-    with captured_log(LogLevel.info) as logged:
+    with captured_log() as log:
         shutil.rmtree(configmap.target_dir)
         await until(
             reactor,
-            lambda: any("is gone" in line for line in logged),
+            lambda: any("is gone" in line for line in log.messages()),
             "the watcher to notice the directory is gone",
         )
         await _fails_with(service, f"{path}: cannot read: No such file or directory")
@@ -136,13 +140,13 @@ async def test_deleted_directory_keeps_last_good_config_and_is_watched_again_whe
         await until(reactor, lambda: _serves(service, "Returned"), "the new directory")
         await until(
             reactor,
-            lambda: any("with inotify again" in line for line in logged),
+            lambda: any("with inotify again" in line for line in log.messages()),
             "the watcher to watch the new directory",
         )
     assert (
         f"Config directory {configmap.target_dir} is gone; serving the last good "
         "config until it is back"
-    ) in logged
+    ) in log.messages()
     assert service.config()["last_error"] is None
 
     # The new directory is really watched: the next update arrives too.
@@ -158,7 +162,7 @@ async def test_config_path_that_is_a_directory_is_refused_until_it_is_a_file(
     path.write_bytes(b"message: Hello World\n")
     service = watched(path)
     error = f"{path}: cannot read: is not a regular file"
-    with captured_log(LogLevel.warn) as logged:
+    with captured_log() as log:
         path.unlink()
         path.mkdir()
         await _fails_with(service, error)
@@ -166,8 +170,8 @@ async def test_config_path_that_is_a_directory_is_refused_until_it_is_a_file(
         path.rmdir()
         write_in_place(path, b"message: A file again\n")
         await until(reactor, lambda: _serves(service, "A file again"), "the file")
-    assert len(_failure_lines(logged)) == 1
-    assert error in _failure_lines(logged)[0]
+    assert len(_failure_lines(log.messages(at_least=LogLevel.warn))) == 1
+    assert error in _failure_lines(log.messages(at_least=LogLevel.warn))[0]
 
 
 @on_reactor
@@ -178,7 +182,7 @@ async def test_symlink_loop_is_refused_until_the_link_is_fixed(
     path.write_bytes(b"message: Hello World\n")
     service = watched(path)
     error = f"{path}: cannot read: Too many levels of symbolic links"
-    with captured_log(LogLevel.warn) as logged:
+    with captured_log() as log:
         path.unlink()
         os.symlink("loop.yaml", path)
         os.symlink("config.yaml", tmp_path / "loop.yaml")
@@ -187,8 +191,8 @@ async def test_symlink_loop_is_refused_until_the_link_is_fixed(
         path.unlink()
         write_in_place(path, b"message: Unlooped\n")
         await until(reactor, lambda: _serves(service, "Unlooped"), "the fixed link")
-    assert len(_failure_lines(logged)) == 1
-    assert error in _failure_lines(logged)[0]
+    assert len(_failure_lines(log.messages(at_least=LogLevel.warn))) == 1
+    assert error in _failure_lines(log.messages(at_least=LogLevel.warn))[0]
 
 
 @on_reactor
@@ -207,7 +211,7 @@ async def test_data_link_to_a_missing_directory_is_refused_until_it_points_back(
         os.symlink(target, tmp)
         os.rename(tmp, data)
 
-    with captured_log(LogLevel.info) as logged:
+    with captured_log() as log:
         point_data_at("..2026_01_01_00_00_00.000000000")
         await _fails_with(service, error)
         _still_serving_hello_world(service)
@@ -218,10 +222,10 @@ async def test_data_link_to_a_missing_directory_is_refused_until_it_points_back(
             lambda: service.reloader.last_error is None,
             "the error to clear when ..data points back",
         )
-    assert _failure_lines(logged) == [
+    assert _failure_lines(log.messages()) == [
         f"Config reload failed, still serving the last good config: {error}"
     ]
-    assert any(line.endswith("last error cleared") for line in logged)
+    assert any(line.endswith("last error cleared") for line in log.messages())
     assert service.metric(LAST_SUCCESSFUL) == 1
     assert service.metric(FAILURES) == failures
     configmap.write({CONFIG_NAME: b"message: Updated\n"})
@@ -287,7 +291,7 @@ def test_inotify_failure_falls_back_to_polling_and_rearms_when_it_clears(
     working = _FakeNotifier()
     factory: list[Callable[[], Notifier]] = [failing]
     watcher = service.watcher(TICK, lambda: factory[0]())
-    with captured_log(LogLevel.info) as logged:
+    with captured_log() as log:
         watcher.startService()
         try:
             assert not watcher.watching
@@ -303,15 +307,17 @@ def test_inotify_failure_falls_back_to_polling_and_rearms_when_it_clears(
     assert (
         f"Cannot watch {tmp_path} with inotify ({error}); checking {path} "
         f"every {TICK}s instead"
-    ) in logged
-    assert f"Watching {tmp_path} with inotify again" in logged
+    ) in log.messages()
+    assert f"Watching {tmp_path} with inotify again" in log.messages(
+        at_least=LogLevel.info
+    )
     assert working.watched == [FilePath(str(tmp_path))]
 
 
 def test_no_inotify_at_all_polls_and_says_so(tmp_path: Path) -> None:
     path, clock, service = _clocked(tmp_path, "one")
     watcher = service.watcher(TICK, None)
-    with captured_log(LogLevel.warn) as logged:
+    with captured_log() as log:
         watcher.startService()
         try:
             write_in_place(path, good("polled change"))
@@ -319,7 +325,9 @@ def test_no_inotify_at_all_polls_and_says_so(tmp_path: Path) -> None:
             assert _serves(service, "polled change")
         finally:
             watcher.stopService()
-    assert logged == [f"inotify is not available here; checking {path} every {TICK}s"]
+    assert log.messages(at_least=LogLevel.warn) == [
+        f"inotify is not available here; checking {path} every {TICK}s"
+    ]
 
 
 def test_events_lost_to_queue_overflow_are_caught_by_the_tick(tmp_path: Path) -> None:

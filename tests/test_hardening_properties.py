@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.hardening_support import BAD_CONTENT, good
+from tests.bad_configs import BAD_CONTENT, good
 from tests.support import CONFIG_NAME, TwistdServer, wait_for
 from twisted_demo.config import ConfigError, parse_config, sha256_hex
 from twisted_demo.testing import AtomicWriter, write_in_place

@@ -6,13 +6,17 @@ L{AtomicWriter} reproduces the kubelet's AtomicWriter
 (C{pkg/volume/util/atomic_writer.go}) step by step, so that a watcher sees
 exactly the inotify events a ConfigMap volume produces on an update.
 L{write_in_place} and L{write_by_rename} are the two ways editors and
-shell tools save a plain file.
+shell tools save a plain file.  L{configmapdemo_argv} is the command line
+that runs the real service on a loopback port.
 """
 
 from __future__ import annotations
 
 import itertools
 import os
+import shutil
+import socket
+import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -132,3 +136,48 @@ def write_by_rename(path: str | os.PathLike[str], content: bytes) -> None:
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     tmp.write_bytes(content)
     os.rename(tmp, target)
+
+
+def free_port() -> int:
+    """
+    A TCP port on 127.0.0.1 that nothing listens on right now.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def twistd_executable() -> str:
+    """
+    The C{twistd} script installed beside the running interpreter, so that
+    a test or benchmark runs the service from its own environment.
+    """
+    beside = Path(sys.executable).parent / "twistd"
+    if beside.exists():
+        return str(beside)
+    found = shutil.which("twistd")
+    if found is None:
+        raise RuntimeError("twistd not found beside the interpreter or on PATH")
+    return found
+
+
+def configmapdemo_argv(
+    config: str | os.PathLike[str], port: int, *options: str
+) -> list[str]:
+    """
+    The command line of C{twistd -n configmapdemo} serving C{config} on
+    127.0.0.1:C{port}, in the foreground with no pid file, followed by
+    further C{options} of C{configmapdemo}.
+    """
+    return [
+        twistd_executable(),
+        "-n",
+        "--pidfile=",
+        "configmapdemo",
+        "--config",
+        os.fspath(config),
+        "--listen",
+        f"tcp:{port}:interface=127.0.0.1",
+        *options,
+    ]

@@ -1,0 +1,100 @@
+"""
+The catalogue of config files the service must refuse, and what each
+refusal must say.
+"""
+
+from __future__ import annotations
+
+from attrs import frozen
+
+from twisted_demo.config import DEFAULT_MAX_BYTES
+
+
+def good(message: str) -> bytes:
+    """
+    A valid config serving C{message}.
+    """
+    return f"message: {message!r}\nother: 1\n".encode()
+
+
+def _alias_bomb() -> bytes:
+    lol = b",".join([b'"lol"'] * 9)
+    lines = [b"message: boom", b"a: &a [%s]" % (lol,)]
+    for previous, name in zip("abcdefgh", "bcdefghi", strict=True):
+        refs = b",".join([b"*" + previous.encode()] * 9)
+        lines.append(b"%s: &%s [%s]" % (name.encode(), name.encode(), refs))
+    return b"\n".join(lines) + b"\n"
+
+
+@frozen
+class Bad:
+    """
+    A config file that must be refused, and what the refusal must say.
+    """
+
+    content: bytes
+    reason: str
+
+
+#: Every kind of bad content the service must refuse, by a name that says it.
+BAD_CONTENT: dict[str, Bad] = {
+    "invalid_yaml_syntax": Bad(
+        b"message: [unclosed\n", "line 2, column 1: did not find expected ',' or ']'"
+    ),
+    "empty_file": Bad(b"", "file is empty; expected a mapping"),
+    "top_level_list": Bad(b"- a\n- b\n", "top level must be a mapping, got a list"),
+    "top_level_string": Bad(b"hello\n", "top level must be a mapping, got a string"),
+    "top_level_number": Bad(b"42\n", "top level must be a mapping, got a number"),
+    "top_level_null": Bad(b"null\n", "file is empty; expected a mapping"),
+    "message_missing": Bad(b"other: 1\n", "'message' is missing"),
+    "message_null": Bad(b"message:\n", "'message' must be a string, got null"),
+    "message_number": Bad(b"message: 3\n", "'message' must be a string, got a number"),
+    "message_list": Bad(b"message: [a]\n", "'message' must be a string, got a list"),
+    "message_mapping": Bad(
+        b"message: {a: 1}\n", "'message' must be a string, got a mapping"
+    ),
+    "invalid_utf8": Bad(b"message: caf\xe9\n", "not valid UTF-8 at byte 12"),
+    "binary_garbage": Bad(bytes(range(256)) * 4, "not valid UTF-8 at byte 128"),
+    "nul_byte": Bad(
+        b"message: a\x00b\n",
+        "line 1, column 11: unacceptable character #x0000: "
+        "control characters are not allowed",
+    ),
+    "over_size_limit": Bad(
+        b"message: " + b"x" * DEFAULT_MAX_BYTES + b"\n",
+        f"file is over the limit of {DEFAULT_MAX_BYTES} bytes",
+    ),
+    "alias_bomb": Bad(
+        _alias_bomb(), "aliases expand the document to more than 1000000 nodes"
+    ),
+    "recursive_alias": Bad(
+        b"message: a\nx: &a [1, *a]\n",
+        "line 2, column 11: alias *a refers to a node that contains it",
+    ),
+    "deep_nesting": Bad(
+        b"message: a\nx: " + b"[" * 5000 + b"]" * 5000 + b"\n",
+        "line 2, column 103: nested deeper than 100 levels",
+    ),
+    "python_object_apply_tag": Bad(
+        b"message: !!python/object/apply:os.system ['touch PWNED']\n",
+        "could not determine a constructor for the tag "
+        "'tag:yaml.org,2002:python/object/apply:os.system'",
+    ),
+    "python_name_tag": Bad(
+        b"message: a\nf: !!python/name:os.system\n",
+        "could not determine a constructor for the tag "
+        "'tag:yaml.org,2002:python/name:os.system'",
+    ),
+    "multi_document_stream": Bad(
+        b"---\nmessage: a\n---\nmessage: b\n",
+        "line 3, column 1: a second YAML document starts here",
+    ),
+    "duplicate_keys": Bad(
+        b"message: a\nmessage: b\n",
+        "line 2, column 1: duplicate key 'message' (first on line 1)",
+    ),
+    "invalid_timestamp_value": Bad(
+        b"message: a\nwhen: 2026-13-01\n",
+        "line 2, column 7: invalid timestamp value: month must be in 1..12",
+    ),
+}
