@@ -378,24 +378,14 @@ class ConfigSite(Site):
                 d.callback(None)
 
 
-class QuietSite(ConfigSite):
-    """
-    A L{ConfigSite} that writes no access log: probes and scrapes would
-    otherwise fill the log with a line every few seconds.
-    """
-
-    def __init__(self, resource: IResource, **kwargs: Any) -> None:
-        super().__init__(resource, access_log=False, **kwargs)
-
-
 def make_site(
     resource: IResource,
     access_log: bool = False,
     max_body_bytes: int = MAX_BODY_BYTES,
 ) -> ConfigSite:
     """
-    The HTTP factory serving C{resource}, with or without an access log.
+    The HTTP factory serving C{resource}.  The access log is off unless
+    asked for: probes and scrapes would otherwise fill the log with a line
+    every few seconds.
     """
-    if access_log:
-        return ConfigSite(resource, max_body_bytes=max_body_bytes)
-    return QuietSite(resource, max_body_bytes=max_body_bytes)
+    return ConfigSite(resource, access_log=access_log, max_body_bytes=max_body_bytes)
