@@ -170,8 +170,8 @@ async def test_config_path_that_is_a_directory_is_refused_until_it_is_a_file(
         path.rmdir()
         write_in_place(path, b"message: A file again\n")
         await until(reactor, lambda: _serves(service, "A file again"), "the file")
-    assert len(_failure_lines(log.messages(at_least=LogLevel.warn))) == 1
-    assert error in _failure_lines(log.messages(at_least=LogLevel.warn))[0]
+    [failure] = _failure_lines(log.messages(at_least=LogLevel.warn))
+    assert error in failure
 
 
 @on_reactor
@@ -191,8 +191,8 @@ async def test_symlink_loop_is_refused_until_the_link_is_fixed(
         path.unlink()
         write_in_place(path, b"message: Unlooped\n")
         await until(reactor, lambda: _serves(service, "Unlooped"), "the fixed link")
-    assert len(_failure_lines(log.messages(at_least=LogLevel.warn))) == 1
-    assert error in _failure_lines(log.messages(at_least=LogLevel.warn))[0]
+    [failure] = _failure_lines(log.messages(at_least=LogLevel.warn))
+    assert error in failure
 
 
 @on_reactor
