@@ -80,6 +80,15 @@ async def until(
         await d
 
 
+def niceness_of(pid: int) -> int:
+    """
+    The nice value of process C{pid}, from C{/proc/PID/stat}.
+    """
+    # Fields after the command name, which is in parentheses.
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return int(fields[16])
+
+
 def metric_value(exposition: str, name: str) -> float:
     """
     The value of the unlabelled sample C{name} in Prometheus text.
@@ -163,6 +172,17 @@ class TwistdServer:
 
     def metric(self, name: str) -> float:
         return metric_value(self.get("/metrics").text, name)
+
+    def children(self) -> list[int]:
+        """
+        The process ids of twistd's child processes.
+        """
+        tasks = Path(f"/proc/{self.process.pid}/task")
+        return sorted(
+            int(pid)
+            for task in tasks.iterdir()
+            for pid in (task / "children").read_text().split()
+        )
 
     def wait_ready(self) -> None:
         """

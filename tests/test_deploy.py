@@ -664,6 +664,14 @@ def test_image_entrypoint_serves_the_message_from_a_read_only_install(
                 for probe in ("readinessProbe", "livenessProbe"):
                     path = container()[probe]["httpGet"]["path"]
                     answers[path] = _get(base + path)
+                # An update is parsed by the child process, started by the
+                # same unprivileged user from the same read-only install.
+                AtomicWriter(config_dir).write({CONFIG_KEY: b"message: Updated\n"})
+                while time.monotonic() < deadline and process.poll() is None:
+                    answers["update"] = _get(base + "/")
+                    if answers["update"][1].strip() == b"Updated":
+                        break
+                    time.sleep(0.05)
         finally:
             process.send_signal(signal.SIGTERM)
             try:
@@ -679,6 +687,7 @@ def test_image_entrypoint_serves_the_message_from_a_read_only_install(
     output = (stdout + stderr).decode(errors="replace")
     assert answers.get("/", (0, b""))[1].strip() == b"Hello World", (answers, output)
     assert answers["/readyz"][0] == answers["/healthz"][0] == 200, (answers, output)
+    assert answers["update"] == (200, b"Updated"), (answers, output)
     # twistd shuts down cleanly, then exits through the signal it received.
     assert process.returncode in (0, -signal.SIGTERM), output
     assert "Unable to write to plugin cache" not in output

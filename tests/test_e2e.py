@@ -5,6 +5,7 @@ updated the way the kubelet updates a ConfigMap volume.
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import subprocess
@@ -12,7 +13,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import CONFIG_NAME, FAILURES, RELOADS, TwistdServer, http
+from tests.support import (
+    CONFIG_NAME,
+    FAILURES,
+    RELOADS,
+    TwistdServer,
+    http,
+    niceness_of,
+    wait_for,
+)
 from twisted_demo.testing import AtomicWriter, twistd_executable
 
 
@@ -40,6 +49,37 @@ def test_sigterm_stops_cleanly_within_five_seconds(
     assert twistd_server.stop(signal.SIGTERM, timeout=5) == -signal.SIGTERM
     assert "Server Shut Down." in twistd_server.output
     assert "Traceback" not in twistd_server.output
+
+
+def test_config_is_parsed_by_one_nicer_child_that_ends_with_the_server(
+    twistd_server: TwistdServer,
+) -> None:
+    [child] = wait_for(twistd_server.children, "the parser process")
+    server_niceness = niceness_of(twistd_server.process.pid)
+    # The child lowers its priority once it has imported the parser.
+    wait_for(
+        lambda: niceness_of(child) == server_niceness + 10, "the child to be nicer"
+    )
+    assert twistd_server.stop(signal.SIGTERM, timeout=5) == -signal.SIGTERM
+    assert not Path(f"/proc/{child}").exists()
+
+
+def test_killed_parser_is_replaced_and_the_next_update_served(
+    twistd_server: TwistdServer, configmap: AtomicWriter
+) -> None:
+    [child] = wait_for(twistd_server.children, "the parser process")
+    os.kill(child, signal.SIGKILL)
+    wait_for(
+        lambda: (
+            "Config parser process ended (killed by SIGKILL)" in twistd_server.output
+        ),
+        "the parser's end in the log",
+    )
+    assert twistd_server.get("/").text == "Hello World"
+    configmap.write({CONFIG_NAME: b"message: after the kill\n"})
+    twistd_server.wait_message("after the kill")
+    assert twistd_server.metric(FAILURES) == 0
+    assert twistd_server.children() not in ([], [child])
 
 
 def test_sighup_forces_a_reload(

@@ -20,12 +20,13 @@ from twisted.internet.interfaces import IListeningPort
 
 from tests.support import CONFIG_NAME, DEADLINE, captured_log, until
 from twisted_demo.metrics import ReloadMetrics
-from twisted_demo.reload import Outcome, Reloader, ReloadResult, in_thread_pool
+from twisted_demo.reload import Outcome, Reloader, ReloadResult
 from twisted_demo.source import ConfigFile
 from twisted_demo.store import ConfigStore
 from twisted_demo.testing import AtomicWriter, write_by_rename, write_in_place
 from twisted_demo.watcher import ConfigWatcher, default_notifier_factory
 from twisted_demo.web import ConfigApp, make_site
+from twisted_demo.worker import ParserProcess
 
 TICK = 0.05
 reactor: Any = _reactor
@@ -42,11 +43,14 @@ class Running:
         self.store = ConfigStore(config_file.load(reactor.seconds()))
         metrics = ReloadMetrics()
         self.results: list[ReloadResult] = []
+        # Parsing in a child process, as the service does.
+        self.parser = ParserProcess(reactor, reactor)
+        self.parser.startService()
         self.reloader = Reloader(
             config_file,
             self.store,
             reactor,
-            run=in_thread_pool(reactor),
+            run=self.parser,
             observers=[metrics.observe, self.results.append],
         )
         self.watcher = ConfigWatcher(
@@ -100,6 +104,7 @@ class Running:
     async def stop(self) -> None:
         self.watcher.stopService()
         await maybeDeferred(self.port.stopListening)
+        await self.parser.stopService()
 
 
 @pytest_twisted.async_yield_fixture

@@ -105,6 +105,34 @@ class Config:
     generation: str | None
     source: str
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # The read-only view of data cannot be pickled; the mapping under
+        # it can, so a config can come back from a parser process.
+        return (
+            _config_from_fields,
+            (
+                self.message,
+                dict(self.data),
+                self.sha256,
+                self.loaded_at,
+                self.generation,
+                self.source,
+            ),
+        )
+
+
+def _config_from_fields(
+    message: str,
+    data: dict[str, Any],
+    sha256: str,
+    loaded_at: float,
+    generation: str | None,
+    source: str,
+) -> Config:
+    return Config(
+        message, MappingProxyType(data), sha256, loaded_at, generation, source
+    )
+
 
 def sha256_hex(raw: bytes) -> str:
     """

@@ -7,35 +7,25 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable
+from functools import partial
 from typing import Any, TypeVar
 
 from attrs import evolve, frozen
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.interfaces import IReactorThreads, IReactorTime
-from twisted.internet.threads import deferToThreadPool
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from twisted_demo.config import Config, ConfigError
-from twisted_demo.source import ConfigFile
+from twisted_demo.config import Config
+from twisted_demo.source import ConfigFile, Reading
 from twisted_demo.store import ConfigStore
+from twisted_demo.worker import WorkerDied
 
 _T = TypeVar("_T")
 
-#: Runs C{f()} somewhere and fires with its result; see L{in_thread_pool}.
+#: Runs C{f()} somewhere and fires with its result: L{inline}, or in a
+#: child process with L{twisted_demo.worker.ParserProcess}.
 Runner = Callable[[Callable[[], _T]], "Deferred[_T]"]
-
-
-def in_thread_pool(reactor: IReactorThreads) -> Runner[Any]:
-    """
-    A runner that calls functions in the reactor's thread pool, so reading
-    and parsing a large file never stalls requests being served.
-    """
-
-    def run(f: Callable[[], _T]) -> Deferred[_T]:
-        return deferToThreadPool(reactor, reactor.getThreadPool(), f)
-
-    return run
 
 
 def inline(f: Callable[[], _T]) -> Deferred[_T]:
@@ -78,19 +68,6 @@ class ReloadResult:
 
 #: Told of every L{ReloadResult}, on the reactor thread.
 Observer = Callable[[ReloadResult], object]
-
-
-@frozen
-class _Read:
-    """
-    What the worker hands back: a new config, a failure, or L{None} for
-    bytes that are already known.
-    """
-
-    sha256: str | None
-    generation: str | None
-    config: Config | None = None
-    error: str | None = None
 
 
 def _short(sha256: str | None) -> str:
@@ -155,35 +132,23 @@ class Reloader:
             self._failed_sha256,
         )
         now = self._clock.seconds()
-        self._run(lambda: self._read(known, now)).addCallbacks(
-            self._finish, self._crashed
-        ).addCallback(self._done, waiters)
-
-    def _read(self, known: tuple[str | None, str | None], now: float) -> _Read:
-        """
-        Read, hash and parse off the reactor thread.
-        """
-        try:
-            snapshot = self._file.read()
-        except ConfigError as e:
-            return _Read(sha256=None, generation=None, error=str(e))
-        if snapshot.sha256 in known:
-            return _Read(sha256=snapshot.sha256, generation=snapshot.generation)
-        try:
-            config = self._file.parse(snapshot, now)
-        except ConfigError as e:
-            return _Read(
-                sha256=snapshot.sha256, generation=snapshot.generation, error=str(e)
-            )
-        return _Read(
-            sha256=snapshot.sha256, generation=snapshot.generation, config=config
+        # A plain function rather than a bound method: Twisted registers a
+        # pickler for methods that would make a parser process import it.
+        work = partial(ConfigFile.read_unless_known, self._file, known, now)
+        self._run(work).addCallbacks(self._finish, self._crashed).addCallback(
+            self._done, waiters
         )
 
     def _crashed(self, failure: Failure) -> ReloadResult:
+        if failure.check(WorkerDied):
+            # Most likely the parser crashed on this file's content.
+            return self._fail(
+                None, f"{self._file.path}: cannot parse: {failure.getErrorMessage()}"
+            )
         self._log.failure("Config reload crashed", failure)
         return self._fail(None, f"{self._file.path}: internal error while reloading")
 
-    def _finish(self, read: _Read) -> ReloadResult:
+    def _finish(self, read: Reading) -> ReloadResult:
         """
         On the reactor thread: swap, or record the failure.
         """

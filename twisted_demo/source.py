@@ -38,6 +38,22 @@ class Snapshot:
     generation: str | None
 
 
+@frozen
+class Reading:
+    """
+    What L{ConfigFile.read_unless_known} found: a new config, a failure, or
+    (with neither) bytes that were already known.
+
+    @ivar sha256: The digest of the bytes read, or L{None} if none could be.
+    @ivar generation: The ConfigMap generation they were read through.
+    """
+
+    sha256: str | None
+    generation: str | None
+    config: Config | None = None
+    error: str | None = None
+
+
 #: What L{ConfigFile.fingerprint} returns: cheap to compute, and different
 #: whenever the file's content may have changed.
 Fingerprint = tuple[object, ...]
@@ -133,6 +149,28 @@ class ConfigFile:
             generation=snapshot.generation,
             max_bytes=self.max_bytes,
             sha256=snapshot.sha256,
+        )
+
+    def read_unless_known(self, known: tuple[str | None, ...], now: float) -> Reading:
+        """
+        Read the file, and parse it loaded at C{now} unless the digest of
+        its bytes is one of C{known}.  Never raises L{ConfigError}: it is
+        returned, so this can run in a thread or another process.
+        """
+        try:
+            snapshot = self.read()
+        except ConfigError as e:
+            return Reading(sha256=None, generation=None, error=str(e))
+        if snapshot.sha256 in known:
+            return Reading(sha256=snapshot.sha256, generation=snapshot.generation)
+        try:
+            config = self.parse(snapshot, now)
+        except ConfigError as e:
+            return Reading(
+                sha256=snapshot.sha256, generation=snapshot.generation, error=str(e)
+            )
+        return Reading(
+            sha256=snapshot.sha256, generation=snapshot.generation, config=config
         )
 
     def load(self, now: float) -> Config:

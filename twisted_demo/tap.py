@@ -17,17 +17,23 @@ from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.endpoints import serverFromString
-from twisted.internet.interfaces import IReactorCore, IReactorThreads, IReactorTime
+from twisted.internet.interfaces import (
+    IReactorCore,
+    IReactorProcess,
+    IReactorThreads,
+    IReactorTime,
+)
 from twisted.logger import Logger
 from twisted.python import usage
 
 from twisted_demo.config import DEFAULT_MAX_BYTES, ConfigError
 from twisted_demo.metrics import ReloadMetrics
-from twisted_demo.reload import Reloader, in_thread_pool
+from twisted_demo.reload import Reloader
 from twisted_demo.source import ConfigFile
 from twisted_demo.store import ConfigStore
 from twisted_demo.watcher import ConfigWatcher, default_notifier_factory
 from twisted_demo.web import DRAIN_TIMEOUT, ConfigApp, ConfigSite, make_site
+from twisted_demo.worker import ParserProcess
 
 DEFAULT_LISTEN = "tcp:8080"
 DEFAULT_TICK = 0.1
@@ -35,7 +41,7 @@ DEFAULT_TICK = 0.1
 _log = Logger(namespace="configmapdemo")
 
 
-class _Reactor(IReactorCore, IReactorThreads, IReactorTime):
+class _Reactor(IReactorCore, IReactorProcess, IReactorThreads, IReactorTime):
     """
     The reactor interfaces C{makeService} uses.
     """
@@ -235,11 +241,14 @@ def makeService(options: Options) -> MultiService:
     metrics = ReloadMetrics()
     metrics.loaded(None, config)
     store.subscribe(metrics.loaded)
+    service = MultiService()
+    parser = ParserProcess(reactor, reactor)
+    parser.setServiceParent(service)
     reloader = Reloader(
         config_file,
         store,
         clock=reactor,
-        run=in_thread_pool(reactor),
+        run=parser,
         observers=[metrics.observe],
     )
     _log.info(
@@ -249,7 +258,6 @@ def makeService(options: Options) -> MultiService:
         generation=config.generation,
     )
 
-    service = MultiService()
     site = make_site(
         ConfigApp(store, reloader, metrics).resource(), options["access-log"]
     )

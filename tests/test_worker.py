@@ -1,0 +1,141 @@
+"""
+The parser process: work done in a child of lower priority, whose crash
+fails the work it had and nothing else.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from collections.abc import AsyncIterator
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_twisted
+from twisted.internet import reactor as _reactor
+from twisted.internet.defer import fail
+
+from tests.support import captured_log, niceness_of, result_of, until
+from twisted_demo.config import Config, parse_config
+from twisted_demo.reload import Outcome, Reloader
+from twisted_demo.source import ConfigFile
+from twisted_demo.store import ConfigStore
+from twisted_demo.testing import AtomicWriter
+from twisted_demo.worker import ParserProcess, WorkerDied, WorkerError
+
+reactor: Any = _reactor
+
+
+@pytest_twisted.async_yield_fixture
+async def parser() -> AsyncIterator[ParserProcess]:
+    service = ParserProcess(reactor, reactor)
+    service.startService()
+    try:
+        yield service
+    finally:
+        await service.stopService()
+
+
+def test_config_survives_pickling_with_a_read_only_mapping() -> None:
+    config = parse_config(
+        b"message: hi\nnested: {a: [1, 2]}\n", source="c.yaml", loaded_at=1.5
+    )
+    copy: Config = pickle.loads(pickle.dumps(config))
+    assert copy == config
+    with pytest.raises(TypeError):
+        copy.data["message"] = "changed"  # type: ignore[index]
+
+
+@pytest_twisted.ensureDeferred
+async def test_config_is_parsed_in_a_child_process(
+    parser: ParserProcess, tmp_path: Path
+) -> None:
+    writer = AtomicWriter(tmp_path)
+    writer.write({"config.yaml": b"message: from the child\nlimits: {cpu: 2}\n"})
+    config_file = ConfigFile(tmp_path / "config.yaml")
+    reading = await parser(partial(ConfigFile.read_unless_known, config_file, (), 7.0))
+    assert reading.config is not None
+    assert reading.config.message == "from the child"
+    assert reading.config.data["limits"] == {"cpu": 2}
+    assert reading.config.loaded_at == 7.0
+    assert reading.generation == os.readlink(tmp_path / "..data")
+    assert await parser(os.getpid) == parser.pid != os.getpid()
+
+
+@pytest_twisted.ensureDeferred
+async def test_child_runs_nicer_than_the_server(parser: ParserProcess) -> None:
+    child = await parser(os.getpid)
+    assert niceness_of(child) == niceness_of(os.getpid()) + 10
+
+
+@pytest_twisted.ensureDeferred
+async def test_work_that_raises_fails_with_the_childs_traceback(
+    parser: ParserProcess,
+) -> None:
+    with pytest.raises(WorkerError, match=r"FileNotFoundError.*no-such-file"):
+        await parser(partial(Path.read_bytes, Path("/no-such-file")))
+    # The child is still there for the next call.
+    assert await parser(partial(sum, [1, 2])) == 3
+
+
+@pytest_twisted.ensureDeferred
+async def test_crashed_child_fails_its_work_and_is_replaced(
+    parser: ParserProcess,
+) -> None:
+    first = await parser(os.getpid)
+    with pytest.raises(WorkerDied, match="killed by SIGABRT"):
+        await parser(os.abort)
+    second = await parser(os.getpid)
+    assert second != first
+    assert parser.pid == second
+
+
+@pytest_twisted.ensureDeferred
+async def test_stopping_ends_the_child(parser: ParserProcess) -> None:
+    child = await parser(os.getpid)
+    await parser.stopService()
+    assert parser.pid is None
+    with pytest.raises(ProcessLookupError):
+        os.kill(child, 0)
+    # A later call starts another.
+    assert await parser(os.getpid) not in (None, child)
+
+
+@pytest_twisted.ensureDeferred
+async def test_stderr_of_the_child_is_logged(parser: ParserProcess) -> None:
+    with captured_log() as log:
+        await parser(partial(os.write, 2, b"parser says hello\n"))
+        await until(
+            reactor,
+            lambda: any("parser says hello" in m for m in log.messages()),
+            "the child's stderr in the log",
+        )
+
+
+def test_reload_whose_parser_dies_keeps_the_last_good_config(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_bytes(b"message: good\n")
+    died = "the parser process died (killed by SIGSEGV)"
+    config_file = ConfigFile(path)
+    store = ConfigStore(config_file.load(0))
+    reloader = Reloader(
+        config_file,
+        store,
+        reactor,
+        run=lambda work: fail(
+            WorkerDied("the parser process died (killed by SIGSEGV)")
+        ),
+    )
+    path.write_bytes(b"message: crashes the parser\n")
+    with captured_log() as log:
+        result = result_of(reloader.reload())
+    assert result.outcome is Outcome.FAILED
+    assert store.current is not None and store.current.message == "good"
+    assert reloader.last_error == (f"{path}: cannot parse: {died}")
+    [logged] = log.messages()
+    assert "still serving the last good config" in logged
+    assert "Traceback" not in logged
