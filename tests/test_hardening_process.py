@@ -93,6 +93,27 @@ def test_sigterm_finishes_requests_in_flight_refuses_new_ones_and_exits_cleanly(
         s.close()
 
 
+def test_repeated_sigterm_while_stopping_is_logged_not_a_traceback(
+    twistd_server: TwistdServer,
+) -> None:
+    posting = _in_flight(twistd_server, b"POST /-/reload HTTP/1.1\r\nHost: x\r\n")
+    twistd_server.process.send_signal(signal.SIGTERM)
+    wait_for(lambda: _refuses_connections(twistd_server), "new connections refused")
+    twistd_server.process.send_signal(signal.SIGTERM)
+    wait_for(
+        lambda: "Received SIGTERM again: already stopping" in twistd_server.output,
+        "the second SIGTERM in the log",
+    )
+    # The reload asked for during the drain still runs in the parser process.
+    posting.sendall(b"abcd")
+    posted = _read_all(posting)
+    assert json.loads(_body(posted))["outcome"] == "unchanged"
+    assert twistd_server.stop(signal.SIGTERM, timeout=5) == -signal.SIGTERM
+    assert "Server Shut Down." in twistd_server.output
+    assert "Traceback" not in twistd_server.output
+    posting.close()
+
+
 def test_sigterm_gives_up_on_a_stalled_client_and_still_exits_within_five_seconds(
     twistd_server: TwistdServer,
 ) -> None:

@@ -14,8 +14,8 @@ from types import FrameType
 from typing import Any, NoReturn, cast
 
 from twisted.application.internet import StreamServerEndpointService
-from twisted.application.service import MultiService, Service
-from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.application.service import IService, MultiService, Service
+from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import (
     IReactorCore,
@@ -25,6 +25,7 @@ from twisted.internet.interfaces import (
 )
 from twisted.logger import Logger
 from twisted.python import usage
+from twisted.python.failure import Failure
 
 from twisted_demo.config import DEFAULT_MAX_BYTES, ConfigError
 from twisted_demo.metrics import ReloadMetrics
@@ -169,6 +170,51 @@ class _ReloadOnSignal(Service):
         signal.signal(self._signum, self._previous)
 
 
+class _StopInOrder(MultiService):
+    """
+    The service's parts, stopped one after another, last added first: the
+    web server finishes the responses under way, which may still reload
+    through the parser process, before that process stops.
+
+    While they stop, a repeated SIGTERM or SIGINT is logged rather than
+    handed to the reactor, which raises when told to stop twice.
+    """
+
+    def __init__(
+        self, call_from_thread: Callable[[Callable[[], object]], object]
+    ) -> None:
+        super().__init__()
+        self._call_from_thread = call_from_thread
+
+    def _repeated(self, signum: int, frame: FrameType | None) -> None:
+        name = signal.Signals(signum).name
+        self._call_from_thread(
+            lambda: _log.info("Received {signal} again: already stopping", signal=name)
+        )
+
+    @staticmethod
+    def _stop_one(_: object, service: IService) -> Deferred[object]:
+        def failed(failure: Failure) -> None:
+            _log.failure("Error stopping {service!r}", failure, service=service)
+
+        stopped: Deferred[object] = maybeDeferred(service.stopService)
+        return stopped.addErrback(failed)
+
+    def stopService(self) -> Deferred[None]:
+        Service.stopService(self)
+        signums = [signal.SIGTERM, signal.SIGINT]
+        previous = {signum: signal.signal(signum, self._repeated) for signum in signums}
+        stopped: Deferred[object] = succeed(None)
+        for service in reversed(list(self)):
+            stopped.addCallback(self._stop_one, service)
+
+        def restore(_: object) -> None:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+
+        return stopped.addCallback(restore)
+
+
 class _WebService(StreamServerEndpointService):
     """
     Serves the site, and stops C{twistd} with one clear line, rather than a
@@ -241,7 +287,7 @@ def makeService(options: Options) -> MultiService:
     metrics = ReloadMetrics()
     metrics.loaded(None, config)
     store.subscribe(metrics.loaded)
-    service = MultiService()
+    service = _StopInOrder(reactor.callFromThread)
     parser = ParserProcess(reactor, reactor)
     parser.setServiceParent(service)
     reloader = Reloader(
