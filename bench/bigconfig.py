@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from bench.client import Client
 from bench.configs import CONFIG_KEY, TimedAtomicWriter, WriterProcess
-from bench.context import Context, Row, body_of, reloads, serves, settle
+from bench.context import (
+    Context,
+    Row,
+    body_of,
+    parser_ready,
+    reloads,
+    serves,
+    settle,
+)
 from bench.load import run_load
 from bench.reload import time_updates
 from bench.stats import Summary, ms
@@ -27,6 +35,7 @@ def run(ctx: Context) -> None:
         client = Client(app.port)
         if not serves(client, "big initial", timeout=10):
             ctx.fail("B5: GET / does not serve the 1 MiB config's message")
+        parser_ready(client)
         before, failed_before = reloads(client)
         messages = [f"big update {i:04d}" for i in range(updates)]
         publisher = WriterProcess("atomic", base, SIZE)

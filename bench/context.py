@@ -80,6 +80,17 @@ def reloads(client: Client) -> tuple[int, int]:
     return int(metric(page, RELOADS)), int(metric(page, RELOAD_FAILURES))
 
 
+def parser_ready(client: Client) -> None:
+    """
+    Ask for a reload and wait for its answer: it comes once the server's
+    parser process has started, so that timings after it do not include
+    that start.
+    """
+    status, body = client.post("/-/reload")
+    if status != 200:
+        raise RuntimeError(f"POST /-/reload answered {status}: {body[:200]!r}")
+
+
 def settle(client: Client, quiet: float, timeout: float = 15.0) -> tuple[int, int]:
     """
     Wait until the reload counters have not moved for C{quiet} seconds,

@@ -11,7 +11,15 @@ from attrs import frozen
 
 from bench.client import Client
 from bench.configs import CONFIG_KEY, TimedAtomicWriter, WriterProcess, config_yaml
-from bench.context import Context, Row, body_of, reloads, serves, settle
+from bench.context import (
+    Context,
+    Row,
+    body_of,
+    parser_ready,
+    reloads,
+    serves,
+    settle,
+)
 from bench.stats import Summary
 
 
@@ -98,6 +106,7 @@ def reload_series(
         client = Client(server.port)
         if not serves(client, initial, timeout=5):
             ctx.fail(f"B1 {label}: GET / does not serve the initial message")
+        parser_ready(client)
         round_trips = []
         for _ in range(count * 2):
             started = time.perf_counter()

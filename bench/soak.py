@@ -17,9 +17,11 @@ def steady_holdings(pid: int) -> Holdings:
     """
     reads = [holdings(pid) for _ in range(5)]
     return Holdings(
+        processes=min(r.processes for r in reads),
         fds=min(r.fds for r in reads),
         inotify_watches=min(r.inotify_watches for r in reads),
         rss_bytes=reads[-1].rss_bytes,
+        rss_each=reads[-1].rss_each,
     )
 
 
@@ -54,22 +56,27 @@ def run(ctx: Context) -> None:
     growth = end.rss_bytes - start.rss_bytes
     ok = (
         served
+        and end.processes <= start.processes
         and end.fds <= start.fds
         and end.inotify_watches <= start.inotify_watches
         and growth < 5 * MiB
     )
     ctx.detail(
         f"B6: {count} updates, {after - before} reloads,"
-        f" {failed_after - failed_before} failed; fds {start.fds} -> {end.fds},"
+        f" {failed_after - failed_before} failed; processes (the server and"
+        f" its parser) {start.processes} -> {end.processes};"
+        f" fds {start.fds} -> {end.fds},"
         f" inotify watches {start.inotify_watches} -> {end.inotify_watches},"
         f" RSS {start.rss_bytes / MiB:.1f} -> {end.rss_bytes / MiB:.1f} MiB"
+        f" ({' + '.join(f'{r / MiB:.1f}' for r in end.rss_each)})"
     )
     ctx.row(
         Row(
             "B6",
             f"soak: {count:,} AtomicWriter updates",
             "no fd/watch growth, RSS growth < 5 MB, last message served",
-            f"fds {start.fds} -> {end.fds}, watches {start.inotify_watches} ->"
+            f"processes {start.processes} -> {end.processes},"
+            f" fds {start.fds} -> {end.fds}, watches {start.inotify_watches} ->"
             f" {end.inotify_watches}, RSS +{growth / MiB:.2f} MiB;"
             f" last message {'served' if served else 'NOT served'}",
             "pass" if ok else ("FAIL" if not served else "miss"),
