@@ -44,8 +44,9 @@ def run(ctx: Context) -> None:
     ctx.detail(
         f"B8: start-up {summary.describe_ms()}; CPU used by then (median)"
         f" {ms(cpu_median)} ms, the rest is waiting for a CPU or for I/O;"
-        f" the parser process ready {Summary.of(parser_ready_after).describe_ms()}"
-        f" after that; idle RSS {idle:.1f} MiB"
+        f" the parser process ready (a first `POST /-/reload` answered)"
+        f" {Summary.of(parser_ready_after).describe_ms()} after that;"
+        f" idle RSS {idle:.1f} MiB"
         f" ({' + '.join(f'{r:.1f}' for r in idle_each)}: server + parser)"
     )
     ctx.row(
