@@ -65,6 +65,28 @@ async def test_config_is_parsed_in_a_child_process(
 
 
 @pytest_twisted.ensureDeferred
+async def test_child_does_not_import_modules_from_the_current_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "yaml.py").write_text("raise ImportError('a stray yaml.py')\n")
+    (tmp_path / "config.yaml").write_bytes(b"message: parsed\n")
+    monkeypatch.chdir(tmp_path)
+    parser = ParserProcess(reactor, reactor)
+    try:
+        reading = await parser(
+            partial(
+                ConfigFile.read_unless_known,
+                ConfigFile(tmp_path / "config.yaml"),
+                (),
+                0,
+            )
+        )
+    finally:
+        await parser.stopService()
+    assert reading.config is not None and reading.config.message == "parsed"
+
+
+@pytest_twisted.ensureDeferred
 async def test_child_runs_nicer_than_the_server(parser: ParserProcess) -> None:
     child = await parser(os.getpid)
     assert niceness_of(child) == niceness_of(os.getpid()) + 10

@@ -134,6 +134,25 @@ class _Child(ProcessProtocol):
         self.ended.callback(None)
 
 
+#: The child's program.  It drops the current directory that C{-c} puts
+#: first on C{sys.path} (a stray C{yaml.py} there must not be imported),
+#: and imports the parser's side from the interpreter's own path, where an
+#: installed service is; only a checkout that is not installed is found
+#: through the directory this module was loaded from (argv[1]), and that
+#: is searched last.
+_BOOT = """\
+# configmapdemo parser process
+import sys
+del sys.path[0]
+try:
+    import twisted_demo.worker_child as child
+except ModuleNotFoundError:
+    sys.path.append(sys.argv[1])
+    import twisted_demo.worker_child as child
+child.main(int(sys.argv[2]))
+"""
+
+
 def _interpreter() -> str:
     """
     The file to run the child from: the interpreter this process runs.
@@ -177,18 +196,17 @@ class ParserProcess(Service):
     def _running(self) -> _Child:
         if self._child is None or not self._child.alive:
             child = _Child()
-            # The child imports this very copy of the package, installed
-            # or run from a checkout.
-            package_root = str(Path(__file__).resolve().parent.parent)
-            env = dict(os.environ)
-            env["PYTHONPATH"] = os.pathsep.join(
-                p for p in [package_root, env.get("PYTHONPATH")] if p
-            )
             self._reactor.spawnProcess(
                 child,
                 _interpreter(),
-                [sys.executable, "-m", worker_child.__name__, str(self._niceness)],
-                env=env,
+                [
+                    sys.executable,
+                    "-c",
+                    _BOOT,
+                    str(Path(__file__).resolve().parent.parent),
+                    str(self._niceness),
+                ],
+                env=None,
                 childFDs={0: "w", 1: "r", 2: "r"},
             )
             self._child = child

@@ -54,10 +54,13 @@ def serve(requests: BinaryIO, replies: BinaryIO) -> None:
         replies.flush()
 
 
-def main(argv: list[str]) -> None:
+def main(niceness: int = NICENESS) -> None:
+    """
+    Serve work from stdin to stdout at C{niceness} above the parent's.
+    """
     # Nicer from the start, so that even its imports never slow the server
     # (at start-up, the server and the child want the CPU at once).
-    os.nice(int(argv[1]) if len(argv) > 1 else NICENESS)
+    os.nice(niceness)
     # Imported before the first work arrives, not while it waits.
     import twisted_demo.source  # noqa: F401
 
@@ -68,7 +71,3 @@ def main(argv: list[str]) -> None:
     replies = sys.stdout.buffer
     sys.stdout = sys.stderr
     serve(sys.stdin.buffer, replies)
-
-
-if __name__ == "__main__":
-    main(sys.argv)
