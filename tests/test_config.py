@@ -47,6 +47,9 @@ def test_syntax_error_names_file_line_and_column() -> None:
     ("raw", "error"),
     [
         (b"", "config.yaml: file is empty; expected a mapping"),
+        (b"# off\n\n", "config.yaml: file is empty; expected a mapping"),
+        (b"null\n", "config.yaml: top level must be a mapping, got null"),
+        (b"---\n", "config.yaml: top level must be a mapping, got null"),
         (b"- a\n- b\n", "config.yaml: top level must be a mapping, got a list"),
         (b"just text\n", "config.yaml: top level must be a mapping, got a string"),
         (b"42\n", "config.yaml: top level must be a mapping, got a number"),

@@ -176,13 +176,15 @@ def _at(source: str, mark: Any, reason: str) -> ConfigError:
     )
 
 
-def _check_shape(text: str, limit: int, source: str) -> None:
+def _check_shape(text: str, limit: int, source: str) -> int:
     """
     Walk the YAML events of C{text} (iteratively, without building
     anything) and refuse, before the composer sees it, a stream with more
     than one document, nesting deeper than L{MAX_DEPTH}, an alias to a node
     that contains it, or aliases that expand to more than C{limit} nodes.
 
+    @return: The number of documents: 0 for a file with nothing but
+        comments and blank lines, else 1.
     @raise ConfigError: Locating the first such problem.
     @raise yaml.YAMLError: For the first syntax error.
     """
@@ -233,12 +235,16 @@ def _check_shape(text: str, limit: int, source: str) -> None:
                 event.start_mark,
                 f"aliases expand the document to more than {limit} nodes",
             )
+    return documents
 
 
-def _parse_yaml(raw: bytes, text: str, source: str) -> object:
+def _parse_yaml(raw: bytes, text: str, source: str) -> tuple[int, object]:
+    """
+    The number of documents in C{text} (0 or 1) and the value of the one.
+    """
     try:
-        _check_shape(text, max(MAX_NODES, len(raw)), source)
-        return yaml.load(text, Loader=_Loader)
+        documents = _check_shape(text, max(MAX_NODES, len(raw)), source)
+        return documents, yaml.load(text, Loader=_Loader)
     except yaml.MarkedYAMLError as e:
         reason = _first_line(e.problem or e.context or "invalid YAML")
         raise _at(source, e.problem_mark or e.context_mark, reason) from None
@@ -284,8 +290,8 @@ def parse_config(
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
         raise ConfigError(f"{source}: not valid UTF-8 at byte {e.start}") from None
-    document = _parse_yaml(raw, text, source)
-    if document is None:
+    documents, document = _parse_yaml(raw, text, source)
+    if not documents:
         raise ConfigError(f"{source}: file is empty; expected a mapping")
     if not isinstance(document, dict):
         raise ConfigError(
