@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import threading
 from collections.abc import AsyncIterator
 from functools import partial
 from pathlib import Path
@@ -99,6 +100,15 @@ async def test_work_that_raises_fails_with_the_childs_traceback(
     with pytest.raises(WorkerError, match=r"FileNotFoundError.*no-such-file"):
         await parser(partial(Path.read_bytes, Path("/no-such-file")))
     # The child is still there for the next call.
+    assert await parser(partial(sum, [1, 2])) == 3
+
+
+@pytest_twisted.ensureDeferred
+async def test_result_that_cannot_be_pickled_fails_that_work_only(
+    parser: ParserProcess,
+) -> None:
+    with pytest.raises(WorkerError, match="pickle"):
+        await parser(threading.Lock)
     assert await parser(partial(sum, [1, 2])) == 3
 
 

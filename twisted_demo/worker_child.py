@@ -16,6 +16,8 @@ from typing import BinaryIO
 #: Each message, both ways, is a pickle preceded by its length.
 LENGTH = struct.Struct(">I")
 
+_PROTOCOL = pickle.HIGHEST_PROTOCOL
+
 #: How much nicer than the server the child runs: at 10, Linux gives it
 #: about a tenth of a CPU the server also wants, and all of an idle one.
 NICENESS = 10
@@ -46,10 +48,10 @@ def serve(requests: BinaryIO, replies: BinaryIO) -> None:
         if payload is None:
             return
         try:
-            reply = (True, pickle.loads(payload)())
+            frame = pickle.dumps((True, pickle.loads(payload)()), _PROTOCOL)
         except Exception:
-            reply = (False, traceback.format_exc())
-        frame = pickle.dumps(reply, pickle.HIGHEST_PROTOCOL)
+            # Raised by the work, or its result cannot be pickled.
+            frame = pickle.dumps((False, traceback.format_exc()), _PROTOCOL)
         replies.write(LENGTH.pack(len(frame)) + frame)
         replies.flush()
 
