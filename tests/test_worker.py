@@ -5,6 +5,7 @@ fails the work it had and nothing else.
 
 from __future__ import annotations
 
+import errno
 import os
 import pickle
 import threading
@@ -16,7 +17,9 @@ from typing import Any
 import pytest
 import pytest_twisted
 from twisted.internet import reactor as _reactor
-from twisted.internet.defer import fail
+from twisted.internet.defer import fail, succeed
+from twisted.internet.interfaces import IReactorProcess
+from zope.interface import implementer
 
 from tests.support import captured_log, niceness_of, result_of, until
 from twisted_demo.config import Config, parse_config
@@ -171,3 +174,75 @@ def test_reload_whose_parser_dies_keeps_the_last_good_config(
     [logged] = log.messages()
     assert "still serving the last good config" in logged
     assert "Traceback" not in logged
+
+
+@implementer(IReactorProcess)
+class _RefusingFork:
+    """
+    The reactor, except that the first C{refusals} spawns fail as fork
+    does under a pids limit.
+    """
+
+    def __init__(self, refusals: int) -> None:
+        self.refusals = refusals
+
+    def spawnProcess(self, *args: Any, **kwargs: Any) -> Any:
+        if self.refusals:
+            self.refusals -= 1
+            raise OSError(errno.EAGAIN, os.strerror(errno.EAGAIN))
+        return reactor.spawnProcess(*args, **kwargs)
+
+
+@pytest_twisted.ensureDeferred
+async def test_parser_that_cannot_start_fails_the_reload_and_a_later_one_works(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_bytes(b"message: good\n")
+    config_file = ConfigFile(path)
+    store = ConfigStore(config_file.load(0))
+    parser = ParserProcess(_RefusingFork(refusals=2), reactor)
+    reloader = Reloader(config_file, store, reactor, run=parser)
+    with captured_log() as log:
+        parser.startService()
+        path.write_bytes(b"message: new\n")
+        failed = await reloader.reload()
+        updated = await reloader.reload()
+    await parser.stopService()
+    assert failed.outcome is Outcome.FAILED
+    assert reloader.last_error is None
+    assert failed.error == (
+        f"{path}: cannot parse: the parser process could not start"
+        " (Resource temporarily unavailable)"
+    )
+    assert updated.outcome is Outcome.UPDATED
+    assert store.current is not None and store.current.message == "new"
+    assert any(
+        "could not start (Resource temporarily unavailable); another try" in m
+        for m in log.messages()
+    )
+
+
+def test_runner_that_raises_fails_the_reload_without_blocking_the_next(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_bytes(b"message: good\n")
+    config_file = ConfigFile(path)
+    store = ConfigStore(config_file.load(0))
+    runs: list[str] = []
+
+    def run(work: Any) -> Any:
+        runs.append("called")
+        if len(runs) == 1:
+            raise RuntimeError("the runner broke")
+        return succeed(work())
+
+    reloader = Reloader(config_file, store, reactor, run=run)
+    path.write_bytes(b"message: new\n")
+    with captured_log():
+        first = result_of(reloader.reload())
+    second = result_of(reloader.reload())
+    assert first.outcome is Outcome.FAILED
+    assert first.error == f"{path}: internal error while reloading"
+    assert second.outcome is Outcome.UPDATED

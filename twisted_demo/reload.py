@@ -11,7 +11,7 @@ from functools import partial
 from typing import Any, TypeVar
 
 from attrs import evolve, frozen
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -135,13 +135,13 @@ class Reloader:
         # A plain function rather than a bound method: Twisted registers a
         # pickler for methods that would make a parser process import it.
         work = partial(ConfigFile.read_unless_known, self._file, known, now)
-        self._run(work).addCallbacks(self._finish, self._crashed).addCallback(
-            self._done, waiters
-        )
+        ran: Deferred[Reading] = maybeDeferred(self._run, work)
+        ran.addCallbacks(self._finish, self._crashed).addCallback(self._done, waiters)
 
     def _crashed(self, failure: Failure) -> ReloadResult:
         if failure.check(WorkerDied):
-            # Most likely the parser crashed on this file's content.
+            # The parser process died, most likely on this file's content,
+            # or could not be started.
             return self._fail(
                 None, f"{self._file.path}: cannot parse: {failure.getErrorMessage()}"
             )

@@ -20,13 +20,14 @@ import os
 import pickle
 import signal
 import sys
+import traceback
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.error import ProcessDone, ProcessExitedAlready
 from twisted.internet.interfaces import (
     IDelayedCall,
@@ -95,9 +96,15 @@ class _Child(ProcessProtocol):
             end = _LENGTH.size + length
             if len(self._buffer) < end:
                 return
-            ok, value = pickle.loads(memoryview(self._buffer)[_LENGTH.size : end])
+            frame = bytes(memoryview(self._buffer)[_LENGTH.size : end])
             del self._buffer[:end]
             d = self._pending.popleft()
+            try:
+                ok, value = pickle.loads(frame)
+            except Exception:
+                # Whatever happens, the caller hears back.
+                d.errback(WorkerError(traceback.format_exc()))
+                continue
             if ok:
                 d.callback(value)
             else:
@@ -172,6 +179,8 @@ class ParserProcess(Service):
     (or with the first call) and again after it dies.
     """
 
+    _log = Logger()
+
     def __init__(
         self,
         reactor: IReactorProcess,
@@ -194,27 +203,44 @@ class ParserProcess(Service):
         return cast(int | None, transport.pid)
 
     def _running(self) -> _Child:
+        """
+        The child, started now if none is running.
+
+        @raise WorkerDied: If it cannot be started.
+        """
         if self._child is None or not self._child.alive:
             child = _Child()
-            self._reactor.spawnProcess(
-                child,
-                _interpreter(),
-                [
-                    sys.executable,
-                    "-c",
-                    _BOOT,
-                    str(Path(__file__).resolve().parent.parent),
-                    str(self._niceness),
-                ],
-                env=None,
-                childFDs={0: "w", 1: "r", 2: "r"},
-            )
+            try:
+                self._spawn(child)
+            except OSError as e:
+                # Fork refused: a pids limit, or out of memory.
+                raise WorkerDied(
+                    f"the parser process could not start ({e.strerror or e})"
+                ) from None
             self._child = child
         return self._child
 
+    def _spawn(self, child: _Child) -> None:
+        self._reactor.spawnProcess(
+            child,
+            _interpreter(),
+            [
+                sys.executable,
+                "-c",
+                _BOOT,
+                str(Path(__file__).resolve().parent.parent),
+                str(self._niceness),
+            ],
+            env=None,
+            childFDs={0: "w", 1: "r", 2: "r"},
+        )
+
     def startService(self) -> None:
         super().startService()
-        self._running()
+        try:
+            self._running()
+        except WorkerDied as e:
+            self._log.warn("{error}; another try with the next reload", error=e)
 
     def __call__(self, work: Callable[[], _T]) -> Deferred[_T]:
         """
@@ -223,7 +249,11 @@ class ParserProcess(Service):
         @return: Fires with its (picklable) result, or fails with
             L{WorkerError} if it raised or L{WorkerDied} if the child ended.
         """
-        return cast("Deferred[_T]", self._running().send(work))
+        try:
+            return cast("Deferred[_T]", self._running().send(work))
+        except Exception:
+            # The child cannot start, or the work cannot be pickled.
+            return fail()
 
     def stopService(self) -> Deferred[None]:
         super().stopService()
