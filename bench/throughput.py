@@ -28,6 +28,11 @@ CONNECTIONS = 64
 #: 35% from the next, so ratios are medians over rounds.
 ROUNDS = 6
 ROUNDS_QUICK = 1
+
+#: Runs that load the app and the bare server at the same time (B3's
+#: ratio): these agree within about 2%.
+CONCURRENT_RUNS = 5
+CONCURRENT_RUNS_QUICK = 1
 MESSAGE = "Hello World"
 
 
@@ -177,6 +182,26 @@ def run(ctx: Context) -> None:
                 measured[kind] = m
                 ctx.detail(f"B3/B4 round {number + 1} {kind}: {m.describe()}")
             rounds.append(measured)
+        # Both servers loaded at the same time, each with half the
+        # connections: they share CPU 0, so whatever else slows the machine
+        # slows both alike, and the ratio of their throughputs is the
+        # inverse ratio of their CPU per request.
+        together: list[tuple[LoadResult, LoadResult]] = []
+        for _ in range(CONCURRENT_RUNS_QUICK if ctx.quick else CONCURRENT_RUNS):
+            runs = [
+                start_load(
+                    ctx.load_tool,
+                    server.port,
+                    duration,
+                    CONNECTIONS // 2,
+                    ctx.client_cpus,
+                )
+                for server in (app, bare)
+            ]
+            app_load, bare_load = (run.result() for run in runs)
+            check_load(ctx, "B3 concurrent app run", app_load, allowed)
+            check_load(ctx, "B3 concurrent bare run", bare_load, {body})
+            together.append((app_load, bare_load))
         after, failed_after = settle(client, quiet=0.5)
         client.close()
 
@@ -186,7 +211,8 @@ def run(ctx: Context) -> None:
     app_rps = median(lambda r: r["app"].load.rps)
     bare_rps = median(lambda r: r["bare"].load.rps)
     storm_rps = median(lambda r: r["storm"].load.rps)
-    ratio = median(lambda r: r["app"].load.rps / r["bare"].load.rps)
+    ratio = statistics.median(a.rps / b.rps for a, b in together)
+    rounds_ratio = median(lambda r: r["app"].load.rps / r["bare"].load.rps)
     storm_ratio = median(lambda r: r["storm"].load.rps / r["app"].load.rps)
     app_cpu = median(lambda r: r["app"].cpu_per_request)
     bare_cpu = median(lambda r: r["bare"].cpu_per_request)
@@ -196,7 +222,13 @@ def run(ctx: Context) -> None:
         return ", ".join(f"{of(r):.2f}" for r in rounds)
 
     ctx.detail(
-        "B3 ratio round by round: "
+        f"B3 loaded together ({CONNECTIONS // 2} connections each, on the one"
+        " CPU): app/bare "
+        + ", ".join(f"{a.rps / b.rps:.3f}" for a, b in together)
+        + f"; median {ratio:.2f}"
+    )
+    ctx.detail(
+        f"B3 ratio in separate runs, round by round (median {rounds_ratio:.2f}): "
         + each(lambda r: r["app"].load.rps / r["bare"].load.rps)
     )
     ctx.detail(
@@ -207,14 +239,15 @@ def run(ctx: Context) -> None:
         Row(
             "B3",
             f"`GET /` throughput, {duration:g} s x {CONNECTIONS} connections,"
-            f" vs bare twisted.web ({len(rounds)} interleaved rounds; medians)",
+            f" vs bare twisted.web: {len(rounds)} interleaved rounds, and"
+            f" {len(together)} runs loading both at once for the ratio",
             "ratio >= 0.90",
             f"configmapdemo {app_rps:,.0f} req/s p99"
             f" {ms(median(lambda r: r['app'].load.p99))} ms; bare"
             f" {bare_rps:,.0f} req/s p99"
             f" {ms(median(lambda r: r['bare'].load.p99))} ms; ratio {ratio:.2f}"
-            f" (server CPU per request: {app_cpu * 1e6:.0f} vs"
-            f" {bare_cpu * 1e6:.0f} us)",
+            f" loaded together ({rounds_ratio:.2f} in separate runs; server CPU"
+            f" per request {app_cpu * 1e6:.0f} vs {bare_cpu * 1e6:.0f} us)",
             "pass" if ratio >= 0.90 else "miss",
         )
     )
