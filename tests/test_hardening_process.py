@@ -35,6 +35,10 @@ def _refuses_connections(server: TwistdServer) -> bool:
         _connect(server).close()
     except ConnectionRefusedError:
         return True
+    except ConnectionResetError:
+        # Queued in the listen backlog as the port closed: the kernel
+        # resets what the server never accepted.  Refused too.
+        return True
     return False
 
 
