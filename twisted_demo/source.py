@@ -93,9 +93,15 @@ class ConfigFile:
 
     def _read_limited(self, path: Path) -> bytes:
         with open(path, "rb") as f:
-            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            st = os.fstat(f.fileno())
+            if not stat.S_ISREG(st.st_mode):
                 raise IsADirectoryError(errno.EISDIR, "not a regular file")
-            raw = f.read(self.max_bytes + 1)
+            # Sized from fstat rather than the limit: a buffer of max_bytes
+            # for every small file cost more than the rest of the read.  A
+            # file that grew since is read on, up to the limit.
+            raw = f.read(min(st.st_size, self.max_bytes) + 1)
+            if len(raw) > st.st_size:
+                raw += f.read(self.max_bytes + 1 - len(raw))
         if len(raw) > self.max_bytes:
             raise ConfigError(
                 f"{self.path}: file is over the limit of {self.max_bytes} bytes"
