@@ -114,7 +114,7 @@ def markdown(ctx: Context, env: list[tuple[str, str]], elapsed: float) -> str:
         "apt-get update && apt-get install -y wrk   # optional: without wrk"
         " the suite's own load generator is used",
         "pip install -e '.[test]'",
-        "python -m bench            # from the checkout root, about 5 minutes;"
+        "python -m bench            # from the checkout root, about 6 minutes;"
         " writes BENCHMARKS.md",
         "python -m bench --quick    # under a minute; fails only on correctness",
         "```",
