@@ -97,6 +97,36 @@ def measure(
     return Measured(result, cpu_times(server.pid) - before)
 
 
+def load_together(
+    ctx: Context,
+    first: ServerProcess,
+    second: ServerProcess,
+    duration: float,
+    storm: Storm | None = None,
+) -> tuple[LoadResult, LoadResult]:
+    """
+    Load C{first} and C{second} at the same time, each with half the
+    connections, with C{storm} writing updates meanwhile if given.  Both
+    share CPU 0, so whatever else slows the machine slows both alike, and
+    the ratio of their throughputs is the inverse ratio of their CPU per
+    request.
+    """
+    runs = [
+        start_load(
+            ctx.load_tool, server.port, duration, CONNECTIONS // 2, ctx.client_cpus
+        )
+        for server in (first, second)
+    ]
+    if storm is not None:
+        storm.start()
+    try:
+        first_load, second_load = (run.result() for run in runs)
+    finally:
+        if storm is not None:
+            storm.stop()
+    return first_load, second_load
+
+
 class Storm:
     """Publish a new message every C{interval} seconds on a thread."""
 
@@ -169,66 +199,39 @@ def run(ctx: Context) -> None:
         kinds = ["bare", "app", "storm"]
         # Every body ever published may be served.
         allowed = {body}
+
+        def stormed(storm: Storm) -> None:
+            storms.append(storm)
+            allowed.update(body_of(message) for message in storm.messages)
+            if not storm.messages or not serves(client, storm.messages[-1], timeout=5):
+                ctx.fail("B4: the last message written is not served")
+
         for number in range(ROUNDS_QUICK if ctx.quick else ROUNDS):
             measured: dict[str, Measured] = {}
             for kind in kinds[number % 3 :] + kinds[: number % 3]:
                 if kind == "storm":
                     storm = Storm(writer, 0.010)
                     m = measure(ctx, app, storm_duration, storm)
-                    storms.append(storm)
-                    allowed |= {body_of(message) for message in storm.messages}
-                    if not storm.messages or not serves(
-                        client, storm.messages[-1], timeout=5
-                    ):
-                        ctx.fail("B4: the last message written is not served")
+                    stormed(storm)
                 else:
                     m = measure(ctx, bare if kind == "bare" else app, duration)
                 check_load(ctx, f"B3/B4 {kind} run", m.load, allowed)
                 measured[kind] = m
                 ctx.detail(f"B3/B4 round {number + 1} {kind}: {m.describe()}")
             rounds.append(measured)
-        # Both servers loaded at the same time, each with half the
-        # connections: they share CPU 0, so whatever else slows the machine
-        # slows both alike, and the ratio of their throughputs is the
-        # inverse ratio of their CPU per request.
         together: list[tuple[LoadResult, LoadResult]] = []
         for _ in range(CONCURRENT_RUNS_QUICK if ctx.quick else CONCURRENT_RUNS):
-            runs = [
-                start_load(
-                    ctx.load_tool,
-                    server.port,
-                    duration,
-                    CONNECTIONS // 2,
-                    ctx.client_cpus,
-                )
-                for server in (app, bare)
-            ]
-            app_load, bare_load = (run.result() for run in runs)
+            app_load, bare_load = load_together(ctx, app, bare, duration)
             check_load(ctx, "B3 concurrent app run", app_load, allowed)
             check_load(ctx, "B3 concurrent bare run", bare_load, {body})
             together.append((app_load, bare_load))
         stormed_together: list[tuple[LoadResult, LoadResult]] = []
         for _ in range(CONCURRENT_RUNS_QUICK if ctx.quick else CONCURRENT_RUNS):
-            runs = [
-                start_load(
-                    ctx.load_tool,
-                    server.port,
-                    storm_duration,
-                    CONNECTIONS // 2,
-                    ctx.client_cpus,
-                )
-                for server in (app, calm)
-            ]
             storm = Storm(writer, 0.010)
-            storm.start()
-            try:
-                stormed_load, calm_load = (run.result() for run in runs)
-            finally:
-                storm.stop()
-            storms.append(storm)
-            allowed |= {body_of(message) for message in storm.messages}
-            if not storm.messages or not serves(client, storm.messages[-1], timeout=5):
-                ctx.fail("B4: the last message written is not served")
+            stormed_load, calm_load = load_together(
+                ctx, app, calm, storm_duration, storm
+            )
+            stormed(storm)
             check_load(ctx, "B4 concurrent storm run", stormed_load, allowed)
             check_load(ctx, "B4 concurrent calm run", calm_load, {body})
             stormed_together.append((stormed_load, calm_load))
