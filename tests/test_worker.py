@@ -149,28 +149,29 @@ async def test_stderr_of_the_child_is_logged(parser: ParserProcess) -> None:
         )
 
 
+def _serving_good(tmp_path: Path, run: Any) -> tuple[Path, ConfigStore, Reloader]:
+    """
+    A reloader using C{run}, of a file whose config C{message: good} is
+    being served.
+    """
+    path = tmp_path / "config.yaml"
+    path.write_bytes(b"message: good\n")
+    config_file = ConfigFile(path)
+    store = ConfigStore(config_file.load(0))
+    return path, store, Reloader(config_file, store, reactor, run=run)
+
+
 def test_reload_whose_parser_dies_keeps_the_last_good_config(
     tmp_path: Path,
 ) -> None:
-    path = tmp_path / "config.yaml"
-    path.write_bytes(b"message: good\n")
     died = "the parser process died (killed by SIGSEGV)"
-    config_file = ConfigFile(path)
-    store = ConfigStore(config_file.load(0))
-    reloader = Reloader(
-        config_file,
-        store,
-        reactor,
-        run=lambda work: fail(
-            WorkerDied("the parser process died (killed by SIGSEGV)")
-        ),
-    )
+    path, store, reloader = _serving_good(tmp_path, lambda work: fail(WorkerDied(died)))
     path.write_bytes(b"message: crashes the parser\n")
     with captured_log() as log:
         result = result_of(reloader.reload())
     assert result.outcome is Outcome.FAILED
     assert store.current is not None and store.current.message == "good"
-    assert reloader.last_error == (f"{path}: cannot parse: {died}")
+    assert reloader.last_error == f"{path}: cannot parse: {died}"
     [logged] = log.messages()
     assert "still serving the last good config" in logged
     assert "Traceback" not in logged
@@ -197,12 +198,8 @@ class _RefusingFork:
 async def test_parser_that_cannot_start_fails_the_reload_and_a_later_one_works(
     tmp_path: Path,
 ) -> None:
-    path = tmp_path / "config.yaml"
-    path.write_bytes(b"message: good\n")
-    config_file = ConfigFile(path)
-    store = ConfigStore(config_file.load(0))
     parser = ParserProcess(_RefusingFork(refusals=2), reactor)
-    reloader = Reloader(config_file, store, reactor, run=parser)
+    path, store, reloader = _serving_good(tmp_path, parser)
     with captured_log() as log:
         parser.startService()
         path.write_bytes(b"message: new\n")
@@ -226,10 +223,6 @@ async def test_parser_that_cannot_start_fails_the_reload_and_a_later_one_works(
 def test_runner_that_raises_fails_the_reload_without_blocking_the_next(
     tmp_path: Path,
 ) -> None:
-    path = tmp_path / "config.yaml"
-    path.write_bytes(b"message: good\n")
-    config_file = ConfigFile(path)
-    store = ConfigStore(config_file.load(0))
     runs: list[str] = []
 
     def run(work: Any) -> Any:
@@ -238,7 +231,7 @@ def test_runner_that_raises_fails_the_reload_without_blocking_the_next(
             raise RuntimeError("the runner broke")
         return succeed(work())
 
-    reloader = Reloader(config_file, store, reactor, run=run)
+    path, _, reloader = _serving_good(tmp_path, run)
     path.write_bytes(b"message: new\n")
     with captured_log():
         first = result_of(reloader.reload())
