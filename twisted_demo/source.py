@@ -192,12 +192,17 @@ class ConfigFile:
         A cheap summary (C{..data} target and the file's C{stat}) that
         changes whenever the content may have, without reading it.
         """
+        # Plain strings, not Path arithmetic: this runs on the reactor at
+        # every update and tick, and joining Paths cost more than the two
+        # system calls.
+        path = os.fspath(self.path)
+        link = os.path.join(os.path.dirname(path), DATA_DIR_NAME)
         try:
-            generation: str | None = os.readlink(self.directory / DATA_DIR_NAME)
+            generation: str | None = os.readlink(link)
         except OSError:
             generation = None
         try:
-            st = os.stat(self.path)
+            st = os.stat(path)
         except OSError as e:
             return (generation, "error", e.errno)
         return (
