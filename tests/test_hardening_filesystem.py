@@ -241,9 +241,9 @@ class _FakeNotifier:
     def __init__(self, watch_error: Exception | None = None) -> None:
         self.connected = 1
         self.watch_error = watch_error
-        self.watched: list[FilePath[str]] = []
+        self.watched: list[FilePath[bytes]] = []
 
-    def watch(self, path: FilePath[str], *args: Any, **kwargs: Any) -> int:
+    def watch(self, path: FilePath[bytes], *args: Any, **kwargs: Any) -> int:
         if self.watch_error is not None:
             raise self.watch_error
         self.watched.append(path)
@@ -311,7 +311,7 @@ def test_inotify_failure_falls_back_to_polling_and_rearms_when_it_clears(
     assert f"Watching {tmp_path} with inotify again" in log.messages(
         at_least=LogLevel.info
     )
-    assert working.watched == [FilePath(str(tmp_path))]
+    assert working.watched == [FilePath(os.fsencode(tmp_path))]
 
 
 def test_no_inotify_at_all_polls_and_says_so(tmp_path: Path) -> None:

@@ -45,26 +45,26 @@ class FakeNotifier:
         self.connected = 1
         self.watched: list[tuple[str, int]] = []
         self._callbacks: list[Callback] = []
-        self._path: FilePath[str] | None = None
+        self._path: FilePath[bytes] | None = None
 
     def watch(
         self,
-        path: FilePath[str],
+        path: FilePath[bytes],
         mask: int = 0,
         autoAdd: bool = False,
         callbacks: list[Callback] | None = None,
         recursive: bool = False,
     ) -> int:
         self._path = path
-        self.watched.append((path.path, mask))
+        self.watched.append((os.fsdecode(path.path), mask))
         self._callbacks = list(callbacks or [])
         return 1
 
     def event(self, name: str | None, mask: int) -> None:
         assert self._path is not None
-        path = self._path if name is None else self._path.child(name)
+        path = self._path if name is None else self._path.child(os.fsencode(name))
         for callback in self._callbacks:
-            callback(None, path.asBytesMode(), mask)
+            callback(None, path, mask)
 
     def loseConnection(self) -> None:
         self.connected = 0
