@@ -97,6 +97,27 @@ async def test_child_runs_nicer_than_the_server(parser: ParserProcess) -> None:
 
 
 @pytest_twisted.ensureDeferred
+async def test_work_sent_while_the_child_is_busy_comes_back_in_order(
+    parser: ParserProcess,
+) -> None:
+    calls = [parser(partial(sum, [n, 1])) for n in range(5)]
+    assert [await d for d in calls] == [1, 2, 3, 4, 5]
+
+
+@pytest_twisted.ensureDeferred
+async def test_work_larger_than_the_pipe_holds_arrives_whole(
+    parser: ParserProcess,
+) -> None:
+    # Four times the largest pipe a user may set up without privileges: the
+    # write that an idle child takes at once cannot hold it all.
+    size = 4 * int(Path("/proc/sys/fs/pipe-max-size").read_text())
+    big = parser(partial(len, b"x" * size))
+    after = parser(partial(sum, [1, 2]))
+    assert await big == size
+    assert await after == 3
+
+
+@pytest_twisted.ensureDeferred
 async def test_work_that_raises_fails_with_the_childs_traceback(
     parser: ParserProcess,
 ) -> None:
