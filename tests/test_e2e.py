@@ -5,6 +5,7 @@ updated the way the kubelet updates a ConfigMap volume.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import signal
@@ -22,6 +23,7 @@ from tests.support import (
     niceness_of,
     wait_for,
 )
+from twisted_demo.reload import LOG_BURST
 from twisted_demo.testing import AtomicWriter, twistd_executable
 
 
@@ -39,6 +41,22 @@ def test_serves_message_and_follows_a_configmap_update(
     assert twistd_server.metric(RELOADS) == 1
     assert twistd_server.metric(FAILURES) == 0
     assert len(re.findall("Config file updated: sha256", twistd_server.output)) == 1
+
+
+def test_last_update_of_a_storm_is_logged_by_the_time_the_server_stops(
+    twistd_server: TwistdServer, configmap: AtomicWriter
+) -> None:
+    # More updates than are logged a line each at once: the later ones are
+    # summed up in lines that may still be held back when SIGTERM comes.
+    count = 3 * LOG_BURST
+    for number in range(count):
+        configmap.write({CONFIG_NAME: f"message: update {number}\n".encode()})
+        twistd_server.wait_message(f"update {number}")
+    assert twistd_server.metric(RELOADS) == count
+    twistd_server.stop(signal.SIGTERM, timeout=5)
+    last = hashlib.sha256(f"message: update {count - 1}\n".encode()).hexdigest()
+    updates = re.findall(r"Config file updated.*", twistd_server.output)
+    assert f"-> {last[:12]} " in updates[-1]
 
 
 def test_sigterm_stops_cleanly_within_five_seconds(

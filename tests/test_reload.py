@@ -5,6 +5,7 @@ reloads requested while one is running.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,13 @@ from twisted.logger import LogLevel
 
 from tests.support import captured_log
 from twisted_demo.metrics import ReloadMetrics
-from twisted_demo.reload import Outcome, Reloader, ReloadResult
+from twisted_demo.reload import (
+    LOG_BURST,
+    LOG_INTERVAL,
+    Outcome,
+    Reloader,
+    ReloadResult,
+)
 from twisted_demo.source import ConfigFile
 from twisted_demo.store import ConfigStore
 from twisted_demo.testing import AtomicWriter
@@ -73,6 +80,66 @@ def test_changed_file_is_swapped_in_and_logged_once(setup: Setup) -> None:
         f"{result.config.sha256[:12]} ({setup.path}, generation None)"
     )
     assert setup.metric("configmapdemo_config_reloads_total") == 1
+
+
+def _update(setup: Setup, number: int) -> str:
+    """
+    Write and reload update C{number}; return the digest served, as logged.
+    """
+    setup.path.write_bytes(f"message: update {number}\n".encode())
+    result = setup.reload()
+    assert result.outcome is Outcome.UPDATED
+    assert result.config is not None
+    return result.config.sha256[:12]
+
+
+def test_storm_of_updates_is_logged_a_line_each_then_one_line_a_second(
+    setup: Setup,
+) -> None:
+    first = setup.store.current
+    assert first is not None
+    with captured_log() as log:
+        served = [first.sha256[:12]]
+        served += [_update(setup, n) for n in range(LOG_BURST + 5)]
+        assert log.messages() == [
+            f"Config file updated: sha256 {old} -> {new} "
+            f"({setup.path}, generation None)"
+            for old, new in itertools.pairwise(served[: LOG_BURST + 1])
+        ]
+        setup.clock.advance(LOG_INTERVAL)
+    assert log.messages()[LOG_BURST:] == [
+        f"Config file updated 5 times in {LOG_INTERVAL:.1f}s, logged as one line: "
+        f"sha256 {served[LOG_BURST]} -> {served[-1]} ({setup.path}, "
+        "generation None)"
+    ]
+    assert setup.metric("configmapdemo_config_reloads_total") == LOG_BURST + 5
+    assert setup.clock.getDelayedCalls() == []
+
+
+def test_updates_a_second_apart_are_each_logged_at_once(setup: Setup) -> None:
+    with captured_log() as log:
+        for number in range(3 * LOG_BURST):
+            _update(setup, number)
+            setup.clock.advance(LOG_INTERVAL)
+    assert len(log.messages()) == 3 * LOG_BURST
+    assert all(m.startswith("Config file updated: sha256") for m in log.messages())
+
+
+def test_update_held_back_is_logged_when_the_service_stops(setup: Setup) -> None:
+    setup.reloader.update_log.startService()
+    for number in range(LOG_BURST):
+        _update(setup, number)
+    with captured_log() as log:
+        last = _update(setup, LOG_BURST)
+        assert log.messages() == []
+        setup.reloader.update_log.stopService()
+        assert len(log.messages()) == 1
+        assert log.messages()[0].startswith("Config file updated: sha256 ")
+        assert f"-> {last} " in log.messages()[0]
+        # Once stopped, nothing is held back.
+        _update(setup, LOG_BURST + 1)
+        assert len(log.messages()) == 2
+    assert setup.clock.getDelayedCalls() == []
 
 
 def test_unchanged_file_is_not_reloaded_or_logged(setup: Setup) -> None:

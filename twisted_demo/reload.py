@@ -11,8 +11,9 @@ from functools import partial
 from typing import Any, TypeVar
 
 from attrs import evolve, frozen
+from twisted.application.service import Service
 from twisted.internet.defer import Deferred, maybeDeferred, succeed
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -74,6 +75,114 @@ def _short(sha256: str | None) -> str:
     return "none" if sha256 is None else sha256[:12]
 
 
+#: Updates logged one line each as they come, before lines are rationed.
+LOG_BURST = 10
+
+#: Seconds per line once the burst is spent: each line then sums up the
+#: updates since the last one.
+LOG_INTERVAL = 1.0
+
+
+class UpdateLog(Service):
+    """
+    Logs config updates: one line each, but at most L{LOG_BURST} lines at
+    once and then one line every L{LOG_INTERVAL} seconds, which sums up the
+    updates since the line before.  A storm of updates cannot flood the
+    log (or take the server's CPU to write it), and the last line always
+    names the config being served: a line held back is written when its
+    time comes, or when the service stops.
+    """
+
+    _log = Logger(namespace="twisted_demo.reload.Reloader")
+
+    def __init__(
+        self,
+        clock: IReactorTime,
+        burst: int = LOG_BURST,
+        interval: float = LOG_INTERVAL,
+    ) -> None:
+        self._clock = clock
+        self._burst = burst
+        self._interval = interval
+        self._allowance = float(burst)
+        self._counted_at = clock.seconds()
+        self._pending: IDelayedCall | None = None
+        self._held = 0
+        self._held_since = 0.0
+        self._held_from: Config | None = None
+        self._held_to: Config | None = None
+        self._stopped = False
+
+    def stopService(self) -> None:
+        super().stopService()
+        self._stopped = True
+        self.flush()
+
+    def updated(self, old: Config | None, new: Config) -> None:
+        """
+        Log that C{new} replaced C{old}, now or with the next line.
+        """
+        if self._pending is not None:
+            self._held += 1
+            self._held_to = new
+            return
+        if self._stopped or self._take():
+            self._line(old, new)
+            return
+        self._held, self._held_since = 1, self._clock.seconds()
+        self._held_from, self._held_to = old, new
+        wait = (1 - self._allowance) * self._interval
+        self._pending = self._clock.callLater(wait, self.flush)
+
+    def flush(self) -> None:
+        """
+        Log the updates held back, if any, now.
+        """
+        pending, self._pending = self._pending, None
+        if pending is None:
+            return
+        if pending.active():
+            pending.cancel()
+        self._take()
+        assert self._held_to is not None
+        if self._held == 1:
+            self._line(self._held_from, self._held_to)
+            return
+        self._log.info(
+            "Config file updated {count} times in {seconds:.1f}s, logged as one "
+            "line: sha256 {old} -> {new} ({path}, generation {generation})",
+            count=self._held,
+            seconds=self._clock.seconds() - self._held_since,
+            old=_short(None if self._held_from is None else self._held_from.sha256),
+            new=_short(self._held_to.sha256),
+            path=self._held_to.source,
+            generation=self._held_to.generation,
+        )
+
+    def _take(self) -> bool:
+        """
+        Spend one line of the allowance, if there is one.
+        """
+        now = self._clock.seconds()
+        earned = (now - self._counted_at) / self._interval
+        self._allowance = min(float(self._burst), self._allowance + earned)
+        self._counted_at = now
+        if self._allowance < 1:
+            return False
+        self._allowance -= 1
+        return True
+
+    def _line(self, old: Config | None, new: Config) -> None:
+        self._log.info(
+            "Config file updated: sha256 {old} -> {new} "
+            "({path}, generation {generation})",
+            old=_short(None if old is None else old.sha256),
+            new=_short(new.sha256),
+            path=new.source,
+            generation=new.generation,
+        )
+
+
 class Reloader:
     """
     Reloads C{config_file} into C{store}, one reload at a time.
@@ -83,6 +192,8 @@ class Reloader:
     a burst of requests costs at most two reads.
 
     @ivar last_error: Why the last reload failed, or L{None} if it did not.
+    @ivar update_log: Logs the updates; a service, so that a line held
+        back is not lost when the server stops.
     """
 
     _log = Logger()
@@ -104,6 +215,7 @@ class Reloader:
         self._waiting: list[Deferred[ReloadResult]] = []
         self._failed_sha256: str | None = None
         self.last_error: str | None = None
+        self.update_log = UpdateLog(clock)
 
     def observe(self, observer: Observer) -> None:
         """
@@ -186,14 +298,7 @@ class Reloader:
         old = self._store.replace(new)
         self.last_error = None
         self._failed_sha256 = None
-        self._log.info(
-            "Config file updated: sha256 {old} -> {new} "
-            "({path}, generation {generation})",
-            old=_short(None if old is None else old.sha256),
-            new=_short(new.sha256),
-            path=new.source,
-            generation=new.generation,
-        )
+        self.update_log.updated(old, new)
         return ReloadResult(Outcome.UPDATED, new)
 
     def _fail(self, sha256: str | None, error: str) -> ReloadResult:

@@ -297,6 +297,8 @@ def makeService(options: Options) -> MultiService:
         run=parser,
         observers=[metrics.observe],
     )
+    # Stops after the web server has drained, and before the parser.
+    reloader.update_log.setServiceParent(service)
     _log.info(
         "Loaded {path}: sha256 {sha256}, generation {generation}",
         path=config.source,
