@@ -27,7 +27,7 @@ from twisted_demo.reload import Outcome, Reloader
 from twisted_demo.source import ConfigFile
 from twisted_demo.store import ConfigStore
 from twisted_demo.testing import AtomicWriter
-from twisted_demo.worker import ParserProcess, WorkerDied, WorkerError
+from twisted_demo.worker import ParserProcess, WorkerDied, WorkerError, _Child
 
 reactor: Any = _reactor
 
@@ -115,6 +115,21 @@ async def test_work_larger_than_the_pipe_holds_arrives_whole(
     after = parser(partial(sum, [1, 2]))
     assert await big == size
     assert await after == 3
+
+
+def test_work_goes_through_a_transport_that_shows_no_pipes() -> None:
+    written: list[tuple[int, bytes]] = []
+
+    class Transport:
+        def writeToChild(self, fd: int, data: bytes) -> None:
+            written.append((fd, data))
+
+    child = _Child()
+    child.makeConnection(Transport())
+    child.send(partial(sum, [1, 2]))
+    [(fd, frame)] = written
+    assert fd == 0
+    assert pickle.loads(frame[4:])() == 3
 
 
 @pytest_twisted.ensureDeferred

@@ -100,7 +100,10 @@ class _Child(ProcessProtocol):
         per frame.  An idle child has read every frame sent before, so
         nothing is buffered for it and this write keeps the order.
         """
-        writer = cast(Any, self.transport).pipes.get(0)
+        # Process.pipes is Twisted's, outside IProcessTransport: without it
+        # every frame goes through the transport.
+        pipes = getattr(self.transport, "pipes", {})
+        writer = pipes.get(0)
         if writer is None:
             return frame
         try:
