@@ -89,11 +89,19 @@ class CpuTimes:
         return CpuTimes(used=self.used - other.used, waited=self.waited - other.waited)
 
 
+def stat_fields(pid: int) -> list[str]:
+    """
+    The fields of C{/proc/PID/stat} after the command name (which is in
+    parentheses and may hold spaces): the state is C{[0]}, the nice value
+    C{[16]}.
+    """
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return stat[stat.rindex(")") + 2 :].split()
+
+
 def _used(pid: int) -> float:
     """User and system time of C{pid} and of its children that have ended."""
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    # Fields after the command name, which is in parentheses and may hold spaces.
-    fields = stat[stat.rindex(")") + 2 :].split()
+    fields = stat_fields(pid)
     utime, stime, cutime, cstime = (int(f) for f in fields[11:15])
     return (utime + stime + cutime + cstime) / os.sysconf("SC_CLK_TCK")
 

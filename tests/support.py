@@ -28,6 +28,7 @@ from twisted.internet.task import Clock, deferLater
 from twisted.logger import ILogObserver, LogLevel, eventAsText, globalLogPublisher
 from zope.interface import implementer
 
+from bench.proc import process_tree, stat_fields
 from twisted_demo.config import DEFAULT_MAX_BYTES
 from twisted_demo.metrics import ReloadMetrics
 from twisted_demo.reload import Reloader, inline
@@ -84,9 +85,7 @@ def niceness_of(pid: int) -> int:
     """
     The nice value of process C{pid}, from C{/proc/PID/stat}.
     """
-    # Fields after the command name, which is in parentheses.
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return int(fields[16])
+    return int(stat_fields(pid)[16])
 
 
 def metric_value(exposition: str, name: str) -> float:
@@ -175,14 +174,9 @@ class TwistdServer:
 
     def children(self) -> list[int]:
         """
-        The process ids of twistd's child processes.
+        The process ids of twistd's descendants (its parser process).
         """
-        tasks = Path(f"/proc/{self.process.pid}/task")
-        return sorted(
-            int(pid)
-            for task in tasks.iterdir()
-            for pid in (task / "children").read_text().split()
-        )
+        return sorted(process_tree(self.process.pid)[1:])
 
     def wait_ready(self) -> None:
         """
