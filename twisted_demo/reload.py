@@ -83,6 +83,15 @@ LOG_BURST = 10
 LOG_INTERVAL = 1.0
 
 
+_UPDATED = (
+    "Config file updated: sha256 {old} -> {new} ({path}, generation {generation})"
+)
+_UPDATED_TIMES = (
+    "Config file updated {count} times in {seconds:.1f}s, logged as one line: "
+    "sha256 {old} -> {new} ({path}, generation {generation})"
+)
+
+
 class UpdateLog(Service):
     """
     Logs config updates: one line each, but at most L{LOG_BURST} lines at
@@ -95,16 +104,9 @@ class UpdateLog(Service):
 
     _log = Logger(namespace="twisted_demo.reload.Reloader")
 
-    def __init__(
-        self,
-        clock: IReactorTime,
-        burst: int = LOG_BURST,
-        interval: float = LOG_INTERVAL,
-    ) -> None:
+    def __init__(self, clock: IReactorTime) -> None:
         self._clock = clock
-        self._burst = burst
-        self._interval = interval
-        self._allowance = float(burst)
+        self._allowance = float(LOG_BURST)
         self._counted_at = clock.seconds()
         self._pending: IDelayedCall | None = None
         self._held = 0
@@ -131,7 +133,7 @@ class UpdateLog(Service):
             return
         self._held, self._held_since = 1, self._clock.seconds()
         self._held_from, self._held_to = old, new
-        wait = (1 - self._allowance) * self._interval
+        wait = (1 - self._allowance) * LOG_INTERVAL
         self._pending = self._clock.callLater(wait, self.flush)
 
     def flush(self) -> None:
@@ -145,37 +147,30 @@ class UpdateLog(Service):
             pending.cancel()
         self._take()
         assert self._held_to is not None
-        if self._held == 1:
-            self._line(self._held_from, self._held_to)
-            return
-        self._log.info(
-            "Config file updated {count} times in {seconds:.1f}s, logged as one "
-            "line: sha256 {old} -> {new} ({path}, generation {generation})",
-            count=self._held,
-            seconds=self._clock.seconds() - self._held_since,
-            old=_short(None if self._held_from is None else self._held_from.sha256),
-            new=_short(self._held_to.sha256),
-            path=self._held_to.source,
-            generation=self._held_to.generation,
-        )
+        self._line(self._held_from, self._held_to, self._held)
 
     def _take(self) -> bool:
         """
         Spend one line of the allowance, if there is one.
         """
         now = self._clock.seconds()
-        earned = (now - self._counted_at) / self._interval
-        self._allowance = min(float(self._burst), self._allowance + earned)
+        earned = (now - self._counted_at) / LOG_INTERVAL
+        self._allowance = min(float(LOG_BURST), self._allowance + earned)
         self._counted_at = now
         if self._allowance < 1:
             return False
         self._allowance -= 1
         return True
 
-    def _line(self, old: Config | None, new: Config) -> None:
+    def _line(self, old: Config | None, new: Config, count: int = 1) -> None:
+        """
+        Log that C{new} replaced C{old}, in C{count} updates since the line
+        before.
+        """
         self._log.info(
-            "Config file updated: sha256 {old} -> {new} "
-            "({path}, generation {generation})",
+            _UPDATED if count == 1 else _UPDATED_TIMES,
+            count=count,
+            seconds=self._clock.seconds() - self._held_since,
             old=_short(None if old is None else old.sha256),
             new=_short(new.sha256),
             path=new.source,
