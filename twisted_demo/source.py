@@ -10,7 +10,7 @@ import os
 import stat
 from pathlib import Path
 
-from attrs import frozen
+from attrs import evolve, frozen
 
 from twisted_demo.config import (
     DEFAULT_MAX_BYTES,
@@ -167,17 +167,13 @@ class ConfigFile:
             snapshot = self.read()
         except ConfigError as e:
             return Reading(sha256=None, generation=None, error=str(e))
+        found = Reading(sha256=snapshot.sha256, generation=snapshot.generation)
         if snapshot.sha256 in known:
-            return Reading(sha256=snapshot.sha256, generation=snapshot.generation)
+            return found
         try:
-            config = self.parse(snapshot, now)
+            return evolve(found, config=self.parse(snapshot, now))
         except ConfigError as e:
-            return Reading(
-                sha256=snapshot.sha256, generation=snapshot.generation, error=str(e)
-            )
-        return Reading(
-            sha256=snapshot.sha256, generation=snapshot.generation, config=config
-        )
+            return evolve(found, error=str(e))
 
     def load(self, now: float) -> Config:
         """
