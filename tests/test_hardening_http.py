@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from tests.support import TwistdServer
 from twisted_demo.config import sha256_hex
-from twisted_demo.web import MAX_BODY_BYTES
+from twisted_demo.server import MAX_BODY_BYTES
 
 GET_ROUTES = ["/", "/healthz", "/readyz", "/config", "/metrics"]
 POST_ROUTES = ["/-/reload"]

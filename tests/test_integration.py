@@ -21,11 +21,12 @@ from twisted.internet.interfaces import IListeningPort
 from tests.support import CONFIG_NAME, DEADLINE, captured_log, until
 from twisted_demo.metrics import ReloadMetrics
 from twisted_demo.reload import Outcome, Reloader, ReloadResult
+from twisted_demo.server import make_site
 from twisted_demo.source import ConfigFile
 from twisted_demo.store import ConfigStore
 from twisted_demo.testing import AtomicWriter, write_by_rename, write_in_place
 from twisted_demo.watcher import ConfigWatcher, default_notifier_factory
-from twisted_demo.web import ConfigApp, make_site
+from twisted_demo.web import ConfigApp
 from twisted_demo.worker import ParserProcess
 
 TICK = 0.05

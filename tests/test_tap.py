@@ -13,7 +13,8 @@ from twisted.plugin import getPlugins
 from twisted.python.usage import UsageError
 
 from twisted_demo.config import DEFAULT_MAX_BYTES
-from twisted_demo.tap import DEFAULT_LISTEN, Options, makeService
+from twisted_demo.options import DEFAULT_LISTEN, Options
+from twisted_demo.tap import makeService
 from twisted_demo.watcher import ConfigWatcher
 
 

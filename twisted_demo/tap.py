@@ -7,13 +7,11 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
-from typing import Any, NoReturn, cast
+from typing import Any, cast
 
-from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import IService, MultiService, Service
 from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.internet.endpoints import serverFromString
@@ -24,20 +22,23 @@ from twisted.internet.interfaces import (
     IReactorTime,
 )
 from twisted.logger import Logger
-from twisted.python import usage
 from twisted.python.failure import Failure
 
-from twisted_demo.config import DEFAULT_MAX_BYTES, ConfigError
+from twisted_demo.config import ConfigError
 from twisted_demo.metrics import ReloadMetrics
+from twisted_demo.options import Options, exit_with
 from twisted_demo.reload import Reloader
+from twisted_demo.server import WebService, make_site
 from twisted_demo.source import ConfigFile
 from twisted_demo.store import ConfigStore
 from twisted_demo.watcher import ConfigWatcher, default_notifier_factory
-from twisted_demo.web import DRAIN_TIMEOUT, ConfigApp, ConfigSite, make_site
+from twisted_demo.web import ConfigApp
 from twisted_demo.worker import ParserProcess
 
 DEFAULT_LISTEN = "tcp:8080"
 DEFAULT_TICK = 0.1
+
+__all__ = ["Options", "makeService"]
 
 _log = Logger(namespace="configmapdemo")
 
@@ -46,94 +47,6 @@ class _Reactor(IReactorCore, IReactorProcess, IReactorThreads, IReactorTime):
     """
     The reactor interfaces C{makeService} uses.
     """
-
-
-def _positive_number(value: str) -> float:
-    try:
-        number = float(value)
-    except ValueError:
-        raise ValueError(f"expected a number of seconds, got {value!r}") from None
-    if not number > 0 or number == float("inf"):
-        raise ValueError(f"expected a number of seconds above 0, got {value!r}")
-    return number
-
-
-def _positive_integer(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        raise ValueError(f"expected a whole number of bytes, got {value!r}") from None
-    if number <= 0:
-        raise ValueError(f"expected a number of bytes above 0, got {value!r}")
-    return number
-
-
-_positive_number.coerceDoc = "Must be a number above 0."  # type: ignore[attr-defined]
-_positive_integer.coerceDoc = "Must be a whole number above 0."  # type: ignore[attr-defined]
-
-
-class Options(usage.Options):
-    """
-    Options of C{twistd configmapdemo}.
-    """
-
-    synopsis = "--config PATH [--listen ENDPOINT] [--tick SECONDS] [--max-bytes N]"
-    longdesc = (
-        "Serve the 'message' of a YAML config file at http://HOST:PORT/ and "
-        "reload the file live whenever it changes: in a Kubernetes ConfigMap "
-        "volume, on a plain file, or through SIGHUP and POST /-/reload.  A "
-        "file that cannot be read or is invalid is refused and the last good "
-        "config keeps being served."
-    )
-    optFlags = [
-        ["access-log", None, "Log every HTTP request (off by default)."],
-    ]
-    optParameters = [
-        [
-            "config",
-            "c",
-            None,
-            "Path of the YAML config file to serve (required). In a ConfigMap "
-            "volume, the file inside the mounted directory.",
-        ],
-        [
-            "listen",
-            "l",
-            DEFAULT_LISTEN,
-            "Twisted server endpoint to listen on, e.g. tcp:8080, "
-            "tcp6:8080:interface=\\:\\:, unix:/run/demo.sock or "
-            "ssl:8443:privateKey=key.pem:certKey=cert.pem.",
-        ],
-        [
-            "tick",
-            "t",
-            DEFAULT_TICK,
-            "Seconds between checks; a burst of file events within one tick "
-            "becomes one reload.",
-            _positive_number,
-        ],
-        [
-            "max-bytes",
-            None,
-            DEFAULT_MAX_BYTES,
-            "Largest config file accepted, in bytes (default: the 1 MiB "
-            "ConfigMap limit).",
-            _positive_integer,
-        ],
-    ]
-    compData = usage.Completions(optActions={"config": usage.CompleteFiles()})
-
-    def postOptions(self) -> None:
-        if self["config"] is None:
-            raise usage.UsageError("--config PATH is required")
-
-
-def _exit_with(message: str) -> NoReturn:
-    """
-    Refuse to start with one readable line and a non-zero exit status.
-    """
-    print(f"configmapdemo: error: {message}", file=sys.stderr)
-    raise SystemExit(1)
 
 
 class _ReloadOnSignal(Service):
@@ -215,54 +128,6 @@ class _StopInOrder(MultiService):
         return stopped.addCallback(restore)
 
 
-class _WebService(StreamServerEndpointService):
-    """
-    Serves the site, and stops C{twistd} with one clear line, rather than a
-    traceback, when the endpoint cannot listen (port in use, no permission).
-
-    On stopping it refuses new connections at once and lets the responses
-    under way finish, for at most L{DRAIN_TIMEOUT} seconds.
-    """
-
-    def __init__(
-        self,
-        description: str,
-        endpoint: object,
-        site: ConfigSite,
-        clock: IReactorTime,
-    ) -> None:
-        super().__init__(endpoint, site)
-        self._description = description
-        self._site = site
-        self._clock = clock
-        # Raise from startService, at start-up, instead of logging later.
-        self._raiseSynchronously = True
-
-    def _listen(self, start: Callable[[], object]) -> None:
-        try:
-            start()
-        except Exception as e:
-            _log.critical(
-                "configmapdemo: error: cannot listen on {listen}: {error}",
-                listen=self._description,
-                error=e,
-            )
-            raise SystemExit(1) from None
-
-    def privilegedStartService(self) -> None:
-        # twistd binds here, before dropping privileges.
-        self._listen(super().privilegedStartService)
-
-    def startService(self) -> None:
-        self._listen(super().startService)
-
-    def stopService(self) -> Deferred[None]:
-        stopped: Deferred[object] = maybeDeferred(super().stopService)
-        return stopped.addCallback(
-            lambda _: self._site.drain(self._clock, DRAIN_TIMEOUT)
-        )
-
-
 def makeService(options: Options) -> MultiService:
     """
     Load the config (refusing to start without a valid one) and build the
@@ -277,11 +142,11 @@ def makeService(options: Options) -> MultiService:
     try:
         config = config_file.load(reactor.seconds())
     except ConfigError as e:
-        _exit_with(str(e))
+        exit_with(str(e))
     try:
         endpoint = serverFromString(reactor, options["listen"])
     except (ValueError, KeyError, TypeError) as e:
-        _exit_with(f"--listen {options['listen']!r} is not a server endpoint: {e}")
+        exit_with(f"--listen {options['listen']!r} is not a server endpoint: {e}")
 
     store = ConfigStore(config)
     metrics = ReloadMetrics()
@@ -309,7 +174,7 @@ def makeService(options: Options) -> MultiService:
     site = make_site(
         ConfigApp(store, reloader, metrics).resource(), options["access-log"]
     )
-    _WebService(options["listen"], endpoint, site, reactor).setServiceParent(service)
+    WebService(options["listen"], endpoint, site, reactor).setServiceParent(service)
     ConfigWatcher(
         config_file,
         reloader.reload,
