@@ -15,6 +15,8 @@ from typing import Any
 import yaml
 from attrs import frozen
 
+from twisted_demo.live._errors import ConfigError as ConfigError
+
 #: The largest config accepted by default: Kubernetes' limit on a ConfigMap.
 DEFAULT_MAX_BYTES = 1024 * 1024
 
@@ -75,13 +77,6 @@ class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[mi
                         key_node.start_mark,
                     )
         return super().construct_mapping(node, deep)
-
-
-class ConfigError(Exception):
-    """
-    A config file could not be used.  The text names the file and the reason
-    (with line and column for YAML syntax errors) and is meant for people.
-    """
 
 
 @frozen
