@@ -14,7 +14,7 @@ setup(
     # twisted.plugins is listed so that both wheels and editable installs
     # carry twisted/plugins/configmapdemo.py; the directory has no
     # __init__.py, so Twisted's own twisted.plugins package is untouched.
-    packages=["twisted_demo", "twisted.plugins"],
+    packages=["twisted_demo", "twisted_demo.live", "twisted.plugins"],
     # An explicit root lets setuptools make editable installs with a plain
     # .pth entry for this directory, which is where Twisted looks for
     # twisted/plugins; its default import-hook mode hides the plugin.
