@@ -22,6 +22,9 @@ setup(
     package_data={"twisted_demo": ["py.typed"]},
     install_requires=[
         "attrs>=23.1",
+        # Parses and checks the HTTPS certificate pair (twisted_demo.tls);
+        # 42 added the timezone-aware validity dates.
+        "cryptography>=42",
         "klein>=24.8",
         "prometheus-client>=0.20",
         # 6.0.1 is the first release that builds with Cython 3 and has wheels
@@ -29,7 +32,9 @@ setup(
         # twisted_demo.config overrides SafeConstructor methods, which a
         # major release is free to change.
         "PyYAML>=6.0.1,<7",
-        "Twisted>=24.7",
+        # The [tls] extra brings pyOpenSSL, service-identity and idna at the
+        # versions Twisted's TLS supports, for HTTPS (twisted_demo.tls).
+        "Twisted[tls]>=24.7",
     ],
     extras_require={
         "test": [
