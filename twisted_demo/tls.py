@@ -1,0 +1,477 @@
+"""
+HTTPS whose certificate pair can be replaced while the server runs.
+
+A pair is parsed and checked by L{parse_tls_pair}, a pure function that may
+run in the parser process; L{RotatingServerTLS} gives every new connection
+the pair that is current when it is accepted, so a rotation needs no restart
+and connections already open finish on the pair they started with.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable, Mapping
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from attrs import frozen
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric.types import (
+    PrivateKeyTypes,
+    PublicKeyTypes,
+)
+from OpenSSL.SSL import Connection, Context
+from prometheus_client import CollectorRegistry, Counter, Gauge, Info
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import (
+    IAddress,
+    IListeningPort,
+    ILoggingContext,
+    IOpenSSLServerConnectionCreator,
+    IProtocolFactory,
+    IStreamServerEndpoint,
+)
+from twisted.internet.ssl import CertificateOptions
+from twisted.logger import Logger
+from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
+from twisted.python.usage import UsageError
+from zope.interface import implementer
+
+from twisted_demo.live._errors import ConfigError
+
+__all__ = [
+    "CERT_FILE",
+    "KEY_FILE",
+    "NOT_BEFORE_LEEWAY",
+    "RotatingServerTLS",
+    "TLSFiles",
+    "TLSMetrics",
+    "TLSPair",
+    "TLSServerEndpoint",
+    "parse_tls_pair",
+    "tls_files",
+    "tls_server_factory",
+    "tls_status",
+]
+
+log = Logger()
+
+# The keys of a kubernetes.io/tls Secret, and so its files when mounted.
+CERT_FILE = "tls.crt"
+KEY_FILE = "tls.key"
+
+# How far in the future a certificate's not-before may lie and still be
+# taken: an issuer stamps a new certificate with its own clock, which may be
+# ahead of this machine's.  A certificate further in the future is refused,
+# so the current pair keeps serving instead of one no client accepts yet.
+NOT_BEFORE_LEEWAY = timedelta(minutes=5)
+
+
+@frozen
+class TLSPair:
+    """
+    A certificate chain and its private key, checked to belong together and
+    to be valid when parsed.  Only bytes and plain values, so that it can
+    come back from the parser process.
+
+    @ivar certificate_pem: The certificate, then the chain that completes
+        it, in PEM, as read.
+    @ivar key_pem: The certificate's private key in PEM, as read.
+    @ivar sha256: The SHA-256 fingerprint of the certificate, in lower-case
+        hex: what C{openssl x509 -fingerprint -sha256} prints, without colons.
+    @ivar subject: The certificate's subject, as an RFC 4514 string.
+    @ivar serial: The certificate's serial number.
+    @ivar not_before: The start of the certificate's validity, in UTC.
+    @ivar not_after: The end of the certificate's validity, in UTC.
+    """
+
+    certificate_pem: bytes
+    key_pem: bytes
+    sha256: str
+    subject: str
+    serial: int
+    not_before: datetime
+    not_after: datetime
+
+
+def parse_tls_pair(
+    files: Mapping[str, bytes],
+    *,
+    cert_name: str = CERT_FILE,
+    key_name: str = KEY_FILE,
+    now: datetime | None = None,
+) -> TLSPair:
+    """
+    Parse and check a certificate pair read from one generation of a
+    directory, or refuse it with a L{ConfigError} naming the file and the
+    reason.
+
+    Refused: a certificate file with no PEM certificate, a key file with no
+    unencrypted PEM private key, a key that is not the first certificate's,
+    a certificate that has expired, and one whose validity starts more than
+    L{NOT_BEFORE_LEEWAY} after C{now}.
+
+    @param files: The files' contents by name.
+    @param cert_name: The name of the certificate file in C{files}.
+    @param key_name: The name of the private key file in C{files}.
+    @param now: The time to check validity against; the current time when
+        C{None}.
+    """
+    certificate_pem = _file(files, cert_name)
+    key_pem = _file(files, key_name)
+    try:
+        chain = x509.load_pem_x509_certificates(certificate_pem)
+    except ValueError:
+        raise ConfigError(f"{cert_name}: no PEM certificate could be read") from None
+    leaf = chain[0]
+    try:
+        key = serialization.load_pem_private_key(key_pem, password=None)
+    except TypeError:
+        raise ConfigError(
+            f"{key_name}: the private key is encrypted; an unencrypted key is needed"
+        ) from None
+    except ValueError:
+        raise ConfigError(f"{key_name}: no PEM private key could be read") from None
+    if _servable(key) is None:
+        raise ConfigError(
+            f"{key_name}: a {type(key).__name__} cannot serve TLS; use RSA or ECDSA"
+        )
+    if _public_der(key.public_key()) != _public_der(leaf.public_key()):
+        raise ConfigError(
+            f"{key_name}: the private key does not match the certificate in {cert_name}"
+        )
+    when = datetime.now(timezone.utc) if now is None else now
+    not_before, not_after = leaf.not_valid_before_utc, leaf.not_valid_after_utc
+    if not_after <= when:
+        raise ConfigError(
+            f"{cert_name}: the certificate expired at {not_after.isoformat()}"
+        )
+    if not_before > when + NOT_BEFORE_LEEWAY:
+        raise ConfigError(
+            f"{cert_name}: the certificate is not valid until {not_before.isoformat()}"
+        )
+    pair = TLSPair(
+        certificate_pem=certificate_pem,
+        key_pem=key_pem,
+        sha256=leaf.fingerprint(hashes.SHA256()).hex(),
+        subject=leaf.subject.rfc4514_string(),
+        serial=leaf.serial_number,
+        not_before=not_before,
+        not_after=not_after,
+    )
+    try:
+        _context_for(pair)
+    except Exception as e:
+        # Parsed by cryptography yet not usable by OpenSSL (an unsupported
+        # key type, say): refused here rather than at each handshake.
+        raise ConfigError(
+            f"{cert_name}: OpenSSL cannot serve this pair ({type(e).__name__})"
+        ) from None
+    return pair
+
+
+def _servable(
+    key: PrivateKeyTypes,
+) -> (
+    rsa.RSAPrivateKey
+    | ec.EllipticCurvePrivateKey
+    | ed25519.Ed25519PrivateKey
+    | ed448.Ed448PrivateKey
+    | dsa.DSAPrivateKey
+    | None
+):
+    """
+    C{key} if it is of a kind pyOpenSSL can serve, else L{None}.
+    """
+    servable = (
+        rsa.RSAPrivateKey,
+        ec.EllipticCurvePrivateKey,
+        ed25519.Ed25519PrivateKey,
+        ed448.Ed448PrivateKey,
+        dsa.DSAPrivateKey,
+    )
+    return key if isinstance(key, servable) else None
+
+
+def _file(files: Mapping[str, bytes], name: str) -> bytes:
+    try:
+        return files[name]
+    except KeyError:
+        raise ConfigError(f"{name}: missing") from None
+
+
+def _public_der(key: PublicKeyTypes) -> bytes:
+    return key.public_bytes(
+        serialization.Encoding.DER,
+        serialization.PublicFormat.SubjectPublicKeyInfo,
+    )
+
+
+def _context_for(pair: TLSPair) -> Context:
+    """
+    An OpenSSL server context serving C{pair}, with Twisted's defaults for
+    protocol versions, ciphers and sessions.
+    """
+    leaf, *rest = x509.load_pem_x509_certificates(pair.certificate_pem)
+    key = _servable(serialization.load_pem_private_key(pair.key_pem, password=None))
+    if key is None:
+        raise TypeError("a kind of private key pyOpenSSL cannot use")
+    # CertificateOptions takes the pair only as pyOpenSSL's X509 and PKey,
+    # which pyOpenSSL deprecates; the context it makes takes cryptography's
+    # objects directly.
+    context = CertificateOptions().getContext()
+    context.use_certificate(leaf)
+    context.use_privatekey(key)
+    for certificate in rest:
+        context.add_extra_chain_cert(certificate)
+    context.check_privatekey()
+    return context
+
+
+@implementer(IOpenSSLServerConnectionCreator)
+class RotatingServerTLS:
+    """
+    Server-side TLS for each new connection with the pair current at the
+    time, from a callable that reads it (such as a live config's current
+    value).  One OpenSSL context is kept, for the latest pair; a connection
+    keeps the context it was made with until it closes.
+    """
+
+    def __init__(self, current: Callable[[], TLSPair | None]) -> None:
+        self._current = current
+        self._pair: TLSPair | None = None
+        self._context: Context | None = None
+
+    def serverConnectionForTLS(self, tlsProtocol: TLSMemoryBIOProtocol) -> Connection:
+        """
+        A server connection for C{tlsProtocol}, with the current pair.
+        """
+        context = self.context()
+        if context is None:
+            raise ConfigError("no TLS certificate pair is loaded")
+        return Connection(context, None)
+
+    def context(self) -> Context | None:
+        """
+        The OpenSSL context for the current pair, made once per pair; the
+        last one that could be made if the current pair cannot be served;
+        L{None} before any pair is loaded.
+        """
+        pair = self._current()
+        if pair is not None and pair is not self._pair:
+            self._pair = pair
+            try:
+                self._context = _context_for(pair)
+            except Exception:
+                # parse_tls_pair made a context from this pair already, so
+                # this is not expected; keep serving the last good one.
+                log.failure(
+                    "Cannot serve TLS certificate {sha256}; keeping the previous one",
+                    sha256=pair.sha256,
+                )
+        return self._context
+
+
+@implementer(IProtocolFactory, ILoggingContext)
+class _WhilePairLoaded:
+    """
+    Accept connections only once there is a pair to serve, so that a
+    client that comes before the first pair is loaded is closed at once
+    rather than failing inside the TLS layer.
+    """
+
+    def __init__(self, creator: RotatingServerTLS, tls: TLSMemoryBIOFactory) -> None:
+        self._creator = creator
+        self._tls = tls
+        self._warned = False
+
+    def buildProtocol(self, addr: IAddress) -> TLSMemoryBIOProtocol | None:
+        if self._creator.context() is None:
+            if not self._warned:
+                log.warn("Closing connections until a TLS certificate pair is loaded")
+                self._warned = True
+            return None
+        self._warned = False
+        return self._tls.buildProtocol(addr)
+
+    def doStart(self) -> None:
+        self._tls.doStart()
+
+    def doStop(self) -> None:
+        self._tls.doStop()
+
+    def logPrefix(self) -> str:
+        prefix: str = self._tls.logPrefix()
+        return prefix
+
+
+def tls_server_factory(
+    creator: RotatingServerTLS, factory: IProtocolFactory
+) -> IProtocolFactory:
+    """
+    Wrap C{factory} so that its connections speak TLS as server, with the
+    pair C{creator} gives for each: pass the result to C{strports.service}
+    or to any server endpoint's C{listen}.
+    """
+    return _WhilePairLoaded(creator, TLSMemoryBIOFactory(creator, False, factory))
+
+
+@implementer(IStreamServerEndpoint)
+class TLSServerEndpoint:
+    """
+    A server endpoint that serves TLS made by C{creator} over the
+    connections of a plain stream endpoint (TCP, UNIX...).
+    """
+
+    def __init__(
+        self, endpoint: IStreamServerEndpoint, creator: RotatingServerTLS
+    ) -> None:
+        self._endpoint = endpoint
+        self._creator = creator
+
+    def listen(self, protocolFactory: IProtocolFactory) -> Deferred[IListeningPort]:
+        return self._endpoint.listen(tls_server_factory(self._creator, protocolFactory))
+
+
+@frozen
+class TLSFiles:
+    """
+    Where the certificate pair is read from: two files in one directory,
+    as a C{kubernetes.io/tls} Secret volume holds C{tls.crt} and C{tls.key}.
+    """
+
+    directory: str
+    cert_name: str
+    key_name: str
+
+    @property
+    def names(self) -> list[str]:
+        """
+        The two files' names, for reading them from one generation.
+        """
+        return [self.cert_name, self.key_name]
+
+    @property
+    def parse(self) -> Callable[[Mapping[str, bytes]], TLSPair]:
+        """
+        L{parse_tls_pair} for these files' names; picklable, so that it can
+        run in the parser process.
+        """
+        if (self.cert_name, self.key_name) == (CERT_FILE, KEY_FILE):
+            return parse_tls_pair
+        return functools.partial(
+            parse_tls_pair, cert_name=self.cert_name, key_name=self.key_name
+        )
+
+
+def tls_files(cert: str | None, key: str | None) -> TLSFiles | None:
+    """
+    The pair's files from C{--tls-cert} and C{--tls-key}: L{None} when
+    neither is given (plain HTTP), a L{UsageError} when only one is or when
+    they are not two files in one directory.
+    """
+    if cert is None and key is None:
+        return None
+    if key is None:
+        raise UsageError("--tls-cert needs --tls-key too")
+    if cert is None:
+        raise UsageError("--tls-key needs --tls-cert too")
+    cert_dir, cert_name = os.path.split(os.path.abspath(cert))
+    key_dir, key_name = os.path.split(os.path.abspath(key))
+    if cert_dir != key_dir:
+        raise UsageError(
+            f"--tls-cert and --tls-key must be in one directory, so that they "
+            f"are read from one update: {cert} and {key} are not"
+        )
+    if cert_name == key_name:
+        raise UsageError(f"--tls-cert and --tls-key are the same file: {cert}")
+    return TLSFiles(directory=cert_dir, cert_name=cert_name, key_name=key_name)
+
+
+class TLSMetrics:
+    """
+    The certificate being served and its reloads, for Prometheus; the
+    expiry gauge is what an alert before expiry reads.
+    """
+
+    def __init__(
+        self, registry: CollectorRegistry, prefix: str = "configmapdemo"
+    ) -> None:
+        self.registry = registry
+        name = f"{prefix}_tls"
+        self._expiry = Gauge(
+            f"{name}_certificate_expiry_timestamp_seconds",
+            "POSIX time at which the certificate being served expires.",
+            registry=registry,
+        )
+        self._reloads = Counter(
+            f"{name}_reloads",
+            "Reloads that replaced the certificate pair being served.",
+            registry=registry,
+        )
+        self._failures = Counter(
+            f"{name}_reload_failures",
+            "Certificate pairs refused: unreadable, mismatched or expired.",
+            registry=registry,
+        )
+        self._last_successful = Gauge(
+            f"{name}_last_reload_successful",
+            "1 if the last certificate pair read was taken, else 0.",
+            registry=registry,
+        )
+        self._info = Info(
+            f"{name}_certificate",
+            "The certificate being served.",
+            registry=registry,
+        )
+
+    def swapped(self, old: TLSPair | None, new: TLSPair) -> None:
+        """
+        Describe C{new}, now served; a reload unless it is the first pair.
+        """
+        self._expiry.set(new.not_after.timestamp())
+        self._info.info(
+            {"sha256": new.sha256, "subject": new.subject, "serial": _hex(new.serial)}
+        )
+        self._last_successful.set(1)
+        if old is not None:
+            self._reloads.inc()
+
+    def refused(self, reason: str) -> None:
+        """
+        Count a refused pair; the one being served stays.
+        """
+        self._failures.inc()
+        self._last_successful.set(0)
+
+
+def _hex(serial: int) -> str:
+    return format(serial, "x")
+
+
+def _timestamp(when: datetime) -> str:
+    return when.astimezone(timezone.utc).isoformat()
+
+
+def tls_status(pair: TLSPair | None, last_error: str | None) -> dict[str, Any]:
+    """
+    The C{tls} object of C{/config}: the certificate being served and why
+    the last pair read was refused, if it was.  The serial number is in hex,
+    as C{openssl x509 -serial} shows it, since it may not fit a JSON number.
+    """
+    if pair is None:
+        described: dict[str, Any] = dict.fromkeys(
+            ("sha256", "subject", "serial", "not_before", "not_after")
+        )
+    else:
+        described = {
+            "sha256": pair.sha256,
+            "subject": pair.subject,
+            "serial": _hex(pair.serial),
+            "not_before": _timestamp(pair.not_before),
+            "not_after": _timestamp(pair.not_after),
+        }
+    return {**described, "last_error": last_error}
