@@ -528,6 +528,127 @@ def test_container_has_cpu_and_memory_requests_and_limits() -> None:
     assert set(resources["limits"]) == {"cpu", "memory"}
 
 
+# -- deploy/tls: HTTPS from a kubernetes.io/tls Secret -------------------------
+
+TLS_COMPONENT = DEPLOY / "tls"
+
+
+@pytest.fixture(scope="module")
+def with_tls(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
+    """
+    deploy/ with the deploy/tls component, rendered from a kustomization of
+    the user's own, as deploy/tls/Kustomization says to use it: each object
+    by kind.
+    """
+    site = tmp_path_factory.mktemp("site")
+    (site / "kustomization.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "kustomize.config.k8s.io/v1beta1",
+                "kind": "Kustomization",
+                "resources": [os.path.relpath(DEPLOY, site)],
+                "components": [os.path.relpath(TLS_COMPONENT, site)],
+            }
+        )
+    )
+    result = subprocess.run(
+        [kubectl(), "kustomize", str(site)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    rendered = [d for d in yaml.safe_load_all(result.stdout) if d]
+    by_kind = {d["kind"]: d for d in rendered}
+    assert len(by_kind) == len(rendered)
+    return by_kind
+
+
+def _tls_container(with_tls: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    [only] = with_tls["Deployment"]["spec"]["template"]["spec"]["containers"]
+    assert isinstance(only, dict)
+    return only
+
+
+def _argument(served: dict[str, Any], option: str) -> str:
+    args: list[str] = served["args"]
+    assert args.count(option) == 1, args
+    return args[args.index(option) + 1]
+
+
+def test_tls_component_renders_the_same_objects_as_deploy(
+    with_tls: dict[str, dict[str, Any]],
+) -> None:
+    assert sorted(with_tls) == sorted(manifest(name)["kind"] for name in MANIFESTS)
+
+
+def test_tls_rendering_validates_against_the_kubernetes_schema(
+    with_tls: dict[str, dict[str, Any]],
+) -> None:
+    for document in with_tls.values():
+        kubernetes_validate.validate(document, KUBERNETES_VERSION, strict=True)
+
+
+def test_tls_pair_is_read_from_the_mounted_secret_directory(
+    with_tls: dict[str, dict[str, Any]],
+) -> None:
+    from twisted_demo.tls import CERT_FILE, KEY_FILE, tls_files
+
+    served = _tls_container(with_tls)
+    pod = with_tls["Deployment"]["spec"]["template"]["spec"]
+    files = tls_files(_argument(served, "--tls-cert"), _argument(served, "--tls-key"))
+    assert files is not None
+    # The keys of a kubernetes.io/tls Secret are the files' names.
+    assert files.names == [CERT_FILE, KEY_FILE]
+    [mount] = [m for m in served["volumeMounts"] if m["mountPath"] == files.directory]
+    assert mount["readOnly"] is True
+    assert "subPath" not in mount and "subPathExpr" not in mount
+    [volume] = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+    assert "items" not in volume["secret"]
+    assert volume["secret"]["secretName"] == "configmap-microservice-demo-tls"
+    # Readable by the container's group only.
+    assert volume["secret"]["defaultMode"] == 0o440
+    assert pod["securityContext"]["fsGroup"] == pod["securityContext"]["runAsGroup"]
+
+
+def test_tls_component_keeps_the_config_the_image_reads(
+    with_tls: dict[str, dict[str, Any]],
+) -> None:
+    served = _tls_container(with_tls)
+    assert _argument(served, "--config") == config_path_in_cmd()
+    assert "command" not in served
+    config_mounts = [m for m in served["volumeMounts"] if m["name"] == "config"]
+    assert config_mounts == [
+        m for m in container()["volumeMounts"] if m["name"] == "config"
+    ]
+
+
+def test_tls_probes_scrapes_and_service_use_the_https_port(
+    with_tls: dict[str, dict[str, Any]],
+) -> None:
+    served = _tls_container(with_tls)
+    [https] = served["ports"]
+    assert https["name"] == "https"
+    assert endpoint_port(_argument(served, "--listen")) == https["containerPort"]
+    for probe in ("readinessProbe", "livenessProbe"):
+        get = served[probe]["httpGet"]
+        assert (get["scheme"], get["port"]) == ("HTTPS", "https")
+        assert get["path"] == container()[probe]["httpGet"]["path"]
+    annotations = with_tls["Deployment"]["spec"]["template"]["metadata"]["annotations"]
+    assert int(annotations["prometheus.io/port"]) == https["containerPort"]
+    assert annotations["prometheus.io/scheme"] == "https"
+    [port] = with_tls["Service"]["spec"]["ports"]
+    assert (port["name"], port["port"], port["targetPort"]) == ("https", 443, "https")
+
+
+def test_deploy_without_the_component_stays_plain_http() -> None:
+    for probe in ("readinessProbe", "livenessProbe"):
+        assert container()[probe]["httpGet"].get("scheme", "HTTP") == "HTTP"
+    assert "args" not in container()
+    volumes = manifest("deployment.yaml")["spec"]["template"]["spec"]["volumes"]
+    assert not [v for v in volumes if "secret" in v]
+
+
 # -- the image's entrypoint, run from a read-only install of the wheel -------
 
 
