@@ -292,7 +292,7 @@ def test_metrics_show_expiry_and_count_reloads_and_refusals(
         )
         == 1
     )
-    metrics.refused("tls.crt: no PEM certificate could be read")
+    metrics.refused()
     assert sample("reload_failures_total") == 1
     assert sample("last_reload_successful") == 0
     assert sample("certificate_expiry_timestamp_seconds") == a.not_after.timestamp()
@@ -323,7 +323,7 @@ class LivePair:
             pair = parse_tls_pair(files)
         except ConfigError as e:
             self.last_error = str(e)
-            self.metrics.refused(str(e))
+            self.metrics.refused()
             return
         old, self.current, self.last_error = self.current, pair, None
         self.metrics.swapped(old, pair)

@@ -440,7 +440,7 @@ class TLSMetrics:
         if old is not None:
             self._reloads.inc()
 
-    def refused(self, reason: str) -> None:
+    def refused(self) -> None:
         """
         Count a refused pair; the one being served stays.
         """
