@@ -251,15 +251,22 @@ def test_docker_build_context_leaves_out_git_venvs_and_caches() -> None:
 # -- deploy/ -----------------------------------------------------------------
 
 
-def test_kustomize_renders_the_four_manifests() -> None:
+def kustomize(directory: Path) -> list[dict[str, Any]]:
+    """
+    The objects C{kubectl kustomize} renders from C{directory}.
+    """
     result = subprocess.run(
-        [kubectl(), "kustomize", str(DEPLOY)],
+        [kubectl(), "kustomize", str(directory)],
         capture_output=True,
         text=True,
         timeout=60,
     )
     assert result.returncode == 0, result.stderr
-    rendered = [d for d in yaml.safe_load_all(result.stdout) if d]
+    return [d for d in yaml.safe_load_all(result.stdout) if d]
+
+
+def test_kustomize_renders_the_four_manifests() -> None:
+    rendered = kustomize(DEPLOY)
     assert sorted(d["kind"] for d in rendered) == sorted(
         manifest(name)["kind"] for name in MANIFESTS
     )
@@ -551,14 +558,7 @@ def with_tls(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, An
             }
         )
     )
-    result = subprocess.run(
-        [kubectl(), "kustomize", str(site)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 0, result.stderr
-    rendered = [d for d in yaml.safe_load_all(result.stdout) if d]
+    rendered = kustomize(site)
     by_kind = {d["kind"]: d for d in rendered}
     assert len(by_kind) == len(rendered)
     return by_kind
