@@ -10,6 +10,8 @@ import hashlib
 import http.client
 import pickle
 import ssl
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AbstractContextManager as ContextManager
 from contextlib import contextmanager
@@ -17,6 +19,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 import pytest_twisted
 from cryptography.hazmat.primitives import serialization
@@ -88,6 +91,31 @@ def test_pair_describes_its_certificate(leaf_a: Leaf) -> None:
     assert pair.not_before == leaf_a.certificate.not_valid_before_utc
     assert pair.not_after == leaf_a.certificate.not_valid_after_utc
     assert (pair.certificate_pem, pair.key_pem) == (leaf_a.cert_pem, leaf_a.key_pem)
+
+
+def test_parsing_a_pair_imports_neither_twisted_nor_prometheus(
+    leaf_a: Leaf, tmp_path: Path
+) -> None:
+    # What the parser process holds in memory to parse a pair.
+    for name, data in leaf_a.files().items():
+        (tmp_path / name).write_bytes(data)
+    code = (
+        "import pathlib, sys\n"
+        "from twisted_demo.tls_pair import parse_tls_pair\n"
+        "here = pathlib.Path(sys.argv[1])\n"
+        "files = {p.name: p.read_bytes() for p in here.iterdir()}\n"
+        "print(parse_tls_pair(files).sha256)\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules}\n"
+        "    & {'twisted', 'prometheus_client', 'zope', 'klein'}))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert (result.returncode, result.stderr) == (0, "")
+    assert result.stdout.splitlines() == [leaf_a.sha256, "[]"]
 
 
 def test_pair_comes_back_whole_from_another_process(leaf_a: Leaf) -> None:
@@ -249,6 +277,24 @@ def test_tls_options_that_cannot_be_one_pair_are_a_usage_error(
 # -- what /config and /metrics show -------------------------------------------
 
 
+def serial_hex(serial: int) -> str:
+    """
+    The serial number as OpenSSL prints it: the big-endian bytes, in
+    upper-case hex.
+    """
+    return serial.to_bytes(max(1, (serial.bit_length() + 7) // 8), "big").hex().upper()
+
+
+@pytest.mark.parametrize(
+    "serial", [0, 0x0A, 0xFF, 0x100, 0x0123456789ABCDEF, 2**159 - 1]
+)
+def test_serial_is_shown_in_whole_bytes_of_upper_case_hex(
+    leaf_a: Leaf, serial: int
+) -> None:
+    pair = attrs.evolve(parse_tls_pair(leaf_a.files()), serial=serial)
+    assert tls_status(pair, None)["serial"] == serial_hex(serial)
+
+
 def test_config_object_describes_the_pair_served(leaf_a: Leaf) -> None:
     pair = parse_tls_pair(leaf_a.files())
     status = tls_status(pair, "tls.key: no PEM private key could be read")
@@ -256,7 +302,7 @@ def test_config_object_describes_the_pair_served(leaf_a: Leaf) -> None:
     assert status == {
         "sha256": leaf_a.sha256,
         "subject": "CN=pair A",
-        "serial": format(certificate.serial_number, "x"),
+        "serial": serial_hex(certificate.serial_number),
         "not_before": certificate.not_valid_before_utc.isoformat(),
         "not_after": certificate.not_valid_after_utc.isoformat(),
         "last_error": "tls.key: no PEM private key could be read",
@@ -288,7 +334,7 @@ def test_metrics_show_expiry_and_count_reloads_and_refusals(
             "certificate_info",
             sha256=a.sha256,
             subject=a.subject,
-            serial=format(a.serial, "x"),
+            serial=serial_hex(a.serial),
         )
         == 1
     )

@@ -1,10 +1,11 @@
 """
 HTTPS whose certificate pair can be replaced while the server runs.
 
-A pair is parsed and checked by L{parse_tls_pair}, a pure function that may
-run in the parser process; L{RotatingServerTLS} gives every new connection
-the pair that is current when it is accepted, so a rotation needs no restart
-and connections already open finish on the pair they started with.
+A pair is parsed and checked by L{parse_tls_pair}, from
+L{twisted_demo.tls_pair}, which the parser process imports alone.
+L{RotatingServerTLS} gives every new connection the pair that is current
+when it is accepted, so a rotation needs no restart and connections already
+open finish on the pair they started with.
 """
 
 from __future__ import annotations
@@ -12,17 +13,10 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Callable, Mapping
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import Any
 
 from attrs import frozen
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
-from cryptography.hazmat.primitives.asymmetric.types import (
-    PrivateKeyTypes,
-    PublicKeyTypes,
-)
 from OpenSSL.SSL import Connection, Context
 from prometheus_client import CollectorRegistry, Counter, Gauge, Info
 from twisted.internet.defer import Deferred
@@ -41,6 +35,14 @@ from twisted.python.usage import UsageError
 from zope.interface import implementer
 
 from twisted_demo.live._errors import ConfigError
+from twisted_demo.tls_pair import (
+    CERT_FILE,
+    KEY_FILE,
+    NOT_BEFORE_LEEWAY,
+    TLSPair,
+    load_pair,
+    parse_tls_pair,
+)
 
 __all__ = [
     "CERT_FILE",
@@ -59,173 +61,20 @@ __all__ = [
 
 log = Logger()
 
-# The keys of a kubernetes.io/tls Secret, and so its files when mounted.
-CERT_FILE = "tls.crt"
-KEY_FILE = "tls.key"
-
-# How far in the future a certificate's not-before may lie and still be
-# taken: an issuer stamps a new certificate with its own clock, which may be
-# ahead of this machine's.  A certificate further in the future is refused,
-# so the current pair keeps serving instead of one no client accepts yet.
-NOT_BEFORE_LEEWAY = timedelta(minutes=5)
-
-
-@frozen
-class TLSPair:
-    """
-    A certificate chain and its private key, checked to belong together and
-    to be valid when parsed.  Only bytes and plain values, so that it can
-    come back from the parser process.
-
-    @ivar certificate_pem: The certificate, then the chain that completes
-        it, in PEM, as read.
-    @ivar key_pem: The certificate's private key in PEM, as read.
-    @ivar sha256: The SHA-256 fingerprint of the certificate, in lower-case
-        hex: what C{openssl x509 -fingerprint -sha256} prints, without colons.
-    @ivar subject: The certificate's subject, as an RFC 4514 string.
-    @ivar serial: The certificate's serial number.
-    @ivar not_before: The start of the certificate's validity, in UTC.
-    @ivar not_after: The end of the certificate's validity, in UTC.
-    """
-
-    certificate_pem: bytes
-    key_pem: bytes
-    sha256: str
-    subject: str
-    serial: int
-    not_before: datetime
-    not_after: datetime
-
-
-def parse_tls_pair(
-    files: Mapping[str, bytes],
-    *,
-    cert_name: str = CERT_FILE,
-    key_name: str = KEY_FILE,
-    now: datetime | None = None,
-) -> TLSPair:
-    """
-    Parse and check a certificate pair read from one generation of a
-    directory, or refuse it with a L{ConfigError} naming the file and the
-    reason.
-
-    Refused: a certificate file with no PEM certificate, a key file with no
-    unencrypted PEM private key, a key that is not the first certificate's,
-    a certificate that has expired, and one whose validity starts more than
-    L{NOT_BEFORE_LEEWAY} after C{now}.
-
-    @param files: The files' contents by name.
-    @param cert_name: The name of the certificate file in C{files}.
-    @param key_name: The name of the private key file in C{files}.
-    @param now: The time to check validity against; the current time when
-        C{None}.
-    """
-    certificate_pem = _file(files, cert_name)
-    key_pem = _file(files, key_name)
-    try:
-        chain = x509.load_pem_x509_certificates(certificate_pem)
-    except ValueError:
-        raise ConfigError(f"{cert_name}: no PEM certificate could be read") from None
-    leaf = chain[0]
-    try:
-        key = serialization.load_pem_private_key(key_pem, password=None)
-    except TypeError:
-        raise ConfigError(
-            f"{key_name}: the private key is encrypted; an unencrypted key is needed"
-        ) from None
-    except ValueError:
-        raise ConfigError(f"{key_name}: no PEM private key could be read") from None
-    if _servable(key) is None:
-        raise ConfigError(
-            f"{key_name}: a {type(key).__name__} cannot serve TLS; use RSA or ECDSA"
-        )
-    if _public_der(key.public_key()) != _public_der(leaf.public_key()):
-        raise ConfigError(
-            f"{key_name}: the private key does not match the certificate in {cert_name}"
-        )
-    when = datetime.now(timezone.utc) if now is None else now
-    not_before, not_after = leaf.not_valid_before_utc, leaf.not_valid_after_utc
-    if not_after <= when:
-        raise ConfigError(
-            f"{cert_name}: the certificate expired at {not_after.isoformat()}"
-        )
-    if not_before > when + NOT_BEFORE_LEEWAY:
-        raise ConfigError(
-            f"{cert_name}: the certificate is not valid until {not_before.isoformat()}"
-        )
-    pair = TLSPair(
-        certificate_pem=certificate_pem,
-        key_pem=key_pem,
-        sha256=leaf.fingerprint(hashes.SHA256()).hex(),
-        subject=leaf.subject.rfc4514_string(),
-        serial=leaf.serial_number,
-        not_before=not_before,
-        not_after=not_after,
-    )
-    try:
-        _context_for(pair)
-    except Exception as e:
-        # Parsed by cryptography yet not usable by OpenSSL (an unsupported
-        # key type, say): refused here rather than at each handshake.
-        raise ConfigError(
-            f"{cert_name}: OpenSSL cannot serve this pair ({type(e).__name__})"
-        ) from None
-    return pair
-
-
-def _servable(
-    key: PrivateKeyTypes,
-) -> (
-    rsa.RSAPrivateKey
-    | ec.EllipticCurvePrivateKey
-    | ed25519.Ed25519PrivateKey
-    | ed448.Ed448PrivateKey
-    | dsa.DSAPrivateKey
-    | None
-):
-    """
-    C{key} if it is of a kind pyOpenSSL can serve, else L{None}.
-    """
-    servable = (
-        rsa.RSAPrivateKey,
-        ec.EllipticCurvePrivateKey,
-        ed25519.Ed25519PrivateKey,
-        ed448.Ed448PrivateKey,
-        dsa.DSAPrivateKey,
-    )
-    return key if isinstance(key, servable) else None
-
-
-def _file(files: Mapping[str, bytes], name: str) -> bytes:
-    try:
-        return files[name]
-    except KeyError:
-        raise ConfigError(f"{name}: missing") from None
-
-
-def _public_der(key: PublicKeyTypes) -> bytes:
-    return key.public_bytes(
-        serialization.Encoding.DER,
-        serialization.PublicFormat.SubjectPublicKeyInfo,
-    )
-
 
 def _context_for(pair: TLSPair) -> Context:
     """
     An OpenSSL server context serving C{pair}, with Twisted's defaults for
     protocol versions, ciphers and sessions.
     """
-    leaf, *rest = x509.load_pem_x509_certificates(pair.certificate_pem)
-    key = _servable(serialization.load_pem_private_key(pair.key_pem, password=None))
-    if key is None:
-        raise TypeError("a kind of private key pyOpenSSL cannot use")
+    leaf, chain, key = load_pair(pair)
     # CertificateOptions takes the pair only as pyOpenSSL's X509 and PKey,
     # which pyOpenSSL deprecates; the context it makes takes cryptography's
     # objects directly.
     context = CertificateOptions().getContext()
     context.use_certificate(leaf)
     context.use_privatekey(key)
-    for certificate in rest:
+    for certificate in chain:
         context.add_extra_chain_cert(certificate)
     context.check_privatekey()
     return context
@@ -449,7 +298,12 @@ class TLSMetrics:
 
 
 def _hex(serial: int) -> str:
-    return format(serial, "x")
+    """
+    C{serial} as C{openssl x509 -serial} shows it: upper-case hex, whole
+    bytes.
+    """
+    digits = f"{serial:X}"
+    return digits.zfill(len(digits) + len(digits) % 2)
 
 
 def _timestamp(when: datetime) -> str:
