@@ -17,12 +17,13 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from bench import bigconfig, readpath, reload, soak, startup, throughput
+from bench import bigconfig, parsecost, readpath, reload, soak, startup, throughput
 from bench.context import Context, Row
 from bench.load import wrk_available, wrk_version
 
 BENCHMARKS: list[tuple[str, Callable[[Context], None]]] = [
     ("B7", readpath.run),
+    ("B9", parsecost.run),
     ("B8", startup.run),
     ("B1", reload.run),
     ("B3", throughput.run),
@@ -121,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
             " so figures from runs at different times are not comparable",
         )
     )
-    order = {f"B{i}": i for i in range(1, 9)}
+    order = {f"B{i}": i for i in range(1, 10)}
     ctx.rows.sort(key=lambda r: (order.get(r.id[:2], 9), r.id))
 
     print()

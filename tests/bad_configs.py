@@ -53,13 +53,14 @@ class Bad:
         return self.reason in error
 
 
-def by_yaml(line: int, column: int | None = None) -> str:
+def by_yaml(line: int | None = None, column: int | None = None) -> str:
     """
     The pattern of a refusal worded by the YAML library, located at C{line}
-    (and C{column}, when the library's choice of column is stable).
+    and C{column} where the layer that refuses is sure to choose them.
     """
+    row = r"\d+" if line is None else str(line)
     where = r"\d+" if column is None else str(column)
-    return rf"line {line}, column {where}: "
+    return rf"line {row}, column {where}: "
 
 
 #: Every kind of bad content the service must refuse, by a name that says it.
@@ -90,10 +91,10 @@ BAD_CONTENT: dict[str, Bad] = {
     ),
     "recursive_alias": Bad(
         b"message: a\nx: &a [1, *a]\n",
-        "line 2, column 11: alias *a refers to a node that contains it",
+        "line 2, column 4: this node contains itself through an alias",
     ),
     # The service refuses more than 100 levels itself; libyaml 0.2.5 as
-    # bundled with PyYAML 6.0.3 and later refuses 1,000 levels as it scans,
+    # bundled with PyYAML 6.0.4 refuses 1,000 levels as it scans,
     # before the service sees the 101st, so either may report this file.
     "deep_nesting": Bad(
         b"message: a\nx: " + b"[" * 5000 + b"]" * 5000 + b"\n",

@@ -8,7 +8,8 @@ Nothing here does I/O or touches the reactor.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from itertools import chain
 from types import MappingProxyType
 from typing import Any
 
@@ -38,9 +39,53 @@ class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[mi
     """
     C{yaml.safe_load}'s loader (libyaml's C parser when PyYAML was built
     with it), made strict: a key repeated in one mapping is an error rather
-    than silently last-wins, and a value the safe constructors cannot
-    convert (a 5,000-digit integer, a 13th month) is a marked YAML error
-    rather than an arbitrary exception.
+    than silently last-wins.
+    """
+
+    def construct_mapping(self, node: yaml.Node, deep: bool = False) -> Any:
+        # SafeConstructor's construct_mapping, with the duplicate check
+        # made as each key is inserted: keys are constructed once, and a
+        # file of 500,000 repeated keys stops at the second.
+        if not isinstance(node, yaml.MappingNode):
+            return super().construct_mapping(node, deep)
+        explicit = sum(1 for key_node, _ in node.value if key_node.tag != _MERGE_TAG)
+        self.flatten_mapping(node)
+        # flatten_mapping puts the merged pairs first; they may be
+        # overridden, and only the explicit keys that follow must differ.
+        merged = len(node.value) - explicit
+        mapping: dict[Any, Any] = {}
+        first: dict[Any, yaml.Node] = {}
+        for index, (key_node, value_node) in enumerate(node.value):
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                hash(key)
+            except TypeError:
+                raise yaml.constructor.ConstructorError(
+                    "while constructing a mapping",
+                    node.start_mark,
+                    "found unhashable key",
+                    key_node.start_mark,
+                ) from None
+            if index >= merged:
+                seen = first.setdefault(key, key_node)
+                if seen is not key_node:
+                    raise yaml.constructor.ConstructorError(
+                        None,
+                        None,
+                        f"duplicate key {_shorten(repr(key))} "
+                        f"(first on line {seen.start_mark.line + 1})",
+                        key_node.start_mark,
+                    )
+            mapping[key] = self.construct_object(value_node, deep=deep)
+        return mapping
+
+
+class _CarefulLoader(_Loader):
+    """
+    L{_Loader} that also turns a value the safe constructors cannot convert
+    (a 5,000-digit integer, a 13th month) into a marked YAML error rather
+    than an arbitrary exception.  The check costs a frame on every node, so
+    a file is constructed with it only once L{_Loader} has failed that way.
     """
 
     def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
@@ -55,28 +100,29 @@ class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[mi
                 node.start_mark,
             ) from None
 
-    def construct_mapping(self, node: yaml.Node, deep: bool = False) -> Any:
-        if isinstance(node, yaml.MappingNode):
-            seen: dict[Any, yaml.Node] = {}
-            for key_node, _ in node.value:
-                if not isinstance(key_node, yaml.ScalarNode):
-                    continue
-                if key_node.tag == _MERGE_TAG:
-                    continue
-                key = self.construct_object(key_node)
-                try:
-                    first = seen.setdefault(key, key_node)
-                except TypeError:
-                    continue
-                if first is not key_node:
-                    raise yaml.constructor.ConstructorError(
-                        None,
-                        None,
-                        f"duplicate key {_shorten(repr(key))} "
-                        f"(first on line {first.start_mark.line + 1})",
-                        key_node.start_mark,
-                    )
-        return super().construct_mapping(node, deep)
+
+def _bounds_nesting() -> bool:
+    """
+    Whether the C loader refuses deep nesting itself, as the libyaml bundled
+    with PyYAML 6.0.4 does at 1,000 levels.  Older builds compose any depth
+    recursively in C and crash past about 100,000 levels, so with them the
+    depth must be checked before composing.
+    """
+    if not hasattr(yaml, "CSafeLoader"):
+        return False
+    loader = yaml.CSafeLoader("x: " + "[" * 2000 + "]" * 2000)
+    try:
+        loader.get_single_node()
+    except yaml.YAMLError:
+        return True
+    finally:
+        loader.dispose()
+    return False
+
+
+#: Whether a file can be composed before its depth is known (see
+#: L{_bounds_nesting}); checked once, at import.
+_COMPOSE_FIRST = _bounds_nesting()
 
 
 @frozen
@@ -233,13 +279,115 @@ def _check_shape(text: str, limit: int, source: str) -> int:
     return documents
 
 
+def _measure(root: yaml.Node, limit: int, source: str) -> None:
+    """
+    Walk the composed graph of C{root} once, without recursion, and refuse
+    nesting deeper than L{MAX_DEPTH}, a node that contains itself through
+    an alias, or aliases that expand the document to more than C{limit}
+    nodes.  A node shared through aliases is measured once.
+
+    @raise ConfigError: Locating the first such problem.
+    """
+    scalar = yaml.ScalarNode
+    mapping = yaml.MappingNode
+    if type(root) is scalar:
+        return
+    sizes: dict[int, int] = {}
+    open_ids: set[int] = set()
+
+    def children(node: yaml.Node) -> Iterator[yaml.Node]:
+        if type(node) is mapping:
+            return chain.from_iterable(node.value)
+        return iter(node.value)
+
+    # One [node, nodes counted so far, children left] per open collection.
+    stack: list[list[Any]] = [[root, 1, children(root)]]
+    open_ids.add(id(root))
+    while stack:
+        frame = stack[-1]
+        for child in frame[2]:
+            if type(child) is scalar or not child.value:
+                # A scalar, or an empty collection: one node, nothing under.
+                frame[1] += 1
+                continue
+            known = sizes.get(id(child))
+            if known is not None:
+                frame[1] += known
+                if frame[1] > limit:
+                    raise _too_many(source, child, limit)
+                continue
+            if id(child) in open_ids:
+                raise _at(
+                    source,
+                    child.start_mark,
+                    "this node contains itself through an alias",
+                )
+            if len(stack) >= MAX_DEPTH:
+                raise _at(
+                    source, child.start_mark, f"nested deeper than {MAX_DEPTH} levels"
+                )
+            open_ids.add(id(child))
+            stack.append([child, 1, children(child)])
+            break
+        else:
+            node, size, _ = stack.pop()
+            open_ids.discard(id(node))
+            sizes[id(node)] = size
+            if stack:
+                stack[-1][1] += size
+                if stack[-1][1] > limit:
+                    raise _too_many(source, node, limit)
+
+
+def _too_many(source: str, node: yaml.Node, limit: int) -> ConfigError:
+    return _at(
+        source,
+        node.start_mark,
+        f"aliases expand the document to more than {limit} nodes",
+    )
+
+
+def _compose(
+    text: str, limit: int, source: str, loader_class: type[_Loader] = _Loader
+) -> tuple[int, object]:
+    """
+    The number of documents in C{text} (0 or 1) and the value of the one,
+    composed by the C loader in one pass, measured, then constructed.
+    """
+    loader = loader_class(text)
+    try:
+        if not loader.check_node():
+            return 0, None
+        node = loader.get_node()
+        following = loader.peek_event()
+        if isinstance(following, yaml.DocumentStartEvent):
+            raise _at(
+                source,
+                following.start_mark,
+                "a second YAML document starts here; the file must hold exactly one",
+            )
+        _measure(node, limit, source)
+        try:
+            return 1, loader.construct_document(node)
+        except (ValueError, OverflowError):
+            if loader_class is _CarefulLoader:
+                raise
+    finally:
+        loader.dispose()
+    # Composed anew: constructing changed the graph (merge keys).
+    return _compose(text, limit, source, _CarefulLoader)
+
+
 def _parse_yaml(raw: bytes, text: str, source: str) -> tuple[int, object]:
     """
     The number of documents in C{text} (0 or 1) and the value of the one.
     """
+    limit = max(MAX_NODES, len(raw))
     try:
-        documents = _check_shape(text, max(MAX_NODES, len(raw)), source)
-        return documents, yaml.load(text, Loader=_Loader)
+        if _COMPOSE_FIRST:
+            return _compose(text, limit, source)
+        documents = _check_shape(text, limit, source)
+        return documents, yaml.load(text, Loader=_CarefulLoader)
     except yaml.MarkedYAMLError as e:
         reason = _first_line(e.problem or e.context or "invalid YAML")
         raise _at(source, e.problem_mark or e.context_mark, reason) from None
