@@ -718,3 +718,30 @@ def test_any_apps_parser_gets_the_same_command() -> None:
         "FAILED  <stdin>: ConfigMap flags, key flags.txt: line 2, column 6: "
         "on or off (manifest line 7, column 10)\n"
     )
+
+
+# -- the docs quote real output ---------------------------------------------------
+
+
+def test_readme_examples_print_what_the_readme_shows() -> None:
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Validate before you apply\n", 1)[1].split("\n## ", 1)[0]
+    block = section.split("```console\n", 1)[1].split("```", 1)[0]
+    examples = re.findall(r"^\$ (.*)\n((?:(?!\$ ).*\n)*)", block, re.MULTILINE)
+    assert len(examples) == 2
+    for command, shown in examples:
+        ran = subprocess.run(
+            ["bash", "-c", command],
+            cwd=ROOT,
+            env={"PATH": f"{BIN}:/usr/bin:/bin"},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert (ran.stdout, ran.stderr) == (shown, ""), command
+
+
+def test_deploy_readme_quotes_the_checks_output_on_deploy(check: Check) -> None:
+    run = check("check", "--manifest", "-", stdin=kustomize_deploy())
+    [line] = run.out.splitlines()
+    assert f"```\n{line}\n```" in (DEPLOY / "README.md").read_text()
