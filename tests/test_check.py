@@ -583,6 +583,9 @@ def test_help_exits_0_and_names_the_options(check: Check) -> None:
     assert run.code == 0
     for option in ("--manifest", "--key", "--format", "--max-bytes"):
         assert option in run.out
+    top = check("--help")
+    assert (top.code, top.err) == (0, "")
+    assert top.out.startswith("usage: configmapdemo check ")
 
 
 def test_json_output_says_what_the_text_says(check: Check, tmp_path: Path) -> None:

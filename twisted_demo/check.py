@@ -17,8 +17,10 @@ from twisted_demo.live._errors import ConfigError
 #: The ConfigMap key that deploy/ mounts as the service's config file.
 CONFIG_KEY = "configmap-microservice-demo.yaml"
 
-_USAGE = "usage: configmapdemo check [--manifest] [--key KEY] [--format text|json] "
-_USAGE += "[--max-bytes N] FILE...\n"
+_USAGE = (
+    "usage: configmapdemo check [--manifest] [--key KEY] [--format text|json] "
+    "[--max-bytes N] FILE...\n"
+)
 
 
 def parse(data: bytes) -> object:

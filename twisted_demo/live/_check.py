@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import base64
 import binascii
-import errno
 import json
 import os
 import re
@@ -165,7 +164,7 @@ def _read(file: str, max_bytes: int | None, stdin: BinaryIO) -> bytes:
         else:
             with open(file, "rb") as f:
                 if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-                    raise IsADirectoryError(errno.EISDIR, "not a regular file")
+                    raise ConfigError("cannot read: is not a regular file")
                 raw = f.read(limit)
     except IsADirectoryError:
         raise ConfigError("cannot read: is not a regular file") from None
