@@ -435,6 +435,25 @@ def test_manifest_that_is_not_yaml_fails_with_its_own_line(
     assert len(run.out.splitlines()) == 1
 
 
+def test_max_bytes_applies_to_the_value_and_an_unreadable_manifest_fails_alone(
+    check: Check, tmp_path: Path
+) -> None:
+    path = tmp_path / "configmap.yaml"
+    path.write_bytes(manifest(good("x" * 60)))
+    missing = tmp_path / "missing.yaml"
+
+    run = check("check", "--manifest", "--max-bytes", "64", path, missing)
+
+    assert run.code == 1
+    over, unreadable = run.out.splitlines()
+    assert over == (
+        f"FAILED  {path}: ConfigMap demo, key {CONFIG_KEY}: "
+        "file is over the limit of 64 bytes "
+        "(in the manifest: literal value at line 6, column 37)"
+    )
+    assert unreadable.startswith(f"FAILED  {missing}: cannot read: ")
+
+
 def test_multi_document_manifest_checks_every_configmap_and_passes_over_the_rest(
     check: Check,
 ) -> None:
