@@ -20,6 +20,9 @@ setup(
     # twisted/plugins; its default import-hook mode hides the plugin.
     package_dir={"": "."},
     package_data={"twisted_demo": ["py.typed"]},
+    entry_points={
+        "console_scripts": ["configmapdemo = twisted_demo.check:main"],
+    },
     install_requires=[
         "attrs>=23.1",
         # Parses and checks the HTTPS certificate pair (twisted_demo.tls);
