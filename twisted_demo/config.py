@@ -1,309 +1,47 @@
 """
-The immutable L{Config} value and the pure function that turns the bytes of
-a config file into one, or into a L{ConfigError} a person can read.
-
-Nothing here does I/O or touches the reactor.
+The demo's config schema: one YAML mapping whose C{message} is a string.
+Only the message is kept; the rest of the file is allowed and ignored.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
-from types import MappingProxyType
-from typing import Any
 
-import yaml
-from attrs import frozen
-
-from twisted_demo.live._errors import ConfigError as ConfigError
+from twisted_demo.live import ConfigError, parse_yaml
 
 #: The largest config accepted by default: Kubernetes' limit on a ConfigMap.
 DEFAULT_MAX_BYTES = 1024 * 1024
 
-#: Deepest nesting of lists and mappings accepted.  libyaml's C composer
-#: recurses once per level without a limit and crashes the process (not
-#: an exception) somewhere below 100,000 levels, and its scanner slows down
-#: with the square of the depth, so depth is checked before composing.
-MAX_DEPTH = 100
-
-#: Most nodes a document may stand for once its aliases are expanded (at
-#: least the file's size in bytes, which no alias-free document reaches).
-#: This refuses "billion laughs" alias bombs before anything walks them.
-MAX_NODES = 1_000_000
-
-_MERGE_TAG = "tag:yaml.org,2002:merge"
+_KINDS = {
+    bool: "a boolean",
+    int: "a number",
+    float: "a number",
+    list: "a list",
+    dict: "a mapping",
+}
 
 
-class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
+def parse_message(data: bytes) -> str:
     """
-    C{yaml.safe_load}'s loader (libyaml's C parser when PyYAML was built
-    with it), made strict: a key repeated in one mapping is an error rather
-    than silently last-wins, and a value the safe constructors cannot
-    convert (a 5,000-digit integer, a 13th month) is a marked YAML error
-    rather than an arbitrary exception.
+    The C{message} of the config file C{data}.
+
+    @raise ConfigError: When the file is not one YAML mapping (see
+        L{parse_yaml}), or its C{message} is missing or not a string.
     """
-
-    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
-        try:
-            return super().construct_object(node, deep)
-        except (ValueError, OverflowError) as e:
-            tag = node.tag.rpartition(":")[2]
-            raise yaml.constructor.ConstructorError(
-                None,
-                None,
-                f"invalid {tag} value: {_first_line(str(e))}",
-                node.start_mark,
-            ) from None
-
-    def construct_mapping(self, node: yaml.Node, deep: bool = False) -> Any:
-        if isinstance(node, yaml.MappingNode):
-            seen: dict[Any, yaml.Node] = {}
-            for key_node, _ in node.value:
-                if not isinstance(key_node, yaml.ScalarNode):
-                    continue
-                if key_node.tag == _MERGE_TAG:
-                    continue
-                key = self.construct_object(key_node)
-                try:
-                    first = seen.setdefault(key, key_node)
-                except TypeError:
-                    continue
-                if first is not key_node:
-                    raise yaml.constructor.ConstructorError(
-                        None,
-                        None,
-                        f"duplicate key {_shorten(repr(key))} "
-                        f"(first on line {first.start_mark.line + 1})",
-                        key_node.start_mark,
-                    )
-        return super().construct_mapping(node, deep)
-
-
-@frozen
-class Config:
-    """
-    One loaded version of the config file.
-
-    @ivar message: The text served at C{GET /}.
-    @ivar data: The whole parsed top-level mapping, read-only.
-    @ivar sha256: Hex SHA-256 of the file's bytes.
-    @ivar loaded_at: POSIX time at which this version was read.
-    @ivar generation: The C{..data} target directory name when the file sits
-        in a ConfigMap volume, else L{None}.
-    @ivar source: The path the file was read from.
-    """
-
-    message: str
-    data: Mapping[str, Any]
-    sha256: str
-    loaded_at: float
-    generation: str | None
-    source: str
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        # The read-only view of data cannot be pickled; the mapping under
-        # it can, so a config can come back from a parser process.
-        return (
-            _config_from_fields,
-            (
-                self.message,
-                dict(self.data),
-                self.sha256,
-                self.loaded_at,
-                self.generation,
-                self.source,
-            ),
-        )
-
-
-def _config_from_fields(
-    message: str,
-    data: dict[str, Any],
-    sha256: str,
-    loaded_at: float,
-    generation: str | None,
-    source: str,
-) -> Config:
-    return Config(
-        message, MappingProxyType(data), sha256, loaded_at, generation, source
-    )
+    document = parse_yaml(data)
+    if "message" not in document:
+        raise ConfigError("'message' is missing")
+    message = document["message"]
+    if not isinstance(message, str):
+        kind = _KINDS.get(type(message), f"a {type(message).__name__}")
+        if message is None:
+            kind = "null"
+        raise ConfigError(f"'message' must be a string, got {kind}")
+    return message
 
 
 def sha256_hex(raw: bytes) -> str:
     """
-    The hex SHA-256 digest that identifies a version of a config file.
+    The hex SHA-256 by which C{/config} names a version of the file.
     """
     return hashlib.sha256(raw).hexdigest()
-
-
-def _describe(value: object) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, dict):
-        return "a mapping"
-    return f"a {type(value).__name__}"
-
-
-def _first_line(text: str) -> str:
-    return text.strip().splitlines()[0] if text.strip() else text
-
-
-def _shorten(text: str, limit: int = 60) -> str:
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _at(source: str, mark: Any, reason: str) -> ConfigError:
-    """
-    A L{ConfigError} locating C{reason} at C{mark} (a YAML C{Mark}, if any).
-    """
-    if mark is None:
-        return ConfigError(f"{source}: {reason}")
-    return ConfigError(
-        f"{source} line {mark.line + 1}, column {mark.column + 1}: {reason}"
-    )
-
-
-def _check_shape(text: str, limit: int, source: str) -> int:
-    """
-    Walk the YAML events of C{text} (iteratively, without building
-    anything) and refuse, before the composer sees it, a stream with more
-    than one document, nesting deeper than L{MAX_DEPTH}, an alias to a node
-    that contains it, or aliases that expand to more than C{limit} nodes.
-
-    @return: The number of documents: 0 for a file with nothing but
-        comments and blank lines, else 1.
-    @raise ConfigError: Locating the first such problem.
-    @raise yaml.YAMLError: For the first syntax error.
-    """
-    documents = 0
-    # (anchor, nodes counted before the collection started) per open
-    # collection; a closed anchor's expanded size is then a subtraction.
-    open_collections: list[tuple[str | None, int]] = []
-    sizes: dict[str, int] = {}
-    nodes = 0
-    for event in yaml.parse(text, Loader=_Loader):
-        if isinstance(event, yaml.DocumentStartEvent):
-            documents += 1
-            if documents > 1:
-                raise _at(
-                    source,
-                    event.start_mark,
-                    "a second YAML document starts here; "
-                    "the file must hold exactly one",
-                )
-        elif isinstance(event, yaml.CollectionStartEvent):
-            if len(open_collections) >= MAX_DEPTH:
-                raise _at(
-                    source, event.start_mark, f"nested deeper than {MAX_DEPTH} levels"
-                )
-            open_collections.append((event.anchor, nodes))
-            nodes += 1
-        elif isinstance(event, yaml.CollectionEndEvent):
-            anchor, before = open_collections.pop()
-            if anchor is not None:
-                sizes[anchor] = nodes - before
-        elif isinstance(event, yaml.ScalarEvent):
-            if event.anchor is not None:
-                sizes[event.anchor] = 1
-            nodes += 1
-        elif isinstance(event, yaml.AliasEvent):
-            if any(anchor == event.anchor for anchor, _ in open_collections):
-                raise _at(
-                    source,
-                    event.start_mark,
-                    f"alias *{_shorten(str(event.anchor))} refers to a node "
-                    "that contains it",
-                )
-            # An undefined alias is left for the composer to report.
-            nodes += sizes.get(str(event.anchor), 1)
-        if nodes > limit:
-            raise _at(
-                source,
-                event.start_mark,
-                f"aliases expand the document to more than {limit} nodes",
-            )
-    return documents
-
-
-def _parse_yaml(raw: bytes, text: str, source: str) -> tuple[int, object]:
-    """
-    The number of documents in C{text} (0 or 1) and the value of the one.
-    """
-    try:
-        documents = _check_shape(text, max(MAX_NODES, len(raw)), source)
-        return documents, yaml.load(text, Loader=_Loader)
-    except yaml.MarkedYAMLError as e:
-        reason = _first_line(e.problem or e.context or "invalid YAML")
-        raise _at(source, e.problem_mark or e.context_mark, reason) from None
-    except yaml.reader.ReaderError as e:
-        # libyaml reports the byte offset into the UTF-8 text, which is raw.
-        before = raw[: e.position]
-        line = before.count(b"\n") + 1
-        column = len(before) - (before.rfind(b"\n") + 1) + 1
-        raise ConfigError(
-            f"{source} line {line}, column {column}: unacceptable character "
-            f"#x{e.character:04x}: {e.reason}"
-        ) from None
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{source}: invalid YAML: {_first_line(str(e))}") from None
-
-
-def parse_config(
-    raw: bytes,
-    *,
-    source: str,
-    loaded_at: float,
-    generation: str | None = None,
-    max_bytes: int = DEFAULT_MAX_BYTES,
-    sha256: str | None = None,
-) -> Config:
-    """
-    Turn the bytes of a config file into a L{Config}.
-
-    The document must be one YAML mapping, read with C{yaml.safe_load}
-    semantics, whose C{message} is a string.  Hostile input is refused
-    cheaply: see L{MAX_DEPTH} and L{MAX_NODES}.  A key repeated within one
-    mapping is refused too: in a config it is almost always a mistake, and
-    last-wins would hide it.
-
-    @param sha256: The digest of C{raw} when the caller already has it.
-    @raise ConfigError: For anything else, naming C{source} and the reason.
-    """
-    if len(raw) > max_bytes:
-        raise ConfigError(
-            f"{source}: file is {len(raw)} bytes, over the limit of {max_bytes}"
-        )
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise ConfigError(f"{source}: not valid UTF-8 at byte {e.start}") from None
-    documents, document = _parse_yaml(raw, text, source)
-    if not documents:
-        raise ConfigError(f"{source}: file is empty; expected a mapping")
-    if not isinstance(document, dict):
-        raise ConfigError(
-            f"{source}: top level must be a mapping, got {_describe(document)}"
-        )
-    if "message" not in document:
-        raise ConfigError(f"{source}: 'message' is missing")
-    message = document["message"]
-    if not isinstance(message, str):
-        raise ConfigError(
-            f"{source}: 'message' must be a string, got {_describe(message)}"
-        )
-    return Config(
-        message=message,
-        data=MappingProxyType(document),
-        sha256=sha256_hex(raw) if sha256 is None else sha256,
-        loaded_at=loaded_at,
-        generation=generation,
-        source=source,
-    )
