@@ -6,6 +6,9 @@ the demo's.
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 from twisted_demo.config import parse_message
@@ -59,3 +62,24 @@ def test_python_tags_are_refused_not_constructed() -> None:
     with pytest.raises(ConfigError) as e:
         parse_yaml(b"message: !!python/object/apply:os.system ['true']\n")
     assert str(e.value).startswith("line 1, column 10: ")
+
+
+def test_parse_module_imports_neither_twisted_nor_the_service() -> None:
+    # The parser process imports the module of the parse function; that
+    # must not bring Twisted, Klein or the metrics along.
+    code = (
+        "import sys, twisted_demo.config\n"
+        "twisted_demo.config.parse_message(b'message: hi')\n"
+        "print(sorted(m for m in sys.modules if m.partition('.')[0] in "
+        "('twisted', 'klein', 'prometheus_client', 'twisted_demo')))\n"
+    )
+    imported = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert imported.split() == [
+        "['twisted_demo',",
+        "'twisted_demo.config',",
+        "'twisted_demo.live',",
+        "'twisted_demo.live._errors',",
+        "'twisted_demo.live._yaml']",
+    ]

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from twisted.application.service import Service
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IReactorFDSet, IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.filepath import FilePath
@@ -68,8 +68,11 @@ class Notifier(Protocol):
 def default_notifier_factory(reactor: Any) -> Callable[[], Notifier] | None:
     """
     Make inotify notifiers on C{reactor}, or L{None} where there is no
-    inotify (then the watcher polls).
+    inotify, or a reactor that cannot watch its descriptor (then the
+    watcher polls).
     """
+    if not IReactorFDSet.providedBy(reactor):
+        return None
     try:
         from twisted.internet import inotify
     except ImportError:  # pragma: no cover - not Linux
