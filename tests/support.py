@@ -29,14 +29,12 @@ from twisted.logger import ILogObserver, LogLevel, eventAsText, globalLogPublish
 from zope.interface import implementer
 
 from bench.proc import process_tree, stat_fields
-from twisted_demo.config import DEFAULT_MAX_BYTES
-from twisted_demo.metrics import ReloadMetrics
-from twisted_demo.reload import Reloader, inline
-from twisted_demo.source import ConfigFile
-from twisted_demo.store import ConfigStore
+from twisted_demo.config import DEFAULT_MAX_BYTES, parse_message
+from twisted_demo.live import LiveConfigService, inline
+from twisted_demo.live._reader import Reader
+from twisted_demo.live._watcher import Notifier, Watcher
+from twisted_demo.tap import demo_resource
 from twisted_demo.testing import configmapdemo_argv, free_port
-from twisted_demo.watcher import ConfigWatcher, Notifier
-from twisted_demo.web import ConfigApp
 
 _T = TypeVar("_T")
 
@@ -300,9 +298,10 @@ class Reply:
 
 class InProcessService:
     """
-    The service's parts wired as C{makeService} wires them, reloading
-    C{inline} and answering over an in-memory HTTP connection, so every
-    step is synchronous and deterministic.
+    The demo as C{makeService} builds it, parsing C{inline} and answering
+    over an in-memory HTTP connection, so every step is synchronous and
+    deterministic.  It is not started: reloads happen when a test asks, or
+    through a L{watcher} the test drives.
     """
 
     def __init__(
@@ -312,30 +311,28 @@ class InProcessService:
         max_bytes: int = DEFAULT_MAX_BYTES,
     ) -> None:
         self.clock = Clock() if clock is None else clock
-        self.file = ConfigFile(path, max_bytes)
-        self.metrics = ReloadMetrics()
-        self.store = ConfigStore()
-        self.store.subscribe(self.metrics.loaded)
-        self.reloader = Reloader(
-            self.file,
-            self.store,
-            clock=self.clock,
-            run=inline,
-            observers=[self.metrics.observe],
+        self.path = path
+        self._max_bytes = max_bytes
+        self.live = LiveConfigService(
+            path,
+            parse_message,
+            reactor=self.clock,
+            max_bytes=max_bytes,
+            runner=inline,
         )
-        self.app = ConfigApp(self.store, self.reloader, self.metrics)
         # StubTreq makes its methods at run time, so mypy cannot see them.
-        self._client: Any = StubTreq(self.app.resource())
+        self._client: Any = StubTreq(demo_resource(self.live))
 
     def watcher(
         self, tick: float, notifier_factory: Callable[[], Notifier] | None
-    ) -> ConfigWatcher:
+    ) -> Watcher:
         """
-        A watcher that reloads this service.
+        A watcher, with the notifiers C{notifier_factory} makes, that
+        reloads this service.
         """
-        return ConfigWatcher(
-            self.file,
-            self.reloader.reload,
+        return Watcher(
+            Reader(self.path, max_bytes=self._max_bytes),
+            self.live.reload,
             clock=self.clock,
             tick=tick,
             notifier_factory=notifier_factory,

@@ -24,9 +24,10 @@ from attrs import frozen
 
 from tests.bad_configs import BAD_CONTENT, good
 from twisted_demo.check import CONFIG_KEY, main
+from twisted_demo.config import DEFAULT_MAX_BYTES, parse_message
+from twisted_demo.live import LiveConfigService, inline
 from twisted_demo.live._check import check_main
 from twisted_demo.live._errors import ConfigError
-from twisted_demo.source import ConfigFile
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -117,9 +118,14 @@ def services_refusal(path: Path, max_bytes: int | None = None) -> str:
     """
     The error the service itself gives when it loads the file at C{path}.
     """
-    config_file = ConfigFile(path) if max_bytes is None else ConfigFile(path, max_bytes)
+    live = LiveConfigService(
+        path,
+        parse_message,
+        runner=inline,
+        max_bytes=DEFAULT_MAX_BYTES if max_bytes is None else max_bytes,
+    )
     with pytest.raises(ConfigError) as refused:
-        config_file.load(0.0)
+        live.load_blocking()
     return str(refused.value)
 
 

@@ -1,84 +1,85 @@
 """
-Turning the bytes of a config file into a L{Config} or a readable error.
+Turning the bytes of a config file into the demo's message, or into an
+error a person can read: L{parse_yaml} for any schema, L{parse_message} for
+the demo's.
 """
 
 from __future__ import annotations
 
-import hashlib
+import subprocess
+import sys
 
-import attrs
 import pytest
 
-from twisted_demo.config import Config, ConfigError, parse_config
+from twisted_demo.config import parse_message
+from twisted_demo.live import ConfigError, parse_yaml
 
 
-def _parse(raw: bytes, **kwargs: object) -> Config:
-    return parse_config(raw, source="config.yaml", loaded_at=1.5, **kwargs)  # type: ignore[arg-type]
+def test_good_document_gives_the_message() -> None:
+    assert parse_message(b"message: Hello World\nreplicas: 2\n") == "Hello World"
 
 
-def test_good_document_gives_message_data_and_hash() -> None:
-    raw = b"message: Hello World\nreplicas: 2\n"
-    config = _parse(raw, generation="..2026_11_22_10_00_00.1")
-    assert config.message == "Hello World"
-    assert dict(config.data) == {"message": "Hello World", "replicas": 2}
-    assert config.sha256 == hashlib.sha256(raw).hexdigest()
-    assert config.loaded_at == 1.5
-    assert config.generation == "..2026_11_22_10_00_00.1"
-    assert config.source == "config.yaml"
+def test_yaml_document_is_the_whole_mapping() -> None:
+    document = parse_yaml(b"message: Hello World\nreplicas: 2\nnested: {a: [1]}\n")
+    assert document == {"message": "Hello World", "replicas": 2, "nested": {"a": [1]}}
 
 
-def test_config_cannot_be_changed_after_loading() -> None:
-    config = _parse(b"message: hi\n")
-    with pytest.raises(attrs.exceptions.FrozenInstanceError):
-        config.message = "changed"  # type: ignore[misc]
-    with pytest.raises(TypeError):
-        config.data["message"] = "changed"  # type: ignore[index]
-
-
-def test_syntax_error_names_file_line_and_column() -> None:
+def test_syntax_error_says_line_and_column() -> None:
     with pytest.raises(ConfigError) as e:
-        _parse(b"message: ok\nother: [1, 2\n")
-    assert str(e.value) == (
-        "config.yaml line 3, column 1: did not find expected ',' or ']'"
-    )
+        parse_yaml(b"message: ok\nother: [1, 2\n")
+    assert str(e.value) == "line 3, column 1: did not find expected ',' or ']'"
 
 
 @pytest.mark.parametrize(
     ("raw", "error"),
     [
-        (b"", "config.yaml: file is empty; expected a mapping"),
-        (b"# off\n\n", "config.yaml: file is empty; expected a mapping"),
-        (b"null\n", "config.yaml: top level must be a mapping, got null"),
-        (b"---\n", "config.yaml: top level must be a mapping, got null"),
-        (b"- a\n- b\n", "config.yaml: top level must be a mapping, got a list"),
-        (b"just text\n", "config.yaml: top level must be a mapping, got a string"),
-        (b"42\n", "config.yaml: top level must be a mapping, got a number"),
-        (b"other: 1\n", "config.yaml: 'message' is missing"),
-        (b"message: 7\n", "config.yaml: 'message' must be a string, got a number"),
-        (b"message:\n", "config.yaml: 'message' must be a string, got null"),
-        (b"message: [a]\n", "config.yaml: 'message' must be a string, got a list"),
-        (
-            b"message: {a: 1}\n",
-            "config.yaml: 'message' must be a string, got a mapping",
-        ),
-        (b"message: \xff\n", "config.yaml: not valid UTF-8 at byte 9"),
+        (b"", "file is empty; expected a mapping"),
+        (b"# off\n\n", "file is empty; expected a mapping"),
+        (b"null\n", "top level must be a mapping, got null"),
+        (b"---\n", "top level must be a mapping, got null"),
+        (b"- a\n- b\n", "top level must be a mapping, got a list"),
+        (b"just text\n", "top level must be a mapping, got a string"),
+        (b"42\n", "top level must be a mapping, got a number"),
+        (b"other: 1\n", "'message' is missing"),
+        (b"message: 7\n", "'message' must be a string, got a number"),
+        (b"message: true\n", "'message' must be a string, got a boolean"),
+        (b"message:\n", "'message' must be a string, got null"),
+        (b"message: [a]\n", "'message' must be a string, got a list"),
+        (b"message: {a: 1}\n", "'message' must be a string, got a mapping"),
+        (b"message: 2026-01-01\n", "'message' must be a string, got a date"),
+        (b"message: \xff\n", "not valid UTF-8 at byte 9"),
     ],
 )
 def test_invalid_document_is_a_config_error_naming_the_reason(
     raw: bytes, error: str
 ) -> None:
     with pytest.raises(ConfigError) as e:
-        _parse(raw)
+        parse_message(raw)
     assert str(e.value) == error
-
-
-def test_file_over_the_size_limit_is_refused() -> None:
-    with pytest.raises(ConfigError) as e:
-        _parse(b"message: " + b"x" * 100 + b"\n", max_bytes=50)
-    assert str(e.value) == "config.yaml: file is 110 bytes, over the limit of 50"
 
 
 def test_python_tags_are_refused_not_constructed() -> None:
     with pytest.raises(ConfigError) as e:
-        _parse(b"message: !!python/object/apply:os.system ['true']\n")
-    assert "could not determine a constructor" in str(e.value)
+        parse_yaml(b"message: !!python/object/apply:os.system ['true']\n")
+    assert str(e.value).startswith("line 1, column 10: ")
+
+
+def test_parse_module_imports_neither_twisted_nor_the_service() -> None:
+    # The parser process imports the module of the parse function; that
+    # must not bring Twisted, Klein or the metrics along.
+    code = (
+        "import sys, twisted_demo.config\n"
+        "twisted_demo.config.parse_message(b'message: hi')\n"
+        "print(sorted(m for m in sys.modules if m.partition('.')[0] in "
+        "('twisted', 'klein', 'prometheus_client', 'twisted_demo')))\n"
+    )
+    imported = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert imported.split() == [
+        "['twisted_demo',",
+        "'twisted_demo.config',",
+        "'twisted_demo.live',",
+        "'twisted_demo.live._errors',",
+        "'twisted_demo.live._yaml']",
+    ]

@@ -9,6 +9,7 @@ import hashlib
 import os
 import re
 import signal
+import socket
 import subprocess
 from pathlib import Path
 
@@ -23,7 +24,7 @@ from tests.support import (
     niceness_of,
     wait_for,
 )
-from twisted_demo.reload import LOG_BURST
+from twisted_demo.live._log import LOG_BURST
 from twisted_demo.testing import AtomicWriter, twistd_executable
 
 
@@ -178,3 +179,17 @@ def test_usage_errors_exit_non_zero_naming_the_problem(
     assert result.returncode == 1
     # twistd prints usage errors after the usage text, on standard output.
     assert error in result.stdout.strip().splitlines()[-1]
+
+
+def test_refused_reload_answers_422_with_its_reason_phrase(
+    twistd_server: TwistdServer, configmap: AtomicWriter
+) -> None:
+    configmap.write({CONFIG_NAME: b"message: [broken\n"})
+    with socket.create_connection(("127.0.0.1", twistd_server.port), timeout=10) as s:
+        s.sendall(b"POST /-/reload HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        received = b""
+        while chunk := s.recv(65536):
+            received += chunk
+    status_line = received.split(b"\r\n", 1)[0]
+    assert status_line == b"HTTP/1.1 422 Unprocessable Content"
+    assert twistd_server.get("/").text == "Hello World"

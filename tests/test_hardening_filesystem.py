@@ -18,7 +18,6 @@ import pytest_twisted
 from twisted.internet import reactor
 from twisted.internet.task import Clock
 from twisted.logger import LogLevel
-from twisted.python._inotify import INotifyError
 from twisted.python.filepath import FilePath
 
 from tests.bad_configs import good
@@ -34,9 +33,14 @@ from tests.support import (
     until,
     wait_for,
 )
-from twisted_demo.source import DATA_DIR_NAME
+from twisted_demo.live._reader import DATA_DIR_NAME
+from twisted_demo.live._watcher import (
+    REARM_INTERVAL,
+    Notifier,
+    Watcher,
+    default_notifier_factory,
+)
 from twisted_demo.testing import AtomicWriter, write_in_place
-from twisted_demo.watcher import REARM_INTERVAL, ConfigWatcher, Notifier
 
 TICK = 0.02
 
@@ -54,14 +58,12 @@ def watched() -> Iterator[Start]:
     Start the service on a path with a real inotify watcher on the test
     reactor; every watcher started is stopped after the test.
     """
-    watchers: list[ConfigWatcher] = []
+    watchers: list[Watcher] = []
 
     def start(path: Path) -> InProcessService:
         service = InProcessService(path, clock=reactor)
-        result_of(service.reloader.reload())
-        assert service.store.current is not None
-        from twisted_demo.watcher import default_notifier_factory
-
+        result_of(service.live.reload())
+        assert service.live.current is not None
         watcher = service.watcher(TICK, default_notifier_factory(reactor))
         watchers.append(watcher)
         watcher.startService()
@@ -92,8 +94,8 @@ def _failure_lines(logged: list[str]) -> list[str]:
 async def _fails_with(service: InProcessService, error: str) -> None:
     await until(
         reactor,
-        lambda: service.reloader.last_error == error,
-        f"last_error to become {error!r} (it is {service.reloader.last_error!r})",
+        lambda: service.live.last_error == error,
+        f"last_error to become {error!r} (it is {service.live.last_error!r})",
     )
 
 
@@ -219,7 +221,7 @@ async def test_data_link_to_a_missing_directory_is_refused_until_it_points_back(
         point_data_at(generation)
         await until(
             reactor,
-            lambda: service.reloader.last_error is None,
+            lambda: service.live.last_error is None,
             "the error to clear when ..data points back",
         )
     assert _failure_lines(log.messages()) == [
@@ -258,13 +260,19 @@ def _clocked(tmp_path: Path, message: str) -> tuple[Path, Clock, InProcessServic
     path.write_bytes(good(message))
     clock = Clock()
     service = InProcessService(path, clock=clock)
-    result_of(service.reloader.reload())
+    result_of(service.live.reload())
     return path, clock, service
 
 
 def _ticks(clock: Clock, count: int) -> None:
     for _ in range(count):
         clock.advance(TICK)
+
+
+class _InitError(Exception):
+    """
+    What Twisted's C{INotify()} raises when C{inotify_init} fails.
+    """
 
 
 _INOTIFY_FAULTS: dict[str, tuple[Callable[[], Notifier], str]] = {
@@ -276,7 +284,7 @@ _INOTIFY_FAULTS: dict[str, tuple[Callable[[], Notifier], str]] = {
     ),
     # inotify_init fails once fs.inotify.max_user_instances is reached.
     "instance_limit_reached": (
-        lambda: (_ for _ in ()).throw(INotifyError("INotify initialization error.")),
+        lambda: (_ for _ in ()).throw(_InitError("INotify initialization error.")),
         "INotify initialization error.",
     ),
 }
@@ -403,11 +411,9 @@ async def test_configmap_update_arrives_through_inotify_not_only_the_tick(
 ) -> None:
     # With a tick far longer than the test, only an inotify event can
     # trigger the reload: the kubelet's rename of ..data reloads at once.
-    from twisted_demo.watcher import default_notifier_factory
-
     path = configmap.target_dir / CONFIG_NAME
     service = InProcessService(path, clock=reactor)
-    result_of(service.reloader.reload())
+    result_of(service.live.reload())
     watcher = service.watcher(3600, default_notifier_factory(reactor))
     watcher.startService()
     try:

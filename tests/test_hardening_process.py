@@ -21,8 +21,7 @@ from tests.support import (
     result_of,
     wait_for,
 )
-from twisted_demo.config import Config
-from twisted_demo.reload import Outcome
+from twisted_demo.live import Loaded, Updated
 from twisted_demo.testing import write_in_place
 
 
@@ -154,25 +153,25 @@ def test_crashing_subscriber_does_not_stop_the_swap_or_other_subscribers(
     service = InProcessService(path)
     told: list[str] = []
 
-    def crash(old: Config | None, new: Config) -> None:
+    def crash(old: Loaded[str] | None, new: Loaded[str]) -> None:
         raise RuntimeError("subscriber bug")
 
     def crash_observer(result: object) -> None:
         raise RuntimeError("observer bug")
 
-    service.store.subscribe(crash)
-    service.store.subscribe(lambda old, new: told.append(new.message))
-    service.reloader.observe(crash_observer)
+    service.live.subscribe(crash)
+    service.live.subscribe(lambda old, new: told.append(new.value))
+    service.live.observe(crash_observer)
 
     with captured_log() as log:
-        result_of(service.reloader.reload())
+        result_of(service.live.reload())
         write_in_place(path, good("second"))
-        result = result_of(service.reloader.reload())
+        result = result_of(service.live.reload())
 
-    assert result.outcome is Outcome.UPDATED
+    assert isinstance(result, Updated)
     assert told == ["first", "second"]
     assert service.get("/").text == "second"
-    assert service.metric("configmapdemo_config_reloads_total") == 2
+    assert service.metric("configmapdemo_config_reloads_total") == 1
     assert (
         sum(
             "Config subscriber" in line

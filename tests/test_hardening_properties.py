@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,8 @@ from hypothesis import strategies as st
 
 from tests.bad_configs import BAD_CONTENT, good
 from tests.support import CONFIG_NAME, TwistdServer, wait_for
-from twisted_demo.config import ConfigError, parse_config, sha256_hex
+from twisted_demo.config import parse_message, sha256_hex
+from twisted_demo.live import ConfigError
 from twisted_demo.testing import AtomicWriter, write_in_place
 
 
@@ -70,11 +72,14 @@ class World:
         if self.content is None:
             return None, f"{self.path}: cannot read: No such file or directory"
         try:
-            config = parse_config(self.content, source=str(self.path), loaded_at=0)
+            message = parse_message(self.content)
         except ConfigError as e:
-            return None, str(e)
-        self.good_messages.add(config.message)
-        self.last_good = config.message
+            # The path first, then the reason: after a space when the
+            # reason starts with its place in the file, else after a colon.
+            located = re.match(r"line \d+, column \d+: ", str(e))
+            return None, f"{self.path}{' ' if located else ': '}{e}"
+        self.good_messages.add(message)
+        self.last_good = message
         return sha256_hex(self.content), None
 
     def settled(self, sha256: str | None, error: str | None) -> bool:

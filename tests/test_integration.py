@@ -1,6 +1,7 @@
 """
-The watcher, reloader and web app together, on the real reactor with real
-inotify, updated the ways the kubelet and editors update files.
+The live config service and the web app together, on the real reactor with
+real inotify and the parser process, updated the ways the kubelet and
+editors update files.
 """
 
 from __future__ import annotations
@@ -19,15 +20,11 @@ from twisted.internet.defer import maybeDeferred
 from twisted.internet.interfaces import IListeningPort
 
 from tests.support import CONFIG_NAME, DEADLINE, captured_log, until
-from twisted_demo.metrics import ReloadMetrics
-from twisted_demo.reload import Outcome, Reloader, ReloadResult
+from twisted_demo.config import parse_message
+from twisted_demo.live import LiveConfigService, Outcome, Updated
 from twisted_demo.server import make_site
-from twisted_demo.source import ConfigFile
-from twisted_demo.store import ConfigStore
+from twisted_demo.tap import demo_resource
 from twisted_demo.testing import AtomicWriter, write_by_rename, write_in_place
-from twisted_demo.watcher import ConfigWatcher, default_notifier_factory
-from twisted_demo.web import ConfigApp
-from twisted_demo.worker import ParserProcess
 
 TICK = 0.05
 reactor: Any = _reactor
@@ -40,45 +37,33 @@ class Running:
 
     def __init__(self, path: Path, tick: float = TICK) -> None:
         self.path = path
-        config_file = ConfigFile(path)
-        self.store = ConfigStore(config_file.load(reactor.seconds()))
-        metrics = ReloadMetrics()
-        self.results: list[ReloadResult] = []
-        # Parsing in a child process, as the service does.
-        self.parser = ParserProcess(reactor, reactor)
-        self.parser.startService()
-        self.reloader = Reloader(
-            config_file,
-            self.store,
-            reactor,
-            run=self.parser,
-            observers=[metrics.observe, self.results.append],
-        )
-        self.watcher = ConfigWatcher(
-            config_file,
-            self.reloader.reload,
-            reactor,
-            tick,
-            default_notifier_factory(reactor),
-        )
-        site = make_site(ConfigApp(self.store, self.reloader, metrics).resource())
+        # Parsing in the parser process, as the service does by default.
+        self.live = LiveConfigService(path, parse_message, reactor=reactor, tick=tick)
+        site = make_site(demo_resource(self.live))
+        self.outcomes: list[Outcome[str]] = []
+        self.live.observe(self.outcomes.append)
         self.port: IListeningPort = reactor.listenTCP(0, site, interface="127.0.0.1")
         address = cast(IPv4Address, self.port.getHost())
         self.url = f"http://127.0.0.1:{address.port}/"
-        self.watcher.startService()
+        self.live.startService()
 
     @classmethod
     async def started(cls, path: Path, tick: float = TICK) -> Running:
         """
-        Start the parts on C{path} and wait until inotify watches it.
+        Start the parts on C{path} and wait until the first config is loaded
+        and inotify watches it.
         """
         running = cls(path, tick)
-        await until(reactor, lambda: running.watcher.watching, "the watch")
+        await running.live.when_loaded()
+        await until(reactor, lambda: running.live.watching, "the watch")
         return running
 
     @property
     def updates(self) -> int:
-        return sum(r.outcome is Outcome.UPDATED for r in self.results)
+        return sum(
+            isinstance(outcome, Updated) and outcome.old is not None
+            for outcome in self.outcomes
+        )
 
     async def served(self) -> str:
         response = await treq.get(self.url, persistent=False)
@@ -99,13 +84,12 @@ class Running:
         Wait until the watcher is idle: one more reload, queued behind any
         that events already asked for, has finished.
         """
-        await until(reactor, lambda: self.watcher.watching, "the watcher to be armed")
-        await self.reloader.reload()
+        await until(reactor, lambda: self.live.watching, "the watcher to be armed")
+        await self.live.reload()
 
     async def stop(self) -> None:
-        self.watcher.stopService()
         await maybeDeferred(self.port.stopListening)
-        await self.parser.stopService()
+        await maybeDeferred(self.live.stopService)
 
 
 @pytest_twisted.async_yield_fixture
@@ -154,10 +138,10 @@ async def test_config_key_removed_then_restored_by_the_kubelet(
     configmap.write({"other.yaml": b"x: 1\n"})
     await configmap_service.settle()
     assert await configmap_service.served() == "Hello World"
-    assert configmap_service.reloader.last_error is not None
+    assert configmap_service.live.last_error is not None
     configmap.write({CONFIG_NAME: b"message: restored\n"})
     await configmap_service.wait_served("restored")
-    assert configmap_service.reloader.last_error is None
+    assert configmap_service.live.last_error is None
 
 
 @pytest_twisted.ensureDeferred
@@ -193,7 +177,7 @@ async def test_broken_update_keeps_serving_the_last_good_config(
     configmap.write({CONFIG_NAME: b"message: [broken\n"})
     await until(
         reactor,
-        lambda: configmap_service.reloader.last_error is not None,
+        lambda: configmap_service.live.last_error is not None,
         "the broken update to be refused",
     )
     assert await configmap_service.served() == "Hello World"

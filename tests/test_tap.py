@@ -13,9 +13,9 @@ from twisted.plugin import getPlugins
 from twisted.python.usage import UsageError
 
 from twisted_demo.config import DEFAULT_MAX_BYTES
+from twisted_demo.live import LiveConfigService
 from twisted_demo.options import DEFAULT_LISTEN, Options
 from twisted_demo.tap import makeService
-from twisted_demo.watcher import ConfigWatcher
 
 
 def _parse(*args: str) -> Options:
@@ -80,14 +80,14 @@ def test_twistd_finds_the_plugin() -> None:
     assert makers["configmapdemo"].options is Options
 
 
-def test_service_holds_the_web_server_and_the_watcher(tmp_path: Path) -> None:
+def test_service_holds_the_web_server_and_the_live_config(tmp_path: Path) -> None:
     config = tmp_path / "config.yaml"
     config.write_bytes(b"message: hi\n")
     service = makeService(_parse("--config", str(config), "--listen", "tcp:0"))
     assert isinstance(service, MultiService)
     kinds = [type(child) for child in service]
     assert any(issubclass(kind, StreamServerEndpointService) for kind in kinds)
-    assert ConfigWatcher in kinds
+    assert LiveConfigService in kinds
 
 
 def test_invalid_listen_endpoint_exits_with_one_line(

@@ -16,9 +16,8 @@ from twisted.logger import LogLevel
 from twisted.python.filepath import FilePath
 
 from tests.support import captured_log
-from twisted_demo.source import ConfigFile
-from twisted_demo.testing import AtomicWriter
-from twisted_demo.watcher import (
+from twisted_demo.live._reader import Reader
+from twisted_demo.live._watcher import (
     IN_ATTRIB,
     IN_CLOSE_WRITE,
     IN_CREATE,
@@ -28,8 +27,10 @@ from twisted_demo.watcher import (
     IN_MOVED_TO,
     REARM_INTERVAL,
     WATCH_MASK,
-    ConfigWatcher,
+    Watch,
+    Watcher,
 )
+from twisted_demo.testing import AtomicWriter
 
 TICK = 0.1
 IN_ISDIR = 0x40000000
@@ -42,7 +43,7 @@ class FakeNotifier:
     """
 
     def __init__(self) -> None:
-        self.connected = 1
+        self.connected = True
         self.watched: list[tuple[str, int]] = []
         self._callbacks: list[Callback] = []
         self._path: FilePath[bytes] | None = None
@@ -67,18 +68,18 @@ class FakeNotifier:
             callback(None, path, mask)
 
     def loseConnection(self) -> None:
-        self.connected = 0
+        self.connected = False
 
 
 class Harness:
     def __init__(self, directory: Path, name: str = "config.yaml") -> None:
         self.directory = directory
-        self.file = ConfigFile(directory / name)
+        self.file = Reader(directory / name)
         self.clock = Clock()
         self.reloads = 0
         self.notifiers: list[FakeNotifier] = []
         self.fail_with: Exception | None = None
-        self.watcher = ConfigWatcher(
+        self.watcher = Watcher(
             self.file, self._reload, self.clock, TICK, self._make_notifier
         )
 
@@ -232,8 +233,9 @@ def test_deleted_directory_is_watched_again_when_it_returns(
     with captured_log() as log:
         shutil.rmtree(directory)
         harness.notifier.event(None, IN_DELETE_SELF)
-        harness.notifier.connected = 0
+        assert not harness.notifier.connected
         harness.tick(5)
+        assert harness.watcher.state is Watch.GONE
         assert not harness.watcher.watching
         assert len(harness.notifiers) == 1
         writer.write({"config.yaml": b"message: back\n"})
@@ -255,7 +257,7 @@ def test_inotify_failure_falls_back_to_checking_every_tick(tmp_path: Path) -> No
     with captured_log() as log:
         harness.start()
         harness.tick(3)
-    assert not harness.watcher.watching
+    assert harness.watcher.state is Watch.RETRYING
     assert log.messages(LogLevel.warn) == [
         f"Cannot watch {tmp_path} with inotify ([Errno 28] No space left on "
         f"device); checking {tmp_path / 'config.yaml'} every {TICK}s instead"
@@ -272,11 +274,10 @@ def test_inotify_failure_falls_back_to_checking_every_tick(tmp_path: Path) -> No
 def test_platform_without_inotify_polls(tmp_path: Path) -> None:
     (tmp_path / "config.yaml").write_bytes(b"message: one\n")
     harness = Harness(tmp_path)
-    harness.watcher = ConfigWatcher(
-        harness.file, harness._reload, harness.clock, TICK, None
-    )
+    harness.watcher = Watcher(harness.file, harness._reload, harness.clock, TICK, None)
     with captured_log() as log:
         harness.start()
+    assert harness.watcher.state is Watch.POLLING
     assert log.messages(LogLevel.warn) == [
         f"inotify is not available here; checking {tmp_path / 'config.yaml'} "
         f"every {TICK}s"
@@ -288,6 +289,36 @@ def test_platform_without_inotify_polls(tmp_path: Path) -> None:
 
 
 def test_stopping_stops_the_tick_and_closes_the_notifier(plain: Harness) -> None:
+    states = [plain.watcher.state]
     plain.watcher.stopService()
-    assert plain.notifier.connected == 0
+    states.append(plain.watcher.state)
+    assert states == [Watch.WATCHING, Watch.STOPPED]
+    assert not plain.notifier.connected
     assert plain.clock.getDelayedCalls() == []
+
+
+def test_events_for_any_of_several_watched_files_mark_it_dirty(
+    tmp_path: Path,
+) -> None:
+    writer = AtomicWriter(tmp_path)
+    writer.write({"tls.crt": b"c", "tls.key": b"k"})
+    reloads: list[None] = []
+    clock = Clock()
+    notifier = FakeNotifier()
+    watcher = Watcher(
+        Reader(tmp_path, files=["tls.crt", "tls.key"]),
+        lambda: reloads.append(None),
+        clock,
+        TICK,
+        lambda: notifier,
+    )
+    watcher.startService()
+    clock.advance(TICK)
+    reloads.clear()
+    notifier.event("other", IN_CLOSE_WRITE)
+    clock.advance(TICK)
+    assert reloads == []
+    notifier.event("tls.key", IN_ATTRIB)
+    clock.advance(TICK)
+    assert len(reloads) == 1
+    watcher.stopService()

@@ -17,7 +17,7 @@ def service(tmp_path: Path) -> InProcessService:
     path = tmp_path / "config.yaml"
     path.write_bytes(b"message: Hello World\nsecret: hunter2\n")
     running = InProcessService(path)
-    result_of(running.reloader.reload())
+    result_of(running.live.reload())
     return running
 
 
@@ -32,7 +32,7 @@ def test_non_ascii_message_is_utf8(tmp_path: Path) -> None:
     path = tmp_path / "config.yaml"
     path.write_bytes("message: Grüße 🌍\n".encode())
     service = InProcessService(path)
-    result_of(service.reloader.reload())
+    result_of(service.live.reload())
     assert service.get("/").body.decode("utf-8") == "Grüße 🌍"
 
 
@@ -56,13 +56,13 @@ def test_config_describes_the_version_but_never_its_values(
     reply = service.get("/config")
     assert reply.status == 200
     assert reply.header(b"content-type") == b"application/json"
-    config = service.store.current
+    config = service.live.current
     assert config is not None
     assert json.loads(reply.body) == {
         "sha256": config.sha256,
         "generation": None,
         "loaded_at": "1970-01-01T00:00:00+00:00",
-        "source": str(service.file.path),
+        "source": str(service.path),
         "last_error": None,
     }
     assert b"hunter2" not in reply.body and b"Hello World" not in reply.body
@@ -72,10 +72,10 @@ def test_metrics_are_prometheus_text(service: InProcessService) -> None:
     reply = service.get("/metrics")
     assert reply.status == 200
     assert (reply.header(b"content-type") or b"").startswith(b"text/plain; version=")
-    config = service.store.current
+    config = service.live.current
     assert config is not None
     for line in [
-        "configmapdemo_config_reloads_total 1.0",
+        "configmapdemo_config_reloads_total 0.0",
         "configmapdemo_config_reload_failures_total 0.0",
         "configmapdemo_config_last_reload_successful 1.0",
         "configmapdemo_config_last_reload_success_timestamp_seconds 0.0",
@@ -88,16 +88,16 @@ def test_forced_reload_answers_with_its_outcome(service: InProcessService) -> No
     reply = service.post_reload()
     assert (reply.status, json.loads(reply.body)["outcome"]) == (200, "unchanged")
 
-    service.file.path.write_bytes(b"message: Reloaded\n")
+    service.path.write_bytes(b"message: Reloaded\n")
     reply = service.post_reload()
     assert (reply.status, json.loads(reply.body)["outcome"]) == (200, "updated")
     assert service.get("/").body == b"Reloaded"
 
-    service.file.path.write_bytes(b"nope: 1\n")
+    service.path.write_bytes(b"nope: 1\n")
     reply = service.post_reload()
     answer = json.loads(reply.body)
     assert (reply.status, answer["outcome"]) == (422, "failed")
-    assert answer["error"] == f"{service.file.path}: 'message' is missing"
+    assert answer["error"] == f"{service.path}: 'message' is missing"
     assert service.get("/").body == b"Reloaded"
     assert service.config()["last_error"] == answer["error"]
 

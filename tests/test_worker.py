@@ -17,17 +17,25 @@ from typing import Any
 import pytest
 import pytest_twisted
 from twisted.internet import reactor as _reactor
-from twisted.internet.defer import fail, succeed
 from twisted.internet.interfaces import IReactorProcess
 from zope.interface import implementer
 
-from tests.support import captured_log, niceness_of, result_of, until
-from twisted_demo.config import Config, parse_config
-from twisted_demo.reload import Outcome, Reloader
-from twisted_demo.source import ConfigFile
-from twisted_demo.store import ConfigStore
-from twisted_demo.testing import AtomicWriter
-from twisted_demo.worker import ParserProcess, WorkerDied, WorkerError, _Child
+from tests.support import captured_log, niceness_of, until
+from twisted_demo.config import parse_message
+from twisted_demo.live import (
+    ConfigError,
+    Failed,
+    LiveConfigService,
+    Outcome,
+    Updated,
+)
+from twisted_demo.worker import (
+    ParserProcess,
+    ParserRunner,
+    WorkerDied,
+    WorkerError,
+    _Child,
+)
 
 reactor: Any = _reactor
 
@@ -42,30 +50,32 @@ async def parser() -> AsyncIterator[ParserProcess]:
         await service.stopService()
 
 
-def test_config_survives_pickling_with_a_read_only_mapping() -> None:
-    config = parse_config(
-        b"message: hi\nnested: {a: [1, 2]}\n", source="c.yaml", loaded_at=1.5
-    )
-    copy: Config = pickle.loads(pickle.dumps(config))
-    assert copy == config
-    with pytest.raises(TypeError):
-        copy.data["message"] = "changed"  # type: ignore[index]
+@pytest_twisted.ensureDeferred
+async def test_config_is_parsed_in_a_child_process() -> None:
+    runner = ParserRunner(reactor)
+    runner.startService()
+    try:
+        message = await runner(parse_message, b"message: from the child\n")
+        with pytest.raises(ConfigError) as refused:
+            await runner(parse_message, b"other: 1\n")
+        child = await runner.process(os.getpid)
+    finally:
+        await runner.stopService()
+    assert message == "from the child"
+    assert str(refused.value) == "'message' is missing"
+    assert child != os.getpid()
 
 
 @pytest_twisted.ensureDeferred
-async def test_config_is_parsed_in_a_child_process(
-    parser: ParserProcess, tmp_path: Path
-) -> None:
-    writer = AtomicWriter(tmp_path)
-    writer.write({"config.yaml": b"message: from the child\nlimits: {cpu: 2}\n"})
-    config_file = ConfigFile(tmp_path / "config.yaml")
-    reading = await parser(partial(ConfigFile.read_unless_known, config_file, (), 7.0))
-    assert reading.config is not None
-    assert reading.config.message == "from the child"
-    assert reading.config.data["limits"] == {"cpu": 2}
-    assert reading.config.loaded_at == 7.0
-    assert reading.generation == os.readlink(tmp_path / "..data")
-    assert await parser(os.getpid) == parser.pid != os.getpid()
+async def test_parse_function_that_crashes_fails_with_one_line() -> None:
+    runner = ParserRunner(reactor)
+    try:
+        with pytest.raises(WorkerError) as e:
+            await runner(os.fspath, 42)
+    finally:
+        await runner.stopService()
+    assert str(e.value).startswith("TypeError: ")
+    assert "\n" not in str(e.value)
 
 
 @pytest_twisted.ensureDeferred
@@ -73,21 +83,13 @@ async def test_child_does_not_import_modules_from_the_current_directory(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     (tmp_path / "yaml.py").write_text("raise ImportError('a stray yaml.py')\n")
-    (tmp_path / "config.yaml").write_bytes(b"message: parsed\n")
     monkeypatch.chdir(tmp_path)
-    parser = ParserProcess(reactor, reactor)
+    runner = ParserRunner(reactor)
     try:
-        reading = await parser(
-            partial(
-                ConfigFile.read_unless_known,
-                ConfigFile(tmp_path / "config.yaml"),
-                (),
-                0,
-            )
-        )
+        message = await runner(parse_message, b"message: parsed\n")
     finally:
-        await parser.stopService()
-    assert reading.config is not None and reading.config.message == "parsed"
+        await runner.stopService()
+    assert message == "parsed"
 
 
 @pytest_twisted.ensureDeferred
@@ -185,34 +187,6 @@ async def test_stderr_of_the_child_is_logged(parser: ParserProcess) -> None:
         )
 
 
-def _serving_good(tmp_path: Path, run: Any) -> tuple[Path, ConfigStore, Reloader]:
-    """
-    A reloader using C{run}, of a file whose config C{message: good} is
-    being served.
-    """
-    path = tmp_path / "config.yaml"
-    path.write_bytes(b"message: good\n")
-    config_file = ConfigFile(path)
-    store = ConfigStore(config_file.load(0))
-    return path, store, Reloader(config_file, store, reactor, run=run)
-
-
-def test_reload_whose_parser_dies_keeps_the_last_good_config(
-    tmp_path: Path,
-) -> None:
-    died = "the parser process died (killed by SIGSEGV)"
-    path, store, reloader = _serving_good(tmp_path, lambda work: fail(WorkerDied(died)))
-    path.write_bytes(b"message: crashes the parser\n")
-    with captured_log() as log:
-        result = result_of(reloader.reload())
-    assert result.outcome is Outcome.FAILED
-    assert store.current is not None and store.current.message == "good"
-    assert reloader.last_error == f"{path}: cannot parse: {died}"
-    [logged] = log.messages()
-    assert "still serving the last good config" in logged
-    assert "Traceback" not in logged
-
-
 @implementer(IReactorProcess)
 class _RefusingFork:
     """
@@ -229,49 +203,41 @@ class _RefusingFork:
             raise OSError(errno.EAGAIN, os.strerror(errno.EAGAIN))
         return reactor.spawnProcess(*args, **kwargs)
 
+    def callLater(self, *args: Any, **kwargs: Any) -> Any:
+        return reactor.callLater(*args, **kwargs)
+
 
 @pytest_twisted.ensureDeferred
 async def test_parser_that_cannot_start_fails_the_reload_and_a_later_one_works(
     tmp_path: Path,
 ) -> None:
-    parser = ParserProcess(_RefusingFork(refusals=2), reactor)
-    path, store, reloader = _serving_good(tmp_path, parser)
-    with captured_log() as log:
-        parser.startService()
-        path.write_bytes(b"message: new\n")
-        failed = await reloader.reload()
-        updated = await reloader.reload()
-    await parser.stopService()
-    assert failed.outcome is Outcome.FAILED
-    assert reloader.last_error is None
-    assert failed.error == (
-        f"{path}: cannot parse: the parser process could not start"
-        " (Resource temporarily unavailable)"
+    path = tmp_path / "config.yaml"
+    path.write_bytes(b"message: good\n")
+    live = LiveConfigService(
+        path,
+        parse_message,
+        reactor=reactor,
+        runner=ParserRunner(_RefusingFork(refusals=2)),
     )
-    assert updated.outcome is Outcome.UPDATED
-    assert store.current is not None and store.current.message == "new"
+    outcomes: list[Outcome[str]] = []
+    live.observe(outcomes.append)
+    with captured_log() as log:
+        # Starting the service starts the parser process (the first fork
+        # refused) and the first reload (the second); the watcher's first
+        # tick reloads again.
+        live.startService()
+        loaded = await live.when_loaded()
+    await live.stopService()
+    failed, updated = outcomes
+    assert failed == Failed(
+        f"{path}: cannot parse: the parser process could not start"
+        " (Resource temporarily unavailable)",
+        None,
+    )
+    assert updated == Updated(None, loaded)
+    assert live.last_error is None
+    assert loaded.value == "good"
     assert any(
         "could not start (Resource temporarily unavailable); another try" in m
         for m in log.messages()
     )
-
-
-def test_runner_that_raises_fails_the_reload_without_blocking_the_next(
-    tmp_path: Path,
-) -> None:
-    runs: list[str] = []
-
-    def run(work: Any) -> Any:
-        runs.append("called")
-        if len(runs) == 1:
-            raise RuntimeError("the runner broke")
-        return succeed(work())
-
-    path, _, reloader = _serving_good(tmp_path, run)
-    path.write_bytes(b"message: new\n")
-    with captured_log():
-        first = result_of(reloader.reload())
-    second = result_of(reloader.reload())
-    assert first.outcome is Outcome.FAILED
-    assert first.error == f"{path}: internal error while reloading"
-    assert second.outcome is Outcome.UPDATED

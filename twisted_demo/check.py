@@ -10,9 +10,8 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
-from twisted_demo.config import DEFAULT_MAX_BYTES, parse_config
+from twisted_demo.config import DEFAULT_MAX_BYTES, parse_message
 from twisted_demo.live._check import check_main
-from twisted_demo.live._errors import ConfigError
 
 #: The ConfigMap key that deploy/ mounts as the service's config file.
 CONFIG_KEY = "configmap-microservice-demo.yaml"
@@ -29,11 +28,7 @@ def parse(data: bytes) -> object:
     no file: the check names it.  The size limit is applied before, by the
     reader, as in the service.
     """
-    try:
-        return parse_config(data, source="", loaded_at=0.0, max_bytes=len(data))
-    except ConfigError as e:
-        # parse_config puts its source first: " line 2, ..." or ": reason".
-        raise ConfigError(str(e).lstrip(": ")) from None
+    return parse_message(data)
 
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:

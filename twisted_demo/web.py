@@ -6,22 +6,29 @@ identity, metrics, and a forced reload.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
 from klein import Klein
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from twisted.internet.defer import Deferred
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource, Resource
 
-from twisted_demo.metrics import ReloadMetrics
-from twisted_demo.reload import Outcome, Reloader, ReloadResult
-from twisted_demo.store import ConfigStore
+from twisted_demo.live import (
+    Failed,
+    LiveConfigService,
+    Loaded,
+    Outcome,
+    Unchanged,
+    Updated,
+)
 
 _TEXT = b"text/plain; charset=utf-8"
 _JSON = b"application/json"
+
+#: Reason phrases twisted.web does not know (it would send "Unknown Status").
+_REASONS = {422: b"Unprocessable Content"}
 
 
 def _timestamp(seconds: float) -> str:
@@ -29,7 +36,7 @@ def _timestamp(seconds: float) -> str:
 
 
 def _respond(request: IRequest, body: bytes, content_type: bytes, code: int) -> bytes:
-    request.setResponseCode(code)
+    request.setResponseCode(code, _REASONS.get(code))
     request.setHeader(b"content-type", content_type)
     request.setHeader(b"content-length", b"%d" % (len(body),))
     return body
@@ -48,33 +55,25 @@ class ConfigApp:
     """
     The Klein application, holding everything it serves, so tests can build
     as many independent apps as they like.
+
+    @param live: The config whose C{message} is served.
+    @param registry: The metrics to expose at C{/metrics}.
     """
 
     app = Klein()
 
     def __init__(
-        self, store: ConfigStore, reloader: Reloader, metrics: ReloadMetrics
+        self, live: LiveConfigService[str], registry: CollectorRegistry
     ) -> None:
-        self._store = store
-        self._reloader = reloader
-        self._metrics = metrics
+        self._live = live
+        self._registry = registry
 
     def resource(self) -> IResource:
         """
-        The resource to serve, with headers every response carries.
+        The resource to serve: C{GET /} and headers every response carries,
+        in front of the Klein routes.
         """
-        return _CommonHeaders(self.app.resource(), self.message)
-
-    @app.route("/", methods=["GET"])
-    def message(self, request: IRequest) -> bytes:
-        """
-        The C{message} of the config being served, as the original service
-        answered it: plain text, no trailing newline.
-        """
-        config = self._store.current
-        if config is None:
-            return _text(request, "No config loaded yet\n", 503)
-        return _text(request, config.message)
+        return _Front(self.app.resource(), self._live)
 
     @app.route("/healthz", methods=["GET"])
     def healthz(self, request: IRequest) -> bytes:
@@ -88,7 +87,7 @@ class ConfigApp:
         """
         Readiness: a valid config is loaded.
         """
-        if self._store.current is None:
+        if self._live.current is None:
             return _text(request, "no config loaded\n", 503)
         return _text(request, "ready\n")
 
@@ -98,16 +97,17 @@ class ConfigApp:
         Which version is served and whether the last reload failed; never
         the config's values, which may be secret.
         """
-        config = self._store.current
-        body: dict[str, Any] = {"last_error": self._reloader.last_error}
-        if config is None:
+        live = self._live
+        current = live.current
+        body: dict[str, Any] = {"last_error": live.last_error}
+        if current is None:
             body.update(sha256=None, generation=None, loaded_at=None, source=None)
         else:
             body.update(
-                sha256=config.sha256,
-                generation=config.generation,
-                loaded_at=_timestamp(config.loaded_at),
-                source=config.source,
+                sha256=current.sha256,
+                generation=current.generation,
+                loaded_at=_timestamp(current.loaded_at),
+                source=current.path,
             )
         return _json(request, body)
 
@@ -118,7 +118,7 @@ class ConfigApp:
         """
         return _respond(
             request,
-            generate_latest(self._metrics.registry),
+            generate_latest(self._registry),
             CONTENT_TYPE_LATEST.encode("ascii"),
             200,
         )
@@ -130,44 +130,53 @@ class ConfigApp:
         when the config is (still) valid, 422 when the file was refused.
         """
 
-        def answer(result: ReloadResult) -> bytes:
-            config = result.config
-            code = 422 if result.outcome is Outcome.FAILED else 200
+        def answer(outcome: Outcome[str]) -> bytes:
+            code, error = 200, None
+            current: Loaded[str] | None
+            match outcome:
+                case Updated(new=current):
+                    name = "updated"
+                case Unchanged(current=current):
+                    name = "unchanged"
+                case Failed(current=current):
+                    name, code, error = "failed", 422, outcome.error
             return _json(
                 request,
                 {
-                    "outcome": result.outcome.value,
-                    "error": result.error,
-                    "sha256": None if config is None else config.sha256,
-                    "generation": None if config is None else config.generation,
+                    "outcome": name,
+                    "error": error,
+                    "sha256": None if current is None else current.sha256,
+                    "generation": None if current is None else current.generation,
                 },
                 code,
             )
 
-        return self._reloader.reload().addCallback(answer)
+        return self._live.reload().addCallback(answer)
 
 
-class _CommonHeaders(Resource):
+class _Front(Resource):
     """
-    Wraps the Klein resource to set headers on every response, including
-    Klein's own 404 and 405 pages.
-
-    C{GET /}, the one route under load, is answered here by the same
-    handler the Klein route calls, without Klein's routing and Deferred
-    machinery: that halves the cost of a request (B3 in BENCHMARKS.md).
+    Answers C{/} itself, and sets the headers every response carries
+    (Klein's own 404 and 405 pages included) in front of the Klein routes.
     """
 
     isLeaf = True
 
-    def __init__(
-        self, wrapped: IResource, message: Callable[[IRequest], bytes]
-    ) -> None:
+    def __init__(self, routes: IResource, live: LiveConfigService[str]) -> None:
         super().__init__()
-        self._wrapped = wrapped
-        self._message = message
+        self._routes = routes
+        self._live = live
 
     def render(self, request: IRequest) -> Any:
         request.setHeader(b"x-content-type-options", b"nosniff")
-        if request.path == b"/" and request.method == b"GET":
-            return self._message(request)
-        return self._wrapped.render(request)
+        if request.path != b"/":
+            return self._routes.render(request)
+        # The one route under load skips Klein's routing, half its cost (B3).
+        if request.method not in (b"GET", b"HEAD"):
+            request.setHeader(b"allow", b"GET, HEAD")
+            return _text(request, "method not allowed\n", 405)
+        current = self._live.current
+        if current is None:
+            return _text(request, "No config loaded yet\n", 503)
+        # As the original service answers: plain text, no trailing newline.
+        return _text(request, current.value)

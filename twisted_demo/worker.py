@@ -23,6 +23,7 @@ import sys
 import traceback
 from collections import deque
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
@@ -40,6 +41,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from twisted_demo import worker_child
+from twisted_demo.live._errors import ConfigError
 
 _T = TypeVar("_T")
 
@@ -304,3 +306,39 @@ class ParserProcess(Service):
             transport.signalProcess("KILL")
         except ProcessExitedAlready:
             pass
+
+
+class ParserRunner(Service):
+    """
+    A runner for C{twisted_demo.live.LiveConfigService} on a
+    L{ParserProcess}: C{parse(data)} is called in the child, and a
+    C{ConfigError} it raises there is raised again here.
+    """
+
+    def __init__(self, reactor: Any, niceness: int = NICENESS) -> None:
+        self.process = ParserProcess(reactor, reactor, niceness)
+
+    def startService(self) -> None:
+        super().startService()
+        self.process.startService()
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()
+        return self.process.stopService()
+
+    def __call__(self, parse: Callable[[Any], _T], data: Any) -> Deferred[_T]:
+        def unwrap(result: tuple[bool, Any]) -> _T:
+            ok, value = result
+            if not ok:
+                raise ConfigError(value)
+            return cast(_T, value)
+
+        def one_line(failure: Failure) -> Failure:
+            if failure.check(WorkerError):
+                # The child's traceback: its last line says what was raised.
+                lines = str(failure.value).strip().splitlines()
+                return Failure(WorkerError(lines[-1] if lines else "parse crashed"))
+            return failure
+
+        work = partial(worker_child.call_parse, parse, data)
+        return self.process(work).addCallbacks(unwrap, one_line)

@@ -11,7 +11,8 @@ import signal
 import struct
 import sys
 import traceback
-from typing import BinaryIO
+from collections.abc import Callable
+from typing import Any, BinaryIO
 
 #: Each message, both ways, is a pickle preceded by its length.
 LENGTH = struct.Struct(">I")
@@ -21,6 +22,19 @@ _PROTOCOL = pickle.HIGHEST_PROTOCOL
 #: How much nicer than the server the child runs: at 10, Linux gives it
 #: about a tenth of a CPU the server also wants, and all of an idle one.
 NICENESS = 10
+
+
+def call_parse(parse: Callable[[Any], Any], data: Any) -> tuple[bool, Any]:
+    """
+    C{(True, parse(data))}, or C{(False, reason)} when parse raised
+    C{ConfigError} to refuse C{data}.
+    """
+    from twisted_demo.live._errors import ConfigError
+
+    try:
+        return True, parse(data)
+    except ConfigError as e:
+        return False, str(e)
 
 
 def _read_exactly(stream: BinaryIO, n: int) -> bytes | None:
@@ -64,7 +78,7 @@ def main(niceness: int = NICENESS) -> None:
     # (at start-up, the server and the child want the CPU at once).
     os.nice(niceness)
     # Imported before the first work arrives, not while it waits.
-    import twisted_demo.source  # noqa: F401
+    import twisted_demo.live._yaml  # noqa: F401
 
     # The parent's signals (SIGINT from a terminal, SIGHUP to reload) are
     # for the parent; the child ends when its input does.

@@ -2,4 +2,75 @@
 Live configuration for Twisted programs: follow a file, or a Kubernetes
 ConfigMap or Secret volume, and swap in each valid new version atomically
 on the reactor thread.
+
+    from twisted_demo.live import ConfigError, LiveConfigService, parse_yaml
+
+    def parse_flags(data: bytes) -> Flags:      # module level: it may run in
+        doc = parse_yaml(data)                  # the parser process
+        ...                                     # raise ConfigError to refuse
+
+    flags = LiveConfigService("/etc/config/flags.yaml", parse_flags)
+    flags.setServiceParent(application)
+    flags.current.value                         # on the request path
+
+Importing L{ConfigError} costs nothing, and L{parse_yaml} only PyYAML: the
+other names are loaded when first used, so that a parse module run in the
+parser process does not import Twisted.  See C{docs/library.md}.
 """
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+from twisted_demo.live._errors import ConfigError
+
+if TYPE_CHECKING:
+    from twisted_demo.live._metrics import LiveConfigMetrics
+    from twisted_demo.live._runner import In, Runner, inline
+    from twisted_demo.live._service import LiveConfigService
+    from twisted_demo.live._types import Failed, Loaded, Outcome, Unchanged, Updated
+    from twisted_demo.live._yaml import parse_yaml
+
+__all__ = [
+    "ConfigError",
+    "Failed",
+    "In",
+    "LiveConfigMetrics",
+    "LiveConfigService",
+    "Loaded",
+    "Outcome",
+    "Runner",
+    "Unchanged",
+    "Updated",
+    "inline",
+    "parse_yaml",
+]
+
+_LAZY = {
+    "Failed": "_types",
+    "In": "_runner",
+    "LiveConfigMetrics": "_metrics",
+    "LiveConfigService": "_service",
+    "Loaded": "_types",
+    "Outcome": "_types",
+    "Runner": "_runner",
+    "Unchanged": "_types",
+    "Updated": "_types",
+    "inline": "_runner",
+    "parse_yaml": "_yaml",
+}
+
+
+def __getattr__(name: str) -> Any:
+    # PEP 562: each name is imported from its private module on first use.
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

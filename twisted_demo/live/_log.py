@@ -1,0 +1,148 @@
+"""
+The live service's log: one line per update, rationed under a storm, one
+line per distinct failure, one when an error clears.  An observer of the
+service's outcomes, like the metrics.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.application.service import Service
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
+
+from twisted_demo.live._types import Failed, Loaded, Outcome, Unchanged, Updated
+
+__all__ = ["LOG_BURST", "LOG_INTERVAL", "UpdateLog"]
+
+#: Events are logged as C{twisted_demo.live}, whichever class logs them.
+_log = Logger(namespace="twisted_demo.live")
+
+#: Updates logged one line each as they come, before lines are rationed.
+LOG_BURST = 10
+
+#: Seconds per line once the burst is spent: each line then sums up the
+#: updates since the last one.
+LOG_INTERVAL = 1.0
+
+_UPDATED = (
+    "Config file updated: sha256 {old} -> {new} ({path}, generation {generation})"
+)
+_UPDATED_TIMES = (
+    "Config file updated {count} times in {seconds:.1f}s, logged as one line: "
+    "sha256 {old} -> {new} ({path}, generation {generation})"
+)
+
+
+def _short(loaded: Loaded[Any] | None) -> str:
+    return "none" if loaded is None else loaded.sha256[:12]
+
+
+class UpdateLog(Service):
+    """
+    Logs the outcomes of reloads.  Updates are logged one line each, but at
+    most L{LOG_BURST} lines at once and then one line every L{LOG_INTERVAL}
+    seconds, which sums up the updates since the line before: a storm of
+    updates cannot flood the log (or take the server's CPU to write it),
+    and the last line always names the config being served, since a line
+    held back is written when its time comes or when the service stops.
+    """
+
+    def __init__(self, clock: IReactorTime) -> None:
+        self._clock = clock
+        self._allowance = float(LOG_BURST)
+        self._counted_at = clock.seconds()
+        self._pending: IDelayedCall | None = None
+        self._held = 0
+        self._held_since = 0.0
+        self._held_from: Loaded[Any] | None = None
+        self._held_to: Loaded[Any] | None = None
+        self._stopped = False
+
+    def stopService(self) -> None:
+        super().stopService()
+        # Once stopped nothing is held back: no later line may be lost.
+        self._stopped = True
+        self.flush()
+
+    def __call__(self, outcome: Outcome[Any]) -> None:
+        """
+        Log C{outcome}, now or with the next line.
+        """
+        match outcome:
+            case Updated(old, new):
+                self._updated(old, new)
+            case Failed(error, current, repeated=False):
+                _log.error(
+                    "Config reload failed, still serving the last good config: {error}"
+                    if current is not None
+                    else "Config reload failed, no config loaded yet: {error}",
+                    error=error,
+                )
+            case Unchanged(current, recovered=True):
+                _log.info(
+                    "Config file {path} is back to the version being served "
+                    "(sha256 {sha256}); last error cleared",
+                    path=current.path,
+                    sha256=_short(current),
+                )
+
+    def _updated(self, old: Loaded[Any] | None, new: Loaded[Any]) -> None:
+        if old is None:
+            _log.info(
+                "Loaded {path}: sha256 {new}, generation {generation}",
+                path=new.path,
+                new=_short(new),
+                sha256=new.sha256,
+                generation=new.generation,
+            )
+            return
+        if self._pending is not None:
+            self._held += 1
+            self._held_to = new
+            return
+        if self._stopped or self._take():
+            self._line(old, new)
+            return
+        self._held, self._held_since = 1, self._clock.seconds()
+        self._held_from, self._held_to = old, new
+        wait = (1 - self._allowance) * LOG_INTERVAL
+        self._pending = self._clock.callLater(wait, self.flush)
+
+    def flush(self) -> None:
+        """
+        Log the updates held back, if any, now.
+        """
+        pending, self._pending = self._pending, None
+        if pending is None or self._held_to is None:
+            return
+        if pending.active():
+            pending.cancel()
+        self._take()
+        self._line(self._held_from, self._held_to, self._held)
+
+    def _take(self) -> bool:
+        """
+        Spend one line of the allowance, if there is one.
+        """
+        now = self._clock.seconds()
+        earned = (now - self._counted_at) / LOG_INTERVAL
+        self._allowance = min(float(LOG_BURST), self._allowance + earned)
+        self._counted_at = now
+        if self._allowance < 1:
+            return False
+        self._allowance -= 1
+        return True
+
+    def _line(self, old: Loaded[Any] | None, new: Loaded[Any], count: int = 1) -> None:
+        _log.info(
+            _UPDATED if count == 1 else _UPDATED_TIMES,
+            count=count,
+            seconds=self._clock.seconds() - self._held_since,
+            old=_short(old),
+            new=_short(new),
+            sha256=new.sha256,
+            path=new.path,
+            generation=new.generation,
+        )

@@ -1,0 +1,190 @@
+"""
+Reading one version of the config from disk: one file, or several files of
+one ConfigMap or Secret volume, all from the same C{..data} generation.
+Blocking, and cheap enough to run on the reactor: a stat, a readlink and a
+read of at most C{max_bytes} per file.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import stat
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from attrs import frozen
+
+from twisted_demo.live._errors import ConfigError
+
+__all__ = ["DATA_DIR_NAME", "DEFAULT_MAX_BYTES", "Fingerprint", "Reader", "Snapshot"]
+
+#: The symlink a ConfigMap volume swaps atomically on every update.
+DATA_DIR_NAME = "..data"
+
+#: The largest file accepted by default: Kubernetes' limit on a ConfigMap.
+DEFAULT_MAX_BYTES = 1024 * 1024
+
+#: Reads of a generation the kubelet replaced meanwhile, before giving up.
+_TRIES = 5
+
+#: What L{Reader.fingerprint} returns: cheap to compute, and different
+#: whenever the content may have changed.
+Fingerprint = tuple[object, ...]
+
+
+@frozen
+class Snapshot:
+    """
+    The bytes of the config at one moment and where they came from.
+
+    @ivar data: The file's bytes, or each named file's bytes by name.
+    @ivar sha256: Hex SHA-256 identifying C{data}.
+    @ivar generation: The C{..data} target the bytes were read through, or
+        L{None} outside a ConfigMap layout.
+    """
+
+    data: bytes | Mapping[str, bytes]
+    sha256: str
+    generation: str | None
+
+
+class _Moved(Exception):
+    """
+    C{..data} pointed elsewhere by the end of a read: read again.
+    """
+
+
+class Reader:
+    """
+    Reads the file C{path}, or, with C{files}, those files of the directory
+    C{path}.
+
+    In a ConfigMap volume each file is a symlink C{key -> ..data/key}.  The
+    files are then read through the directory C{..data} names, and C{..data}
+    is read again afterwards: if the kubelet swapped it meanwhile, the
+    whole read starts over, so the bytes and the generation always belong
+    together and several files never mix two generations.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        files: Sequence[str] | None = None,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+    ) -> None:
+        self.path = path
+        self._several = files is not None
+        self.directory = path if files is not None else path.parent
+        self.names: tuple[str, ...] = (
+            tuple(files) if files is not None else (path.name,)
+        )
+        self.max_bytes = max_bytes
+        self._paths = [os.path.join(self.directory, name) for name in self.names]
+        self._data_link = os.path.join(self.directory, DATA_DIR_NAME)
+
+    def read(self) -> Snapshot:
+        """
+        Read the file(s) now.
+
+        @raise ConfigError: When one cannot be read, naming it and the
+            operating system's reason, or is over C{max_bytes}.
+        """
+        for _ in range(_TRIES):
+            generation = self._generation()
+            try:
+                read = [self._read_one(path, generation) for path in self._paths]
+            except _Moved:
+                continue
+            if not any(through for _, through in read):
+                return self._snapshot([raw for raw, _ in read], None)
+            if self._generation() == generation:
+                return self._snapshot([raw for raw, _ in read], generation)
+        raise ConfigError(
+            f"{self.path}: cannot read: {DATA_DIR_NAME} changed during each of "
+            f"{_TRIES} reads"
+        )
+
+    def _generation(self) -> str | None:
+        try:
+            return os.readlink(self._data_link)
+        except OSError:
+            return None
+
+    def _read_one(self, path: str, generation: str | None) -> tuple[bytes, bool]:
+        """
+        The bytes of C{path}, and whether they were read through
+        C{generation} (when C{path} is a link into C{..data}).
+        """
+        source = path
+        if generation is not None:
+            try:
+                target = os.readlink(path)
+            except OSError:
+                target = ""
+            prefix = DATA_DIR_NAME + "/"
+            if target.startswith(prefix):
+                source = os.path.join(self.directory, generation, target[len(prefix) :])
+        try:
+            return self._read_limited(path, source), source != path
+        except OSError as e:
+            if source != path and self._generation() != generation:
+                # The kubelet removed the generation while it was read.
+                raise _Moved() from None
+            reason = e.strerror or str(e)
+            if e.errno == errno.EISDIR:
+                reason = "is not a regular file"
+            raise ConfigError(f"{path}: cannot read: {reason}") from None
+
+    def _read_limited(self, path: str, source: str) -> bytes:
+        with open(source, "rb") as f:
+            st = os.fstat(f.fileno())
+            if not stat.S_ISREG(st.st_mode):
+                raise IsADirectoryError(errno.EISDIR, "not a regular file")
+            # Sized from fstat rather than the limit: a buffer of max_bytes
+            # for every small file cost more than the rest of the read.  A
+            # file that grew since is read on, up to the limit.
+            raw = f.read(min(st.st_size, self.max_bytes) + 1)
+            if len(raw) > st.st_size:
+                raw += f.read(self.max_bytes + 1 - len(raw))
+        if len(raw) > self.max_bytes:
+            raise ConfigError(
+                f"{path}: file is over the limit of {self.max_bytes} bytes"
+            )
+        return raw
+
+    def _snapshot(self, contents: list[bytes], generation: str | None) -> Snapshot:
+        if not self._several:
+            [raw] = contents
+            return Snapshot(raw, hashlib.sha256(raw).hexdigest(), generation)
+        digest = hashlib.sha256()
+        for name, raw in zip(self.names, contents, strict=True):
+            encoded = name.encode("utf-8", "surrogateescape")
+            digest.update(b"%d:%s%d:" % (len(encoded), encoded, len(raw)))
+            digest.update(raw)
+        return Snapshot(
+            dict(zip(self.names, contents, strict=True)), digest.hexdigest(), generation
+        )
+
+    def fingerprint(self) -> Fingerprint:
+        """
+        A cheap summary (the C{..data} target and each file's C{stat}) that
+        changes whenever the content may have, without reading it.
+        """
+        stats: list[object] = [self._generation()]
+        for path in self._paths:
+            try:
+                st = os.stat(path)
+            except OSError as e:
+                stats.append(("error", e.errno))
+                continue
+            stats += [
+                st.st_dev,
+                st.st_ino,
+                st.st_size,
+                st.st_mtime_ns,
+                st.st_ctime_ns,
+                st.st_mode,
+            ]
+        return tuple(stats)

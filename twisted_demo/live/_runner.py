@@ -1,0 +1,55 @@
+"""
+Where a parse function runs: the C{Runner} seam of the live service, and
+L{inline}, the runner that calls it at once in this process.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+
+from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from twisted_demo.live._errors import ConfigError
+
+__all__ = ["In", "Runner", "default_runner", "inline"]
+
+T = TypeVar("T")
+
+#: What a parse function is given: one file's bytes, or several by name.
+In = bytes | Mapping[str, bytes]
+
+#: Calls C{parse(data)} somewhere, C{data} being an L{In}, and fires with
+#: its value, or fails with L{ConfigError} when parse refused the input, or
+#: with another exception when it could not run or crashed.  (C{data} is
+#: typed C{Any}: a parse function takes C{bytes} or a mapping, never both.)
+Runner = Callable[[Callable[[Any], T], Any], "Deferred[T]"]
+
+_log = Logger(namespace="twisted_demo.live")
+
+
+def inline(parse: Callable[[Any], T], data: Any) -> Deferred[T]:
+    """
+    A runner that calls C{parse(data)} at once, in this process and on the
+    reactor: deterministic, for tests and for parse functions cheap enough
+    to hold the reactor for (a small file of a trusted format).
+    """
+
+    def crashed(failure: Failure) -> Failure:
+        if not failure.check(ConfigError):
+            _log.failure("Parse function {parse!r} crashed", failure, parse=parse)
+        return failure
+
+    return maybeDeferred(parse, data).addErrback(crashed)
+
+
+def default_runner(reactor: Any) -> Any:
+    """
+    The runner a service gets unless it names one: a parser process of its
+    own, an C{IService} to be started and stopped with the service.
+    """
+    from twisted_demo.worker import ParserRunner
+
+    return ParserRunner(reactor)

@@ -1,0 +1,300 @@
+"""
+L{LiveConfigService}: the one owner of a live config's state.  It reads a
+version when the watcher says so, has it parsed by its runner, swaps it in
+on the reactor thread, and tells its observers.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+from attrs import evolve
+from twisted.application.service import IService, MultiService
+from twisted.internet.defer import Deferred, maybeDeferred, succeed
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from twisted_demo.live._errors import ConfigError
+from twisted_demo.live._log import UpdateLog
+from twisted_demo.live._reader import DEFAULT_MAX_BYTES, Reader, Snapshot
+from twisted_demo.live._runner import Runner, default_runner, inline
+from twisted_demo.live._types import Failed, Loaded, Outcome, Unchanged, Updated
+from twisted_demo.live._watcher import Watcher, default_notifier_factory
+
+__all__ = ["LiveConfigService"]
+
+#: Events are logged as C{twisted_demo.live}, whichever class logs them.
+_log = Logger(namespace="twisted_demo.live")
+
+T = TypeVar("T")
+
+#: Told of every outcome, on the reactor thread.
+Observer = Callable[[Outcome[T]], object]
+
+#: Told C{(old, new)} after every swap.
+Subscriber = Callable[[Loaded[T] | None, Loaded[T]], object]
+
+#: A reason that starts with its place in the file follows the path with a
+#: space, as in C{config.yaml line 3, column 7: ...}; any other after a colon.
+_LOCATED = re.compile(r"line \d+, column \d+: ")
+
+
+def _name_source(source: str, reason: str) -> str:
+    separator = " " if _LOCATED.match(reason) else ": "
+    return source + separator + reason
+
+
+class LiveConfigService(MultiService, Generic[T]):
+    """
+    Follows a config file (or several files of one ConfigMap or Secret
+    volume) and keeps the latest valid version of it in L{current}.
+
+    C{parse} turns the file's bytes into the value to serve, or raises
+    L{ConfigError} to refuse them; it must be a module-level function, since
+    by default it runs in a parser process of lower priority, found there by
+    its import path (C{runner} chooses otherwise, e.g.
+    C{twisted_demo.live.inline}).  Given C{files}, C{path} is the directory
+    and C{parse} gets a mapping of each name to its bytes, all read from
+    one C{..data} generation.
+
+    Everything happens on the reactor thread, and a new version replaces
+    the old one with one assignment: a reader of L{current} sees one whole
+    version or the other.  Bytes already served or already refused are not
+    parsed again.  The service never stops the process: a file invalid from
+    the start leaves L{current} L{None} and L{when_loaded} waiting.
+
+    @ivar current: The version being served, or L{None} before the first.
+    @ivar last_error: Why the last reload was refused, or L{None} if it
+        was not.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        parse: Callable[[Any], T],
+        *,
+        files: Sequence[str] | None = None,
+        reactor: Any = None,
+        tick: float = 0.1,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        runner: Runner[T] | None = None,
+    ) -> None:
+        super().__init__()
+        if reactor is None:
+            from twisted.internet import reactor
+        self._reactor = reactor
+        self._parse = parse
+        self._reader = Reader(Path(os.path.abspath(path)), files, max_bytes)
+        self._source = str(self._reader.path)
+        self._tick = tick
+        if runner is None:
+            runner = default_runner(reactor)
+        self._runner: Runner[T] = runner
+        if IService.providedBy(runner):
+            runner.setServiceParent(self)
+        self._update_log = UpdateLog(reactor)
+        self._update_log.setServiceParent(self)
+        self._observers: list[Observer[T]] = [self._update_log]
+        self._waiting_first: list[Deferred[Loaded[T]]] = []
+        self._busy = False
+        self._queued: list[Deferred[Outcome[T]]] = []
+        self._failed_sha256: str | None = None
+        self._watcher: Watcher | None = None
+        self.current: Loaded[T] | None = None
+        self.last_error: str | None = None
+
+    @property
+    def generation(self) -> str | None:
+        """
+        The C{..data} generation of the version being served, if any.
+        """
+        return None if self.current is None else self.current.generation
+
+    @property
+    def watching(self) -> bool:
+        """
+        Whether inotify watches the files now.  While it does not (no
+        inotify here, or it failed), each tick still checks them.
+        """
+        return self._watcher is not None and self._watcher.watching
+
+    def startService(self) -> None:
+        # Watching starts with the service rather than in __init__, so that
+        # the reactor's inotify is only touched by a running service.
+        if self._watcher is None:
+            self._watcher = Watcher(
+                self._reader,
+                self.reload,
+                self._reactor,
+                self._tick,
+                default_notifier_factory(self._reactor),
+            )
+            self._watcher.setServiceParent(self)
+        super().startService()
+        if self.current is None:
+            self.reload()
+
+    def observe(self, observer: Observer[T]) -> Callable[[], None]:
+        """
+        Call C{observer(outcome)} after every reload from now on, with an
+        L{Updated}, L{Unchanged} or L{Failed}.  An observer that raises is
+        logged; the others are still told.
+
+        @return: A function that stops the calls.
+        """
+        self._observers.append(observer)
+        return lambda: self._observers.remove(observer)
+
+    def subscribe(self, subscriber: Subscriber[T]) -> Callable[[], None]:
+        """
+        Call C{subscriber(old, new)} after each swap from now on, with the
+        L{Loaded} versions before and after (C{old} is L{None} the first
+        time).
+
+        @return: A function that stops the calls.
+        """
+
+        def on_update(outcome: Outcome[T]) -> None:
+            if isinstance(outcome, Updated):
+                try:
+                    subscriber(outcome.old, outcome.new)
+                except Exception:
+                    _log.failure(
+                        "Config subscriber {subscriber!r} failed",
+                        subscriber=subscriber,
+                    )
+
+        return self.observe(on_update)
+
+    def when_loaded(self) -> Deferred[Loaded[T]]:
+        """
+        Fire with the first valid version: now if there is one, else once
+        a reload swaps one in.  Never fails.
+        """
+        if self.current is not None:
+            return succeed(self.current)
+        d: Deferred[Loaded[T]] = Deferred()
+        self._waiting_first.append(d)
+        return d
+
+    def reload(self) -> Deferred[Outcome[T]]:
+        """
+        Read the file now (or right after the reload under way: calls made
+        meanwhile are folded into one) and swap it in if it is new and
+        valid.
+
+        @return: Fires with the L{Updated}, L{Unchanged} or L{Failed}
+            outcome; never fails.
+        """
+        d: Deferred[Outcome[T]] = Deferred()
+        self._queued.append(d)
+        if not self._busy:
+            self._next()
+        return d
+
+    def load_blocking(self) -> Loaded[T]:
+        """
+        Read and parse the file now, in this process, blocking: for a
+        program's start-up, before the reactor runs, to refuse to start
+        without a valid config.  On success the version is swapped in as a
+        reload would.
+
+        @raise ConfigError: Why the file was refused, naming it.
+        """
+        outcome: Outcome[T] | None = None
+
+        def done(result: Outcome[T]) -> None:
+            nonlocal outcome
+            outcome = result
+
+        self._run(inline).addCallback(done)
+        match outcome:
+            case Updated(new=loaded) | Unchanged(current=loaded):
+                return loaded
+            case Failed(error=error):
+                raise ConfigError(error)
+        raise RuntimeError("a reload is under way")  # pragma: no cover
+
+    def _next(self) -> None:
+        waiters, self._queued = self._queued, []
+        self._busy = True
+
+        def finished(outcome: Outcome[T]) -> None:
+            self._busy = False
+            for d in waiters:
+                d.callback(outcome)
+            if self._queued:
+                self._next()
+
+        self._run(self._runner).addCallback(finished)
+
+    def _run(self, runner: Runner[T]) -> Deferred[Outcome[T]]:
+        """
+        One reload through C{runner}; fires with its outcome once the state
+        is updated and the observers are told.
+        """
+        now = self._reactor.seconds()
+        try:
+            snapshot = self._reader.read()
+        except ConfigError as e:
+            return succeed(self._tell(self._failed(None, str(e))))
+        current = self.current
+        if current is not None and snapshot.sha256 == current.sha256:
+            return succeed(self._tell(self._unchanged(current, snapshot)))
+        if snapshot.sha256 == self._failed_sha256 and self.last_error is not None:
+            return succeed(self._tell(Failed(self.last_error, current, repeated=True)))
+        parsed: Deferred[T] = maybeDeferred(runner, self._parse, snapshot.data)
+        outcome: Deferred[Outcome[T]] = parsed.addCallbacks(
+            lambda value: self._swapped(value, snapshot, now),
+            lambda failure: self._refused(failure, snapshot),
+        )
+        return outcome.addCallback(self._tell)
+
+    def _unchanged(self, current: Loaded[T], snapshot: Snapshot) -> Unchanged[T]:
+        if snapshot.generation != current.generation:
+            # Same bytes in a new ConfigMap generation (another key
+            # changed): nothing to announce, but the generation served is
+            # the new one.
+            current = self.current = evolve(current, generation=snapshot.generation)
+        recovered = self.last_error is not None
+        self.last_error = None
+        self._failed_sha256 = None
+        return Unchanged(current, recovered)
+
+    def _swapped(self, value: T, snapshot: Snapshot, now: float) -> Updated[T]:
+        new = Loaded(value, snapshot.sha256, snapshot.generation, now, self._source)
+        old, self.current = self.current, new
+        self.last_error = None
+        self._failed_sha256 = None
+        return Updated(old, new)
+
+    def _refused(self, failure: Failure, snapshot: Snapshot) -> Failed[T]:
+        if failure.check(ConfigError):
+            error = _name_source(self._source, failure.getErrorMessage())
+            return self._failed(snapshot.sha256, error)
+        # The parser crashed or could not run: not these bytes' fault for
+        # sure, so the same bytes are tried again next time.
+        reason = failure.getErrorMessage().strip().replace("\n", " ")
+        return self._failed(None, f"{self._source}: cannot parse: {reason}")
+
+    def _failed(self, sha256: str | None, error: str) -> Failed[T]:
+        repeated = error == self.last_error and sha256 == self._failed_sha256
+        self.last_error = error
+        self._failed_sha256 = sha256
+        return Failed(error, self.current, repeated)
+
+    def _tell(self, outcome: Outcome[T]) -> Outcome[T]:
+        for observer in list(self._observers):
+            try:
+                observer(outcome)
+            except Exception:
+                _log.failure("Reload observer {o!r} failed", o=observer)
+        if isinstance(outcome, Updated) and self._waiting_first:
+            waiting, self._waiting_first = self._waiting_first, []
+            for d in waiting:
+                d.callback(outcome.new)
+        return outcome

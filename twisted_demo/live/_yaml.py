@@ -1,0 +1,357 @@
+"""
+L{parse_yaml}: the bytes of a YAML file to the mapping they hold, read with
+C{yaml.safe_load} semantics made strict, or a L{ConfigError} that says where
+and why.  Pure: no I/O, no reactor, no Twisted, so that it runs as well in
+the parser process as in the server.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from itertools import chain
+from typing import Any
+
+import yaml
+
+from twisted_demo.live._errors import ConfigError
+
+__all__ = ["MAX_DEPTH", "MAX_NODES", "parse_yaml"]
+
+#: Deepest nesting of lists and mappings accepted.  See L{_bounds_nesting}
+#: for when it is checked before composing and when after.
+MAX_DEPTH = 100
+
+#: Most nodes a document may stand for once its aliases are expanded (at
+#: least the file's size in bytes, which no alias-free document reaches).
+#: This refuses "billion laughs" alias bombs before anything walks them.
+MAX_NODES = 1_000_000
+
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
+    """
+    C{yaml.safe_load}'s loader (libyaml's C parser when PyYAML was built
+    with it), made strict: a key repeated in one mapping is an error rather
+    than silently last-wins.
+    """
+
+    def construct_mapping(self, node: yaml.Node, deep: bool = False) -> Any:
+        # SafeConstructor's construct_mapping, with the duplicate check
+        # made as each key is inserted: keys are constructed once, and a
+        # file of 500,000 repeated keys stops at the second.
+        if not isinstance(node, yaml.MappingNode):
+            return super().construct_mapping(node, deep)
+        explicit = sum(1 for key_node, _ in node.value if key_node.tag != _MERGE_TAG)
+        self.flatten_mapping(node)
+        # flatten_mapping puts the merged pairs first; they may be
+        # overridden, and only the explicit keys that follow must differ.
+        merged = len(node.value) - explicit
+        mapping: dict[Any, Any] = {}
+        first: dict[Any, yaml.Node] = {}
+        for index, (key_node, value_node) in enumerate(node.value):
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                hash(key)
+            except TypeError:
+                raise yaml.constructor.ConstructorError(
+                    "while constructing a mapping",
+                    node.start_mark,
+                    "found unhashable key",
+                    key_node.start_mark,
+                ) from None
+            if index >= merged:
+                seen = first.setdefault(key, key_node)
+                if seen is not key_node:
+                    raise yaml.constructor.ConstructorError(
+                        None,
+                        None,
+                        f"duplicate key {_shorten(repr(key))} "
+                        f"(first on line {seen.start_mark.line + 1})",
+                        key_node.start_mark,
+                    )
+            mapping[key] = self.construct_object(value_node, deep=deep)
+        return mapping
+
+
+class _CarefulLoader(_Loader):
+    """
+    L{_Loader} that also turns a value the safe constructors cannot convert
+    (a 5,000-digit integer, a 13th month) into a marked YAML error rather
+    than an arbitrary exception.  The check costs a frame on every node, so
+    a file is constructed with it only once L{_Loader} has failed that way.
+    """
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep)
+        except (ValueError, OverflowError) as e:
+            tag = node.tag.rpartition(":")[2]
+            raise yaml.constructor.ConstructorError(
+                None,
+                None,
+                f"invalid {tag} value: {_first_line(str(e))}",
+                node.start_mark,
+            ) from None
+
+
+def _bounds_nesting() -> bool:
+    """
+    Whether the C loader refuses deep nesting itself, as the libyaml bundled
+    with PyYAML 6.0.4 does at 1,000 levels.  Older builds compose any depth
+    recursively in C and crash past about 100,000 levels, so with them the
+    depth must be checked before composing.
+    """
+    if not hasattr(yaml, "CSafeLoader"):
+        return False
+    loader = yaml.CSafeLoader("x: " + "[" * 2000 + "]" * 2000)
+    try:
+        loader.get_single_node()
+    except yaml.YAMLError:
+        return True
+    finally:
+        loader.dispose()
+    return False
+
+
+#: Whether a file can be composed before its depth is known (see
+#: L{_bounds_nesting}); checked once, at import.
+_COMPOSE_FIRST = _bounds_nesting()
+
+
+def describe(value: object) -> str:
+    """
+    How a YAML value is named in an error: C{null}, C{a string}, C{a list}...
+    """
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "a mapping"
+    return f"a {type(value).__name__}"
+
+
+def _first_line(text: str) -> str:
+    return text.strip().splitlines()[0] if text.strip() else text
+
+
+def _shorten(text: str, limit: int = 60) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _at(mark: Any, reason: str) -> ConfigError:
+    """
+    A L{ConfigError} locating C{reason} at C{mark} (a YAML C{Mark}, if any).
+    """
+    if mark is None:
+        return ConfigError(reason)
+    return ConfigError(f"line {mark.line + 1}, column {mark.column + 1}: {reason}")
+
+
+def _check_shape(text: str, limit: int) -> int:
+    """
+    Walk the YAML events of C{text} (iteratively, without building
+    anything) and refuse, before the composer sees it, a stream with more
+    than one document, nesting deeper than L{MAX_DEPTH}, an alias to a node
+    that contains it, or aliases that expand to more than C{limit} nodes.
+
+    @return: The number of documents: 0 for a file with nothing but
+        comments and blank lines, else 1.
+    @raise ConfigError: Locating the first such problem.
+    @raise yaml.YAMLError: For the first syntax error.
+    """
+    documents = 0
+    # (anchor, nodes counted before the collection started) per open
+    # collection; a closed anchor's expanded size is then a subtraction.
+    open_collections: list[tuple[str | None, int]] = []
+    sizes: dict[str, int] = {}
+    nodes = 0
+    for event in yaml.parse(text, Loader=_Loader):
+        if isinstance(event, yaml.DocumentStartEvent):
+            documents += 1
+            if documents > 1:
+                raise _at(
+                    event.start_mark,
+                    "a second YAML document starts here; "
+                    "the file must hold exactly one",
+                )
+        elif isinstance(event, yaml.CollectionStartEvent):
+            if len(open_collections) >= MAX_DEPTH:
+                raise _at(event.start_mark, f"nested deeper than {MAX_DEPTH} levels")
+            open_collections.append((event.anchor, nodes))
+            nodes += 1
+        elif isinstance(event, yaml.CollectionEndEvent):
+            anchor, before = open_collections.pop()
+            if anchor is not None:
+                sizes[anchor] = nodes - before
+        elif isinstance(event, yaml.ScalarEvent):
+            if event.anchor is not None:
+                sizes[event.anchor] = 1
+            nodes += 1
+        elif isinstance(event, yaml.AliasEvent):
+            if any(anchor == event.anchor for anchor, _ in open_collections):
+                raise _at(
+                    event.start_mark,
+                    f"alias *{_shorten(str(event.anchor))} refers to a node "
+                    "that contains it",
+                )
+            # An undefined alias is left for the composer to report.
+            nodes += sizes.get(str(event.anchor), 1)
+        if nodes > limit:
+            raise _at(
+                event.start_mark,
+                f"aliases expand the document to more than {limit} nodes",
+            )
+    return documents
+
+
+def _measure(root: yaml.Node, limit: int) -> None:
+    """
+    Walk the composed graph of C{root} once, without recursion, and refuse
+    nesting deeper than L{MAX_DEPTH}, a node that contains itself through
+    an alias, or aliases that expand the document to more than C{limit}
+    nodes.  A node shared through aliases is measured once.
+
+    @raise ConfigError: Locating the first such problem.
+    """
+    scalar = yaml.ScalarNode
+    mapping = yaml.MappingNode
+    if type(root) is scalar:
+        return
+    sizes: dict[int, int] = {}
+    open_ids: set[int] = set()
+
+    def children(node: yaml.Node) -> Iterator[yaml.Node]:
+        if type(node) is mapping:
+            return chain.from_iterable(node.value)
+        return iter(node.value)
+
+    # One [node, nodes counted so far, children left] per open collection.
+    stack: list[list[Any]] = [[root, 1, children(root)]]
+    open_ids.add(id(root))
+    while stack:
+        frame = stack[-1]
+        for child in frame[2]:
+            if type(child) is scalar or not child.value:
+                # A scalar, or an empty collection: one node, nothing under.
+                frame[1] += 1
+                continue
+            known = sizes.get(id(child))
+            if known is not None:
+                frame[1] += known
+                if frame[1] > limit:
+                    raise _too_many(child, limit)
+                continue
+            if id(child) in open_ids:
+                raise _at(
+                    child.start_mark,
+                    "this node contains itself through an alias",
+                )
+            if len(stack) >= MAX_DEPTH:
+                raise _at(child.start_mark, f"nested deeper than {MAX_DEPTH} levels")
+            open_ids.add(id(child))
+            stack.append([child, 1, children(child)])
+            break
+        else:
+            node, size, _ = stack.pop()
+            open_ids.discard(id(node))
+            sizes[id(node)] = size
+            if stack:
+                stack[-1][1] += size
+                if stack[-1][1] > limit:
+                    raise _too_many(node, limit)
+
+
+def _too_many(node: yaml.Node, limit: int) -> ConfigError:
+    return _at(
+        node.start_mark,
+        f"aliases expand the document to more than {limit} nodes",
+    )
+
+
+def _compose(
+    text: str, limit: int, loader_class: type[_Loader] = _Loader
+) -> tuple[int, object]:
+    """
+    The number of documents in C{text} (0 or 1) and the value of the one,
+    composed by the C loader in one pass, measured, then constructed.
+    """
+    loader = loader_class(text)
+    try:
+        if not loader.check_node():
+            return 0, None
+        node = loader.get_node()
+        following = loader.peek_event()
+        if isinstance(following, yaml.DocumentStartEvent):
+            raise _at(
+                following.start_mark,
+                "a second YAML document starts here; the file must hold exactly one",
+            )
+        _measure(node, limit)
+        try:
+            return 1, loader.construct_document(node)
+        except (ValueError, OverflowError):
+            if loader_class is _CarefulLoader:
+                raise
+    finally:
+        loader.dispose()
+    # Composed anew: constructing changed the graph (merge keys).
+    return _compose(text, limit, _CarefulLoader)
+
+
+def _load(raw: bytes, text: str) -> tuple[int, object]:
+    """
+    The number of documents in C{text} (0 or 1) and the value of the one.
+    """
+    limit = max(MAX_NODES, len(raw))
+    try:
+        if _COMPOSE_FIRST:
+            return _compose(text, limit)
+        documents = _check_shape(text, limit)
+        return documents, yaml.load(text, Loader=_CarefulLoader)
+    except yaml.MarkedYAMLError as e:
+        reason = _first_line(e.problem or e.context or "invalid YAML")
+        raise _at(e.problem_mark or e.context_mark, reason) from None
+    except yaml.reader.ReaderError as e:
+        # libyaml reports the byte offset into the UTF-8 text, which is raw.
+        before = raw[: e.position]
+        line = before.count(b"\n") + 1
+        column = len(before) - (before.rfind(b"\n") + 1) + 1
+        raise ConfigError(
+            f"line {line}, column {column}: unacceptable character "
+            f"#x{e.character:04x}: {e.reason}"
+        ) from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"invalid YAML: {_first_line(str(e))}") from None
+
+
+def parse_yaml(data: bytes) -> dict[Any, Any]:
+    """
+    The one YAML mapping that C{data} holds.
+
+    The document is read with C{yaml.safe_load} semantics (libyaml's C
+    parser when PyYAML has it), made strict: a key repeated within one
+    mapping is refused rather than last-wins, and so are a second document,
+    nesting deeper than L{MAX_DEPTH} and aliases that expand past
+    L{MAX_NODES} nodes, before anything is built from them.
+
+    @raise ConfigError: Saying why, with C{line N, column M: } first when
+        the problem has a place in the file.
+    """
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"not valid UTF-8 at byte {e.start}") from None
+    documents, document = _load(data, text)
+    if not documents:
+        raise ConfigError("file is empty; expected a mapping")
+    if not isinstance(document, dict):
+        raise ConfigError(f"top level must be a mapping, got {describe(document)}")
+    return document
