@@ -25,6 +25,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from twisted_demo.config import ConfigError
+from twisted_demo.logs import LogOutput
 from twisted_demo.metrics import ReloadMetrics
 from twisted_demo.options import Options, exit_with
 from twisted_demo.reload import Reloader
@@ -94,10 +95,21 @@ class _StopInOrder(MultiService):
     """
 
     def __init__(
-        self, call_from_thread: Callable[[Callable[[], object]], object]
+        self,
+        call_from_thread: Callable[[Callable[[], object]], object],
+        log_output: LogOutput | None = None,
     ) -> None:
         super().__init__()
         self._call_from_thread = call_from_thread
+        self._log_output = log_output
+        if log_output is not None:
+            # First in, so last to stop: it writes the lines held back.
+            log_output.setServiceParent(self)
+
+    def setServiceParent(self, parent: Any) -> None:
+        super().setServiceParent(parent)
+        if self._log_output is not None:
+            self._log_output.supply_to(parent)
 
     def _repeated(self, signum: int, frame: FrameType | None) -> None:
         name = signal.Signals(signum).name
@@ -152,7 +164,8 @@ def makeService(options: Options) -> MultiService:
     metrics = ReloadMetrics()
     metrics.loaded(None, config)
     store.subscribe(metrics.loaded)
-    service = _StopInOrder(reactor.callFromThread)
+    log_output = LogOutput.for_options(options["log-format"], options.parent, reactor)
+    service = _StopInOrder(reactor.callFromThread, log_output)
     parser = ParserProcess(reactor, reactor)
     parser.setServiceParent(service)
     reloader = Reloader(
