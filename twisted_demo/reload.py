@@ -167,10 +167,14 @@ class UpdateLog(Service):
         Log that C{new} replaced C{old}, in C{count} updates since the line
         before.
         """
+        # One update has no count or time span: its fields would mislead
+        # a reader of the structured log (seconds since 1970).
+        summed: dict[str, float] = {}
+        if count > 1:
+            summed.update(count=count, seconds=self._clock.seconds() - self._held_since)
         self._log.info(
             _UPDATED if count == 1 else _UPDATED_TIMES,
-            count=count,
-            seconds=self._clock.seconds() - self._held_since,
+            **summed,
             old=_short(None if old is None else old.sha256),
             new=_short(new.sha256),
             path=new.source,
