@@ -234,3 +234,11 @@ def test_quoted_values_stand_for_the_values_that_vary() -> None:
     assert pattern(quoted).fullmatch(printed)
     assert not pattern(quoted).fullmatch(printed.replace("[x#info]", "[y#info]"))
     assert not pattern("sha256 c6d9c4c0f882").fullmatch("sha256 18142f7fc8b7")
+
+
+def test_benchmarks_md_carries_the_analysis_as_it_stands() -> None:
+    # python -m bench appends bench/analysis.md to the figures of its run;
+    # an analysis edited since must be carried into BENCHMARKS.md too.
+    benchmarks = (ROOT / "BENCHMARKS.md").read_text()
+    analysis = (ROOT / "bench" / "analysis.md").read_text().strip()
+    assert benchmarks.rstrip().endswith("\n" + analysis)
