@@ -159,11 +159,14 @@ class RepeatLimiter:
             self._flush(line)
 
     def _forget_unused(self) -> None:
-        for line in list(self._lines):
-            if len(self._lines) < REPEAT_KEYS:
+        while len(self._lines) >= REPEAT_KEYS:
+            for line, repeats in self._lines.items():
+                if repeats.pending is None:
+                    del self._lines[line]
+                    break
+            else:
+                # Every line is held back; any may go once it is written.
                 return
-            if self._lines[line].pending is None:
-                del self._lines[line]
 
     def _flush(self, line: tuple[object, object, str]) -> None:
         repeats = self._lines.get(line)
