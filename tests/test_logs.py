@@ -25,6 +25,7 @@ from twisted_demo.logs import (
     REPEAT_BURST,
     REPEAT_INTERVAL,
     REPEAT_KEYS,
+    Allowance,
     LogOutput,
     RepeatLimiter,
     event_as_json,
@@ -271,3 +272,13 @@ def test_only_logs_to_standard_output_are_taken_over() -> None:
     assert not logs_to_stdout({**stdout, "logfile": "twistd.log"})
     assert not logs_to_stdout({**stdout, "syslog": True})
     assert not logs_to_stdout({**stdout, "logger": object})
+
+
+def test_allowance_refills_one_line_per_interval_up_to_the_burst() -> None:
+    allowance = Allowance(counted_at=0.0, burst=3, interval=2.0)
+    assert [allowance.take(0.0) for _ in range(4)] == [True, True, True, False]
+    assert allowance.wait() == 2.0
+    assert allowance.take(2.0)
+    assert not allowance.take(2.0)
+    # A long quiet spell earns no more than the burst.
+    assert [allowance.take(100.0) for _ in range(4)] == [True, True, True, False]

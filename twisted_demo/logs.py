@@ -93,14 +93,45 @@ def json_file_log_observer(out: IO[str]) -> FileLogObserver:
 
 
 @define
-class _Repeats:
+class Allowance:
     """
-    One distinct line: the lines it may still be written at once, and the
-    copies held back to be summed up.
+    Lines that may be written now: C{burst} at first, then one more every
+    C{interval} seconds, up to C{burst} again.  The rationing rule of the
+    update log and of L{RepeatLimiter}.
     """
 
-    allowance: float
     counted_at: float
+    burst: int = REPEAT_BURST
+    interval: float = REPEAT_INTERVAL
+    left: float = float(REPEAT_BURST)
+
+    def take(self, now: float) -> bool:
+        """
+        Spend one line, if there is one by C{now}.
+        """
+        earned = (now - self.counted_at) / self.interval
+        self.left = min(float(self.burst), self.left + earned)
+        self.counted_at = now
+        if self.left < 1:
+            return False
+        self.left -= 1
+        return True
+
+    def wait(self) -> float:
+        """
+        Seconds from the last L{take} until the next line may be written.
+        """
+        return max(0.0, (1 - self.left) * self.interval)
+
+
+@define
+class _Repeats:
+    """
+    One distinct line: its allowance, and the copies held back to be summed
+    up.
+    """
+
+    allowance: Allowance
     held: int = 0
     held_since: float = 0.0
     last: LogEvent | None = None
@@ -136,7 +167,7 @@ class RepeatLimiter:
         now = self._clock.seconds()
         repeats = self._lines.pop(line, None)
         if repeats is None:
-            repeats = _Repeats(allowance=float(REPEAT_BURST), counted_at=now)
+            repeats = _Repeats(Allowance(counted_at=now))
             self._forget_unused()
         # Most recently used last: the first ones are forgotten first.
         self._lines[line] = repeats
@@ -144,11 +175,11 @@ class RepeatLimiter:
             repeats.held += 1
             repeats.last = event
             return
-        if _spend(repeats, now):
+        if repeats.allowance.take(now):
             self._observer(event)
             return
         repeats.held, repeats.held_since, repeats.last = 1, now, event
-        wait = (1 - repeats.allowance) * REPEAT_INTERVAL
+        wait = repeats.allowance.wait()
         repeats.pending = self._clock.callLater(wait, self._flush, line)
 
     def flush(self) -> None:
@@ -176,7 +207,7 @@ class RepeatLimiter:
         if pending.active():
             pending.cancel()
         now = self._clock.seconds()
-        _spend(repeats, now)
+        repeats.allowance.take(now)
         last, count = repeats.last, repeats.held
         repeats.last, repeats.held = None, 0
         assert last is not None
@@ -192,19 +223,6 @@ class RepeatLimiter:
             repeated_seconds=round(now - repeats.held_since, 3),
         )
         self._observer(summary)
-
-
-def _spend(repeats: _Repeats, now: float) -> bool:
-    """
-    Spend one line of C{repeats}' allowance, if there is one by C{now}.
-    """
-    earned = (now - repeats.counted_at) / REPEAT_INTERVAL
-    repeats.allowance = min(float(REPEAT_BURST), repeats.allowance + earned)
-    repeats.counted_at = now
-    if repeats.allowance < 1:
-        return False
-    repeats.allowance -= 1
-    return True
 
 
 def logs_to_stdout(twistd_options: Mapping[str, Any] | None) -> bool:
