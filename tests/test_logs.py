@@ -282,3 +282,32 @@ def test_allowance_refills_one_line_per_interval_up_to_the_burst() -> None:
     assert not allowance.take(2.0)
     # A long quiet spell earns no more than the burst.
     assert [allowance.take(100.0) for _ in range(4)] == [True, True, True, False]
+
+
+def test_twisteds_own_lines_that_differ_only_in_a_field_are_summed_up() -> None:
+    clock = Clock()
+    lines: list[str] = []
+    limiter = RepeatLimiter(lambda event: lines.append(formatEvent(event)), clock)
+    port_log = Logger(namespace="twisted.internet.tcp.Port", observer=limiter)
+    for number in range(REPEAT_BURST + 40):
+        port_log.info(
+            "EMFILE recovery: Closed socket from {address}",
+            address=("127.0.0.1", 40000 + number),
+        )
+    clock.advance(REPEAT_INTERVAL)
+    assert lines[:REPEAT_BURST] == [
+        f"EMFILE recovery: Closed socket from ('127.0.0.1', {40000 + number})"
+        for number in range(REPEAT_BURST)
+    ]
+    assert lines[REPEAT_BURST:] == [
+        "EMFILE recovery: Closed socket from … "
+        "(repeated 40 times in 1.0s, logged as one line)"
+    ]
+
+
+def test_the_services_own_lines_are_summed_up_only_word_for_word() -> None:
+    clock = Clock()
+    lines, log = _limited(clock)
+    for number in range(REPEAT_BURST + 40):
+        log.error("Config reload failed: {error}", error=f"line {number}")
+    assert len(lines) == REPEAT_BURST + 40

@@ -10,6 +10,7 @@ import json
 import sys
 from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
+from string import Formatter
 from typing import IO, Any
 
 from attrs import define
@@ -138,19 +139,48 @@ class _Repeats:
     pending: IDelayedCall | None = None
 
 
+def _elided(log_format: str) -> str:
+    """
+    C{log_format}'s text with each of its fields as C{…}.
+    """
+    return "".join(
+        literal + ("" if field is None else "…")
+        for literal, field, _, _ in Formatter().parse(log_format)
+    )
+
+
 def _line_of(event: LogEvent) -> tuple[object, object, str]:
-    return (event.get("log_namespace"), event.get("log_level"), formatEvent(event))
+    """
+    What makes two events the same line: logger, level and text.  Twisted's
+    own lines are the same when their template is, the fields elided: they
+    differ only by a client's address or an object's id (C{EMFILE recovery:
+    Closed socket from …}, once per refused connection at the descriptor
+    limit).  The service's lines are the same only word for word, since
+    their fields are what a reader needs (which error, which config).
+    """
+    namespace, level = event.get("log_namespace"), event.get("log_level")
+    log_format = event.get("log_format")
+    if (
+        isinstance(namespace, str)
+        and namespace.startswith("twisted.")
+        and isinstance(log_format, str)
+    ):
+        try:
+            return (namespace, level, _elided(log_format))
+        except ValueError:
+            pass  # Not a valid template: formatEvent says so in its text.
+    return (namespace, level, formatEvent(event))
 
 
 @implementer(ILogObserver)
 class RepeatLimiter:
     """
-    Passes events on to C{observer}, but of identical lines (same logger,
-    level and rendered text) at most L{REPEAT_BURST} at once and then one
-    every L{REPEAT_INTERVAL} seconds, which sums up the copies since the line
-    before: C{<line> (repeated 37 times in 1.0s, logged as one line)}.  The
-    rule is the update log's, applied to every line, so that no repeated
-    cause (signals, refused connections) can flood the log.
+    Passes events on to C{observer}, but of the same line (see L{_line_of})
+    at most L{REPEAT_BURST} at once and then one every L{REPEAT_INTERVAL}
+    seconds, which sums up the copies since the line before: C{<line>
+    (repeated 37 times in 1.0s, logged as one line)}.  The rule is the
+    update log's, applied to every line, so that no repeated cause
+    (signals, refused connections) can flood the log.
 
     Call it on the reactor thread, as C{twistd}'s logging does.
     """
