@@ -210,8 +210,13 @@ def test_deploy_readme_log_and_config_are_what_the_service_shows(
     configmap: AtomicWriter,
 ) -> None:
     deploy = (ROOT / "deploy" / "README.md").read_text()
-    quoted_logs = [b for b in blocks(deploy) if b.language == ""]
-    [quoted_config] = [b for b in blocks(deploy) if b.language == "json"]
+    update = blocks(section(deploy, "4. Change the ConfigMap and watch it arrive"))
+    quoted_logs = [block for block in update if block.language == ""]
+    [quoted_config] = [
+        block
+        for block in blocks(section(deploy, "Which version does each pod serve?"))
+        if block.language == "json"
+    ]
     assert quoted_logs
     with servers(configmap.target_dir / CONFIG_NAME) as (text, as_json):
         configmap.write({CONFIG_NAME: b"message: Hello Kubernetes\n"})
