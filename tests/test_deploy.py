@@ -471,7 +471,12 @@ def test_mounted_config_file_is_the_path_the_image_reads() -> None:
     [mount] = container()["volumeMounts"]
     mounted = PurePosixPath(mount["mountPath"]) / CONFIG_KEY
     assert str(mounted) == config_path_in_cmd()
-    assert "args" not in container() and "command" not in container()
+    assert "command" not in container()
+
+
+def test_pod_runs_the_image_command_with_json_logs() -> None:
+    # The image's CMD, so that the config path stays the one checked above.
+    assert container()["args"] == [*exec_form("CMD"), "--log-format", "json"]
 
 
 def test_probes_use_the_health_and_readiness_routes_on_the_http_port() -> None:
@@ -644,7 +649,8 @@ def test_tls_probes_scrapes_and_service_use_the_https_port(
 def test_deploy_without_the_component_stays_plain_http() -> None:
     for probe in ("readinessProbe", "livenessProbe"):
         assert container()[probe]["httpGet"].get("scheme", "HTTP") == "HTTP"
-    assert "args" not in container()
+    args = container().get("args", [])
+    assert not [a for a in args if a.startswith("--tls")]
     volumes = manifest("deployment.yaml")["spec"]["template"]["spec"]["volumes"]
     assert not [v for v in volumes if "secret" in v]
 

@@ -10,10 +10,7 @@ import os
 import re
 import signal
 import socket
-import subprocess
 from pathlib import Path
-
-import pytest
 
 from tests.support import (
     CONFIG_NAME,
@@ -25,7 +22,7 @@ from tests.support import (
     wait_for,
 )
 from twisted_demo.live._log import LOG_BURST
-from twisted_demo.testing import AtomicWriter, twistd_executable
+from twisted_demo.testing import AtomicWriter
 
 
 def test_serves_message_and_follows_a_configmap_update(
@@ -157,28 +154,6 @@ def test_port_in_use_exits_non_zero_without_traceback(
     finally:
         second.close()
     assert http(twistd_server.url + "/").body == b"Hello World"
-
-
-@pytest.mark.parametrize(
-    ("args", "error"),
-    [
-        ([], "--config PATH is required"),
-        (["--config", "c.yaml", "--bogus"], "option --bogus not recognized"),
-        (["--config", "c.yaml", "--tick", "0"], "expected a number of seconds"),
-    ],
-)
-def test_usage_errors_exit_non_zero_naming_the_problem(
-    args: list[str], error: str
-) -> None:
-    result = subprocess.run(
-        [twistd_executable(), "-n", "--pidfile=", "configmapdemo", *args],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-    assert result.returncode == 1
-    # twistd prints usage errors after the usage text, on standard output.
-    assert error in result.stdout.strip().splitlines()[-1]
 
 
 def test_refused_reload_answers_422_with_its_reason_phrase(

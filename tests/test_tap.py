@@ -10,7 +10,6 @@ import pytest
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import IServiceMaker, MultiService
 from twisted.plugin import getPlugins
-from twisted.python.usage import UsageError
 
 from twisted_demo.config import DEFAULT_MAX_BYTES
 from twisted_demo.live import LiveConfigService
@@ -46,31 +45,69 @@ def test_all_options_are_parsed() -> None:
     assert options["access-log"]
 
 
-def test_missing_config_is_a_usage_error() -> None:
-    with pytest.raises(UsageError, match="--config PATH is required"):
-        _parse()
+def _refused(capsys: pytest.CaptureFixture[str], *args: str) -> str:
+    """
+    The one line naming the problem with the command line C{args}, after
+    checking that parsing exits with status 1 and a pointer to C{--help}.
+    """
+    with pytest.raises(SystemExit) as e:
+        _parse(*args)
+    assert e.value.code == 1
+    error, hint = capsys.readouterr().err.splitlines()
+    assert hint == "Try 'twistd configmapdemo --help'"
+    return error
+
+
+def test_missing_config_is_refused_in_one_line(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert _refused(capsys) == (
+        "configmapdemo: error: --config PATH is required: the YAML file to serve"
+    )
 
 
 @pytest.mark.parametrize("tick", ["0", "-1", "abc", "nan", "inf", ""])
-def test_tick_must_be_a_positive_number(tick: str) -> None:
-    with pytest.raises(UsageError, match="expected a number of seconds"):
-        _parse("--config", "c.yaml", "--tick", tick)
+def test_tick_must_be_a_positive_number(
+    tick: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert _refused(capsys, "--config", "c.yaml", "--tick", tick) == (
+        f"configmapdemo: error: --tick must be a number of seconds above 0, "
+        f"got {tick!r}"
+    )
 
 
 @pytest.mark.parametrize("size", ["0", "-5", "1.5", "lots"])
-def test_max_bytes_must_be_a_positive_whole_number(size: str) -> None:
-    with pytest.raises(UsageError, match="expected a"):
-        _parse("--config", "c.yaml", "--max-bytes", size)
+def test_max_bytes_must_be_a_positive_whole_number(
+    size: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert _refused(capsys, "--config", "c.yaml", "--max-bytes", size) == (
+        f"configmapdemo: error: --max-bytes must be a whole number of bytes "
+        f"above 0, got {size!r}"
+    )
 
 
-def test_unknown_option_is_a_usage_error() -> None:
-    with pytest.raises(UsageError, match="no-such-option"):
-        _parse("--config", "c.yaml", "--no-such-option")
+def test_unknown_option_is_refused_naming_it(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    error = _refused(capsys, "--config", "c.yaml", "--no-such-option")
+    assert error.startswith("configmapdemo: error: ")
+    assert "--no-such-option" in error
+
+
+def test_log_format_is_text_or_json(capsys: pytest.CaptureFixture[str]) -> None:
+    assert _parse("--config", "c.yaml")["log-format"] == "text"
+    assert _parse("--config", "c.yaml", "--log-format", "json")["log-format"] == "json"
+    assert _refused(capsys, "--config", "c.yaml", "--log-format", "xml") == (
+        "configmapdemo: error: --log-format must be text or json, got 'xml'"
+    )
 
 
 def test_help_documents_every_option() -> None:
     text = str(Options())
-    for option in ["--config", "--listen", "--tick", "--max-bytes", "--access-log"]:
+    for option in [
+        *["--config", "--listen", "--tick", "--max-bytes", "--access-log"],
+        "--log-format",
+    ]:
         assert option in text
 
 

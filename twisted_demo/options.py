@@ -5,23 +5,29 @@ The options of C{twistd configmapdemo}, and refusing to start with one line.
 from __future__ import annotations
 
 import sys
-from typing import NoReturn
+from collections.abc import Callable, Sequence
+from typing import NoReturn, TypeVar
 
 from twisted.python import usage
 
 from twisted_demo.config import DEFAULT_MAX_BYTES
+from twisted_demo.logs import LOG_FORMATS, logs_to_stdout
 
 DEFAULT_LISTEN = "tcp:8080"
 DEFAULT_TICK = 0.1
+
+_T = TypeVar("_T")
 
 
 def _positive_number(value: str) -> float:
     try:
         number = float(value)
     except ValueError:
-        raise ValueError(f"expected a number of seconds, got {value!r}") from None
+        raise ValueError(
+            f"must be a number of seconds above 0, got {value!r}"
+        ) from None
     if not number > 0 or number == float("inf"):
-        raise ValueError(f"expected a number of seconds above 0, got {value!r}")
+        raise ValueError(f"must be a number of seconds above 0, got {value!r}")
     return number
 
 
@@ -29,9 +35,11 @@ def _positive_integer(value: str) -> int:
     try:
         number = int(value)
     except ValueError:
-        raise ValueError(f"expected a whole number of bytes, got {value!r}") from None
+        raise ValueError(
+            f"must be a whole number of bytes above 0, got {value!r}"
+        ) from None
     if number <= 0:
-        raise ValueError(f"expected a number of bytes above 0, got {value!r}")
+        raise ValueError(f"must be a whole number of bytes above 0, got {value!r}")
     return number
 
 
@@ -39,12 +47,41 @@ _positive_number.coerceDoc = "Must be a number above 0."  # type: ignore[attr-de
 _positive_integer.coerceDoc = "Must be a whole number above 0."  # type: ignore[attr-defined]
 
 
+def _log_format(value: str) -> str:
+    if value not in LOG_FORMATS:
+        raise ValueError(f"must be {' or '.join(LOG_FORMATS)}, got {value!r}")
+    return value
+
+
+_log_format.coerceDoc = "One of: " + ", ".join(LOG_FORMATS) + "."  # type: ignore[attr-defined]
+
+
+def _named(option: str, coerce: Callable[[str], _T]) -> Callable[[str], _T]:
+    """
+    C{coerce}, refusing a value with a L{usage.UsageError} that names
+    C{--option}.  Twisted would report a C{ValueError} without the option's
+    name, after its own words.
+    """
+
+    def named(value: str) -> _T:
+        try:
+            return coerce(value)
+        except ValueError as e:
+            raise usage.UsageError(f"--{option} {e}") from None
+
+    named.coerceDoc = getattr(coerce, "coerceDoc", "")  # type: ignore[attr-defined]
+    return named
+
+
 class Options(usage.Options):
     """
     Options of C{twistd configmapdemo}.
     """
 
-    synopsis = "--config PATH [--listen ENDPOINT] [--tick SECONDS] [--max-bytes N]"
+    synopsis = (
+        "--config PATH [--listen ENDPOINT] [--tick SECONDS] [--max-bytes N] "
+        "[--log-format text|json]"
+    )
     longdesc = (
         "Serve the 'message' of a YAML config file at http://HOST:PORT/ and "
         "reload the file live whenever it changes: in a Kubernetes ConfigMap "
@@ -77,7 +114,7 @@ class Options(usage.Options):
             DEFAULT_TICK,
             "Seconds between checks; a burst of file events within one tick "
             "becomes one reload.",
-            _positive_number,
+            _named("tick", _positive_number),
         ],
         [
             "max-bytes",
@@ -85,19 +122,50 @@ class Options(usage.Options):
             DEFAULT_MAX_BYTES,
             "Largest config file accepted, in bytes (default: the 1 MiB "
             "ConfigMap limit).",
-            _positive_integer,
+            _named("max-bytes", _positive_integer),
+        ],
+        [
+            "log-format",
+            None,
+            "text",
+            "How each log line is written on standard output: text, or json "
+            "for log shippers (one object per line).",
+            _named("log-format", _log_format),
         ],
     ]
     compData = usage.Completions(optActions={"config": usage.CompleteFiles()})
 
+    def parseOptions(self, options: Sequence[str] | None = None) -> None:
+        """
+        Parse the command line, or refuse it with one line naming the
+        problem and one naming where the options are explained, instead of
+        C{twistd}'s whole usage text with the error at the end.
+        """
+        try:
+            super().parseOptions(options)
+        except usage.UsageError as e:
+            exit_with(str(e), TRY_HELP)
+
     def postOptions(self) -> None:
         if self["config"] is None:
-            raise usage.UsageError("--config PATH is required")
+            raise usage.UsageError("--config PATH is required: the YAML file to serve")
+        if self["log-format"] == "json" and not logs_to_stdout(self.parent):
+            raise usage.UsageError(
+                "--log-format json writes to standard output: run 'twistd -n' "
+                "without --logfile, --syslog or --logger"
+            )
 
 
-def exit_with(message: str) -> NoReturn:
+#: The second line of a refused command line.
+TRY_HELP = "Try 'twistd configmapdemo --help'"
+
+
+def exit_with(message: str, hint: str | None = None) -> NoReturn:
     """
-    Refuse to start with one readable line and a non-zero exit status.
+    Refuse to start with one readable line (and a C{hint} on a second line)
+    and a non-zero exit status.
     """
     print(f"configmapdemo: error: {message}", file=sys.stderr)
+    if hint is not None:
+        print(hint, file=sys.stderr)
     raise SystemExit(1)

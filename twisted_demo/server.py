@@ -234,6 +234,16 @@ def make_site(
     return ConfigSite(resource, access_log=access_log, max_body_bytes=max_body_bytes)
 
 
+class StartFailed(SystemExit, Exception):
+    """
+    Ends C{twistd} with exit status C{code} and no traceback, like
+    L{SystemExit}, while C{twistd} also sees the L{Exception} it cleans up
+    after: it removes the pid file only when starting fails with one
+    (C{UnixApplicationRunner.postApplication}); a plain L{SystemExit} would
+    leave a stale C{twistd.pid} behind.
+    """
+
+
 class WebService(StreamServerEndpointService):
     """
     Serves the site, and stops C{twistd} with one clear line, rather than a
@@ -266,7 +276,7 @@ class WebService(StreamServerEndpointService):
                 listen=self._description,
                 error=e,
             )
-            raise SystemExit(1) from None
+            raise StartFailed(1) from None
 
     def privilegedStartService(self) -> None:
         # twistd binds here, before dropping privileges.

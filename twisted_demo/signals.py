@@ -16,6 +16,8 @@ from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from twisted_demo.logs import LogOutput
+
 __all__ = ["ReloadOnSignal", "StopInOrder"]
 
 _log = Logger(namespace="configmapdemo")
@@ -66,10 +68,21 @@ class StopInOrder(MultiService):
     """
 
     def __init__(
-        self, call_from_thread: Callable[[Callable[[], object]], object]
+        self,
+        call_from_thread: Callable[[Callable[[], object]], object],
+        log_output: LogOutput | None = None,
     ) -> None:
         super().__init__()
         self._call_from_thread = call_from_thread
+        self._log_output = log_output
+        if log_output is not None:
+            # First in, so last to stop: it writes the lines held back.
+            log_output.setServiceParent(self)
+
+    def setServiceParent(self, parent: Any) -> None:
+        super().setServiceParent(parent)
+        if self._log_output is not None:
+            self._log_output.supply_to(parent)
 
     def _repeated(self, signum: int, frame: FrameType | None) -> None:
         name = signal.Signals(signum).name

@@ -15,6 +15,7 @@ from twisted.web.resource import IResource
 
 from twisted_demo.config import parse_message
 from twisted_demo.live import ConfigError, LiveConfigMetrics, LiveConfigService
+from twisted_demo.logs import LogOutput
 from twisted_demo.options import Options, exit_with
 from twisted_demo.server import WebService, make_site
 from twisted_demo.signals import ReloadOnSignal, StopInOrder
@@ -60,7 +61,8 @@ def makeService(options: Options) -> MultiService:
 
     # Stopped last added first: the web server finishes the responses under
     # way, which may still reload, before the live config stops.
-    service = StopInOrder(reactor.callFromThread)
+    log_output = LogOutput.for_options(options["log-format"], options.parent, reactor)
+    service = StopInOrder(reactor.callFromThread, log_output)
     live.setServiceParent(service)
     site = make_site(resource, options["access-log"])
     WebService(options["listen"], endpoint, site, reactor).setServiceParent(service)

@@ -136,10 +136,14 @@ class UpdateLog(Service):
         return True
 
     def _line(self, old: Loaded[Any] | None, new: Loaded[Any], count: int = 1) -> None:
+        # One update has no count or time span: its fields would mislead
+        # a reader of the structured log (seconds since 1970).
+        summed: dict[str, float] = {}
+        if count > 1:
+            summed.update(count=count, seconds=self._clock.seconds() - self._held_since)
         _log.info(
             _UPDATED if count == 1 else _UPDATED_TIMES,
-            count=count,
-            seconds=self._clock.seconds() - self._held_since,
+            **summed,
             old=_short(old),
             new=_short(new),
             sha256=new.sha256,

@@ -1,0 +1,236 @@
+"""
+The first minutes with C{twistd configmapdemo}, run for real: a refused
+command line, a start that fails, and the log as text or JSON lines.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import socket
+import subprocess
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+from tests.support import CONFIG_NAME, TwistdServer, http, wait_for
+from twisted_demo.logs import REPEAT_BURST
+from twisted_demo.testing import (
+    AtomicWriter,
+    configmapdemo_argv,
+    free_port,
+    twistd_executable,
+)
+
+TRY_HELP = "Try 'twistd configmapdemo --help'"
+
+
+def _twistd(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [twistd_executable(), "-n", *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=cwd,
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "error"),
+    [
+        (
+            ["--config", "c.yaml", "--tick", "0"],
+            "--tick must be a number of seconds above 0, got '0'",
+        ),
+        (
+            ["--config", "c.yaml", "--tick", "abc"],
+            "--tick must be a number of seconds above 0, got 'abc'",
+        ),
+        ([], "--config PATH is required: the YAML file to serve"),
+        (["--config", "c.yaml", "--bogus"], "option --bogus not recognized"),
+        (
+            ["--config", "c.yaml", "--max-bytes", "0"],
+            "--max-bytes must be a whole number of bytes above 0, got '0'",
+        ),
+        (
+            ["--config", "c.yaml", "--log-format", "xml"],
+            "--log-format must be text or json, got 'xml'",
+        ),
+    ],
+)
+def test_a_refused_command_line_is_one_line_and_a_pointer_to_help(
+    args: list[str], error: str
+) -> None:
+    result = _twistd("--pidfile=", "configmapdemo", *args)
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert result.stderr.splitlines() == [f"configmapdemo: error: {error}", TRY_HELP]
+
+
+def test_json_logs_need_standard_output(tmp_path: Path) -> None:
+    result = _twistd(
+        "--pidfile=",
+        "--logfile",
+        str(tmp_path / "twistd.log"),
+        "configmapdemo",
+        "--config",
+        "c.yaml",
+        "--log-format",
+        "json",
+    )
+    assert result.returncode == 1
+    assert result.stderr.splitlines()[0].startswith(
+        "configmapdemo: error: --log-format json writes to standard output"
+    )
+
+
+def _ready(port: int) -> bool:
+    try:
+        return http(f"http://127.0.0.1:{port}/readyz").status == 200
+    except OSError:
+        return False
+
+
+def test_a_start_that_fails_leaves_no_pid_file(
+    tmp_path: Path, configmap: AtomicWriter
+) -> None:
+    config = configmap.target_dir / CONFIG_NAME
+    running, failing = tmp_path / "running", tmp_path / "failing"
+    running.mkdir()
+    failing.mkdir()
+    port = free_port()
+    # twistd's default pid file, twistd.pid in the current directory.
+    argv = configmapdemo_argv(config, port)
+    argv.remove("--pidfile=")
+    first = subprocess.Popen(
+        argv, cwd=running, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        # A start that succeeds writes it (so the check below means something).
+        pid_file = running / "twistd.pid"
+        wait_for(
+            lambda: pid_file.exists() and pid_file.read_text() == str(first.pid),
+            "the running server's pid file",
+        )
+        wait_for(lambda: _ready(port), "the first server to listen")
+        second = _twistd(*argv[2:], cwd=failing)
+        assert second.returncode == 1
+        assert "Address already in use" in second.stdout
+        assert "Traceback" not in second.stdout + second.stderr
+        assert list(failing.iterdir()) == []
+    finally:
+        first.terminate()
+        first.wait(10)
+    assert not pid_file.exists()
+
+
+def _records(output: str) -> list[dict[str, object]]:
+    return [json.loads(line) for line in output.splitlines()]
+
+
+def test_json_log_lines_carry_the_message_and_the_fields(
+    configmap: AtomicWriter,
+) -> None:
+    server = TwistdServer(
+        configmap.target_dir / CONFIG_NAME, extra=["--log-format", "json"]
+    )
+    try:
+        server.wait_ready()
+        generation = configmap.write({CONFIG_NAME: b"message: Hello JSON\n"})
+        server.wait_message("Hello JSON")
+        configmap.write({CONFIG_NAME: b"message: [oops\n"})
+        wait_for(lambda: "Config reload failed" in server.output, "the failure")
+        assert server.stop(signal.SIGTERM, timeout=10) == -signal.SIGTERM
+        records = _records(server.output)
+    finally:
+        server.close()
+
+    for record in records:
+        assert {"time", "level", "logger", "message"} <= record.keys()
+        assert not [key for key in record if key.startswith("log_")]
+        time = str(record["time"])
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", time)
+        moment = datetime.fromisoformat(time.replace("Z", "+00:00"))
+        assert moment.tzinfo == timezone.utc
+    by_start = {str(r["message"]).split(":")[0]: r for r in records}
+    loaded = by_start["Loaded " + str(configmap.target_dir / CONFIG_NAME)]
+    assert loaded["level"] == "info"
+    assert {"sha256", "generation", "path"} <= loaded.keys()
+    updated = by_start["Config file updated"]
+    assert updated["generation"] == generation
+    assert updated["path"] == str(configmap.target_dir / CONFIG_NAME)
+    failed = by_start["Config reload failed, still serving the last good config"]
+    assert failed["level"] == "error"
+    assert "line 2, column 1" in str(failed["error"])
+    assert records[-1]["message"] == "Server Shut Down."
+
+
+def test_repeated_sighups_are_summed_up_with_a_count(
+    twistd_server: TwistdServer,
+) -> None:
+    line = "Received SIGHUP: reloading the config"
+    sent = 0
+
+    def summed_up() -> bool:
+        nonlocal sent
+        if f"{line} (repeated " in twistd_server.output:
+            return True
+        twistd_server.process.send_signal(signal.SIGHUP)
+        sent += 1
+        return False
+
+    wait_for(summed_up, "a line summing up repeated SIGHUPs")
+    twistd_server.stop(signal.SIGTERM, timeout=10)
+    plain = re.findall(rf"\] {line}$", twistd_server.output, re.MULTILINE)
+    counts = [
+        int(n)
+        for n in re.findall(rf"{line} \(repeated (\d+) times in ", twistd_server.output)
+    ]
+    assert len(plain) >= REPEAT_BURST
+    assert all(count >= 2 for count in counts)
+    # Signals sent close together may arrive as one; none is counted twice.
+    assert len(plain) + sum(counts) <= sent
+
+
+def _serves(server: TwistdServer, message: str) -> bool:
+    try:
+        return server.get("/").text == message
+    except OSError:
+        return False
+
+
+def test_refused_connections_at_the_descriptor_limit_are_summed_up(
+    configmap: AtomicWriter,
+) -> None:
+    # Few descriptors, so that connections soon find none left; Twisted
+    # then accepts and closes each, with a line naming its address.
+    server = TwistdServer(
+        configmap.target_dir / CONFIG_NAME,
+        wrapper=["bash", "-c", 'ulimit -n 64 && exec "$@"', "bash"],
+    )
+    line = "EMFILE recovery: Closed socket from"
+    held: list[socket.socket] = []
+
+    def summed_up() -> bool:
+        if f"{line} … (repeated " in server.output:
+            return True
+        for _ in range(20):
+            held.append(socket.create_connection(("127.0.0.1", server.port)))
+        while len(held) > 150:
+            held.pop(0).close()
+        return False
+
+    try:
+        server.wait_ready()
+        wait_for(summed_up, "a line summing up refused connections")
+        counts = re.findall(rf"{line} … \(repeated (\d+) times in ", server.output)
+        assert all(int(count) >= 2 for count in counts)
+        while held:
+            held.pop().close()
+        wait_for(lambda: _serves(server, "Hello World"), "the server to serve again")
+    finally:
+        for connection in held:
+            connection.close()
+        server.close()

@@ -1,0 +1,249 @@
+"""
+The docs quote the program's output: these tests run the real service the
+way the docs do and check every quoted line against what it prints, so the
+docs cannot drift from the program, whichever of the two changes.
+
+A quoted line may elide with C{…}; timestamps, C{..data} generations and
+paths under C{/etc/config/} stand for any such value.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from attrs import frozen
+
+from tests.support import CONFIG_NAME, DEADLINE, TwistdServer, http, wait_for
+from twisted_demo.testing import AtomicWriter
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# What stands for a value that differs from run to run, and the pattern
+# that matches any such value.
+_VARYING = [
+    ("…", ".*"),
+    (
+        r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:?\d\d)",
+        r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:?\d\d)",
+    ),
+    (r"\.\.\d{4}_\d\d_\d\d_\d\d_\d\d_\d\d\.\d{9}", r"\.\.\d{4}(?:_\d\d){5}\.\d{9}"),
+    ("/etc/config/", "/.*/"),
+]
+_TOKEN = re.compile("|".join(f"({quoted})" for quoted, _ in _VARYING))
+
+
+def pattern(quoted: str) -> re.Pattern[str]:
+    """
+    The pattern of the output that C{quoted} stands for.
+    """
+    parts: list[str] = []
+    end = 0
+    for match in _TOKEN.finditer(quoted):
+        parts.append(re.escape(quoted[end : match.start()]))
+        group = next(i for i, text in enumerate(match.groups()) if text is not None)
+        parts.append(_VARYING[group][1])
+        end = match.end()
+    parts.append(re.escape(quoted[end:]))
+    return re.compile("".join(parts))
+
+
+@frozen
+class Block:
+    """
+    A fenced block of a Markdown file: its language and its lines.
+    """
+
+    language: str
+    lines: list[str]
+
+
+def blocks(markdown: str) -> list[Block]:
+    """
+    The fenced blocks of C{markdown}, in order.
+    """
+    found = re.findall(r"^```(\w*)\n(.*?)^```$", markdown, re.MULTILINE | re.DOTALL)
+    return [Block(language, text.splitlines()) for language, text in found]
+
+
+def section(markdown: str, heading: str) -> str:
+    """
+    The text of the C{## heading} section of C{markdown}.
+    """
+    start = markdown.index(f"\n## {heading}\n")
+    end = markdown.find("\n## ", start + 1)
+    return markdown[start : None if end == -1 else end]
+
+
+def _lines_match(quoted: list[str], printed: list[str]) -> bool:
+    return len(quoted) == len(printed) and all(
+        pattern(q).fullmatch(p) for q, p in zip(quoted, printed, strict=True)
+    )
+
+
+def _in_log(quoted: str, log: str) -> bool:
+    expected = pattern(quoted)
+    return any(expected.search(line) for line in log.splitlines())
+
+
+def _json_matches(quoted: dict[str, Any], record: dict[str, Any]) -> bool:
+    """
+    Whether C{record} has C{quoted}'s keys, in its order, each with a value
+    it stands for.
+    """
+    return list(quoted) == list(record) and all(
+        pattern(json.dumps(value)).fullmatch(json.dumps(record[key]))
+        for key, value in quoted.items()
+    )
+
+
+def _in_json_log(quoted: str, log: str) -> bool:
+    records = [json.loads(line) for line in log.splitlines()]
+    return any(_json_matches(json.loads(quoted), record) for record in records)
+
+
+def _run(command: str, cwd: Path, port: int) -> list[str]:
+    """
+    Run one C{$} line of a console block as a user would, on the test's
+    server, and return what it printed.
+    """
+    command = command.replace("localhost:8080", f"127.0.0.1:{port}")
+    bin_dir = str(Path(sys.executable).parent)
+    # At a terminal curl shows no progress meter; into a pipe it would.
+    curl_home = cwd / "curl-home"
+    curl_home.mkdir(exist_ok=True)
+    (curl_home / ".curlrc").write_text("silent\nshow-error\n")
+    result = subprocess.run(
+        ["bash", "-c", command],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=DEADLINE,
+        env={
+            **os.environ,
+            "PATH": bin_dir + os.pathsep + os.environ["PATH"],
+            "CURL_HOME": str(curl_home),
+        },
+    )
+    return result.stdout.splitlines()
+
+
+def run_console(block: Block, cwd: Path, port: int) -> None:
+    """
+    Run C{block}'s commands in order, each checked against the lines quoted
+    after it.
+    """
+    steps: list[tuple[str, list[str]]] = []
+    for line in block.lines:
+        if line.startswith("$ "):
+            steps.append((line[2:], []))
+        else:
+            steps[-1][1].append(line)
+    for command, quoted in steps:
+        printed = _run(command, cwd, port)
+        assert _lines_match(quoted, printed), (
+            f"$ {command}\nquoted:  {quoted}\nprinted: {printed}"
+        )
+
+
+@contextmanager
+def servers(config: Path) -> Iterator[tuple[TwistdServer, TwistdServer]]:
+    """
+    The service on C{config}, logging as text and as JSON.
+    """
+    text = TwistdServer(config)
+    as_json = TwistdServer(config, extra=["--log-format", "json"])
+    try:
+        text.wait_ready()
+        as_json.wait_ready()
+        yield text, as_json
+    finally:
+        text.close()
+        as_json.close()
+
+
+def _wait_in_log(quoted: str, server: TwistdServer) -> None:
+    if quoted.startswith("{"):
+        wait_for(lambda: _in_json_log(quoted, server.output), f"JSON line {quoted}")
+    else:
+        wait_for(lambda: _in_log(quoted, server.output), f"log line {quoted}")
+
+
+def check_quoted_log(block: Block, text: TwistdServer, as_json: TwistdServer) -> None:
+    """
+    Wait until each line of C{block} is in the log it quotes: JSON lines in
+    the JSON log, others in the text log.
+    """
+    for line in block.lines:
+        _wait_in_log(line, as_json if line.startswith("{") else text)
+
+
+def test_readme_demo_logs_and_errors_print_what_is_quoted(tmp_path: Path) -> None:
+    readme = (ROOT / "README.md").read_text()
+    shutil.copytree(ROOT / "examples", tmp_path / "examples", symlinks=True)
+    config = tmp_path / "examples" / "config" / CONFIG_NAME
+    with servers(config) as (text, as_json):
+        # The Logs section quotes the start-up, before the demo's edits.
+        for block in blocks(section(readme, "Logs")):
+            check_quoted_log(block, text, as_json)
+        demo = blocks(section(readme, "The 30-second demo"))
+        assert [block.language for block in demo] == ["console", "", "console"]
+        for block in demo:
+            if block.language == "console":
+                run_console(block, tmp_path, text.port)
+            else:
+                check_quoted_log(block, text, as_json)
+    [refused] = blocks(section(readme, "Options"))
+    run_console(refused, tmp_path, text.port)
+
+
+def test_deploy_readme_log_and_config_are_what_the_service_shows(
+    configmap: AtomicWriter,
+) -> None:
+    deploy = (ROOT / "deploy" / "README.md").read_text()
+    update = blocks(section(deploy, "4. Change the ConfigMap and watch it arrive"))
+    quoted_logs = [block for block in update if block.language == ""]
+    [quoted_config] = [
+        block
+        for block in blocks(section(deploy, "Which version does each pod serve?"))
+        if block.language == "json"
+    ]
+    assert quoted_logs
+    with servers(configmap.target_dir / CONFIG_NAME) as (text, as_json):
+        configmap.write({CONFIG_NAME: b"message: Hello Kubernetes\n"})
+        text.wait_message("Hello Kubernetes")
+        for block in quoted_logs:
+            check_quoted_log(block, text, as_json)
+        config = json.loads(http(text.url + "/config").text)
+    assert _json_matches(json.loads("\n".join(quoted_config.lines)), config)
+
+
+def test_quoted_values_stand_for_the_values_that_vary() -> None:
+    quoted = (
+        "2026-11-22T10:00:00+0000 [x#info] Loaded /etc/config/a.yaml: "
+        "generation ..2026_11_22_10_00_00.000000001 (…)"
+    )
+    printed = (
+        "2027-01-02T03:04:05+0000 [x#info] Loaded /tmp/y/a.yaml: "
+        "generation ..2027_01_02_03_04_05.123456789 (anything)"
+    )
+    assert pattern(quoted).fullmatch(printed)
+    assert not pattern(quoted).fullmatch(printed.replace("[x#info]", "[y#info]"))
+    assert not pattern("sha256 c6d9c4c0f882").fullmatch("sha256 18142f7fc8b7")
+
+
+def test_benchmarks_md_carries_the_analysis_as_it_stands() -> None:
+    # python -m bench appends bench/analysis.md to the figures of its run;
+    # an analysis edited since must be carried into BENCHMARKS.md too.
+    benchmarks = (ROOT / "BENCHMARKS.md").read_text()
+    analysis = (ROOT / "bench" / "analysis.md").read_text().strip()
+    assert benchmarks.rstrip().endswith("\n" + analysis)
