@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
-from typing import Any, AnyStr, cast
+from typing import Any, AnyStr, TypeVar, cast
 
 import pytest
 import pytest_twisted
@@ -49,6 +49,8 @@ from twisted_demo.live._process import (
 )
 
 reactor: Any = _reactor
+
+_T = TypeVar("_T")
 
 #: How long a wait for a real process may take before the test fails.
 WAIT = 30.0
@@ -211,9 +213,20 @@ async def hang_in_child(
     return result, int(marker.read_text())
 
 
+def within(d: Deferred[_T]) -> Deferred[_T]:
+    """
+    C{d}, failed with a timeout if it has not fired after L{WAIT} seconds,
+    so that a test of a broken parser process fails instead of hanging.
+    """
+    return d.addTimeout(WAIT, reactor)
+
+
 async def failure_of(d: Deferred[Any]) -> BaseException:
+    """
+    The exception C{d} fails with (within L{WAIT} seconds).
+    """
     try:
-        value = await d
+        value = await within(d)
     except Exception as e:
         return e
     raise AssertionError(f"expected a failure, got {value!r}")
@@ -222,9 +235,9 @@ async def failure_of(d: Deferred[Any]) -> BaseException:
 @pytest_twisted.ensureDeferred
 async def test_value_comes_back_for_bytes_and_for_files(services: Services) -> None:
     parse = services.on_reactor()
-    assert await parse(parsers.echo, b"message: hi\n") == b"message: hi\n"
+    assert await within(parse(parsers.echo, b"message: hi\n")) == b"message: hi\n"
     files = {"tls.crt": b"CERT", "tls.key": b"KEY", "empty": b""}
-    assert await parse(parsers.echo, files) == files
+    assert await within(parse(parsers.echo, files)) == files
 
 
 @pytest_twisted.ensureDeferred
@@ -232,7 +245,7 @@ async def test_parse_runs_in_a_child_at_lower_priority_without_twisted(
     services: Services,
 ) -> None:
     parse = services.on_reactor()
-    child = await parse(parsers.where, b"")
+    child = await within(parse(parsers.where, b""))
     assert child.pid != os.getpid()
     assert child.niceness == os.nice(0) + 10
     assert child.address_space == (Limits().address_space,) * 2
@@ -248,14 +261,14 @@ async def test_child_imports_nothing_from_the_working_directory(
     (tmp_path / "struct.py").write_text("raise ImportError('a stray struct.py')\n")
     monkeypatch.chdir(tmp_path)
     parse = services.on_reactor()
-    assert await parse(parsers.echo, b"still parsed") == b"still parsed"
+    assert await within(parse(parsers.echo, b"still parsed")) == b"still parsed"
 
 
 @pytest_twisted.ensureDeferred
 async def test_requests_are_answered_in_order(services: Services) -> None:
     parse = services.on_reactor()
     results = [parse(parsers.echo, b"%d" % n) for n in range(20)]
-    assert [await d for d in results] == [b"%d" % n for n in range(20)]
+    assert [await within(d) for d in results] == [b"%d" % n for n in range(20)]
 
 
 @pytest_twisted.ensureDeferred
@@ -264,13 +277,13 @@ async def test_config_error_text_comes_back(services: Services) -> None:
     error = await failure_of(parse(parsers.refuse, b"no good"))
     assert isinstance(error, ConfigError)
     assert str(error) == "config.yaml line 1, column 1: no good"
-    assert await parse(parsers.echo, b"next") == b"next"
+    assert await within(parse(parsers.echo, b"next")) == b"next"
 
 
 @pytest_twisted.ensureDeferred
 async def test_other_exception_is_a_one_line_crash(services: Services) -> None:
     parse = services.on_reactor()
-    pid = (await parse(parsers.where, b"")).pid
+    pid = (await within(parse(parsers.where, b""))).pid
     error = await failure_of(parse(parsers.crash, b"missing"))
     assert isinstance(error, ParseCrashed)
     assert "\n" not in str(error)
@@ -278,7 +291,7 @@ async def test_other_exception_is_a_one_line_crash(services: Services) -> None:
     assert "KeyError" in str(error)
     assert "parsers.py" in str(error)
     # The child lives on.
-    assert (await parse(parsers.where, b"")).pid == pid
+    assert (await within(parse(parsers.where, b""))).pid == pid
 
 
 @pytest_twisted.ensureDeferred
@@ -286,7 +299,7 @@ async def test_value_too_big_or_unpicklable_is_a_crash(services: Services) -> No
     parse = services.on_reactor()
     assert isinstance(await failure_of(parse(parsers.huge, b"")), ParseCrashed)
     assert isinstance(await failure_of(parse(parsers.unpicklable, b"")), ParseCrashed)
-    assert await parse(parsers.echo, b"next") == b"next"
+    assert await within(parse(parsers.echo, b"next")) == b"next"
 
 
 def test_function_not_importable_by_path_is_refused_at_once() -> None:
@@ -320,7 +333,9 @@ async def test_input_over_the_size_limit_is_refused(services: Services) -> None:
     big = b"x" * twisted_demo.live._child.MAX_MESSAGE
     assert isinstance(await failure_of(parse(parsers.echo, big)), ConfigError)
     almost = b"x" * 2**20
-    assert await parse(parsers.echo, {"config.yaml": almost}) == {"config.yaml": almost}
+    assert await within(parse(parsers.echo, {"config.yaml": almost})) == {
+        "config.yaml": almost
+    }
 
 
 @pytest_twisted.ensureDeferred
@@ -332,24 +347,26 @@ async def test_hanging_parse_is_killed_at_the_deadline(
     services.clock.advance(4.9)
     assert not result.called
     services.clock.advance(0.1)
+    assert result.called
     error = await failure_of(result)
     assert isinstance(error, ParserUnavailable)
     assert "deadline of 5 s" in str(error)
     await until(lambda: gone(pid), "the hanging child to be killed")
-    child = await parse(parsers.where, b"")
+    child = await within(parse(parsers.where, b""))
     assert child.pid != pid
 
 
 @pytest_twisted.ensureDeferred
 async def test_stopped_child_is_killed_at_the_deadline(services: Services) -> None:
     parse = services.on_clock(deadline=5.0)
-    pid = (await parse(parsers.where, b"")).pid
+    pid = (await within(parse(parsers.where, b""))).pid
     os.kill(pid, signal.SIGSTOP)
     result = parse(parsers.echo, b"never parsed")
     services.clock.advance(5.0)
+    assert result.called
     assert isinstance(await failure_of(result), ParserUnavailable)
     await until(lambda: gone(pid), "the stopped child to be killed")
-    assert await parse(parsers.echo, b"next") == b"next"
+    assert await within(parse(parsers.echo, b"next")) == b"next"
 
 
 @pytest_twisted.ensureDeferred
@@ -360,8 +377,9 @@ async def test_waiting_requests_get_their_own_deadline(
     result, _ = await hang_in_child(parse, tmp_path)
     waiting = parse(parsers.echo, b"waited")
     services.clock.advance(5.0)
+    assert result.called
     assert isinstance(await failure_of(result), ParserUnavailable)
-    assert await waiting == b"waited"
+    assert await within(waiting) == b"waited"
 
 
 @pytest_twisted.ensureDeferred
@@ -377,7 +395,7 @@ async def test_killed_child_fails_its_parse_and_the_next_one_works(
     assert "SIGKILL" in str(error)
     # The caller hears of it; the log does not repeat it.
     assert events.warnings() == []
-    assert (await parse(parsers.where, b"")).pid != pid
+    assert (await within(parse(parsers.where, b""))).pid != pid
 
 
 @pytest_twisted.ensureDeferred
@@ -385,13 +403,13 @@ async def test_child_dead_while_idle_is_logged_once_and_restarted(
     services: Services,
 ) -> None:
     parse = services.on_reactor()
-    pid = (await parse(parsers.where, b"")).pid
+    pid = (await within(parse(parsers.where, b""))).pid
     with logged() as events:
         os.kill(pid, signal.SIGKILL)
         await until(lambda: bool(events.warnings()), "a warning")
         [warning] = events.warnings()
         assert warning["how"] == "killed by SIGKILL"
-        assert (await parse(parsers.where, b"")).pid != pid
+        assert (await within(parse(parsers.where, b""))).pid != pid
     assert len(events.warnings()) == 1
 
 
@@ -400,13 +418,13 @@ async def test_memory_hungry_parse_is_refused_by_the_limit(
     services: Services,
 ) -> None:
     parse = services.on_reactor()
-    pid = (await parse(parsers.where, b"")).pid
+    pid = (await within(parse(parsers.where, b""))).pid
     with logged() as events:
         error = await failure_of(parse(parsers.hungry, b""))
         assert isinstance(error, ConfigError)
         assert "128 MiB" in str(error)
         # A fresh child, with none of the hungry one's heap, parses next.
-        assert (await parse(parsers.where, b"")).pid != pid
+        assert (await within(parse(parsers.where, b""))).pid != pid
         await until(lambda: gone(pid), "the hungry child to exit")
     assert events.warnings() == []
 
@@ -418,7 +436,7 @@ async def test_parse_past_its_cpu_seconds_is_refused(services: Services) -> None
     error = await failure_of(parse(parsers.spin, b""))
     assert isinstance(error, ConfigError)
     assert "1 s of CPU" in str(error)
-    assert await parse(parsers.echo, b"next") == b"next"
+    assert await within(parse(parsers.echo, b"next")) == b"next"
 
 
 @pytest_twisted.ensureDeferred
@@ -426,14 +444,14 @@ async def test_group_signals_leave_the_child_alive_and_stop_is_quiet(
     services: Services,
 ) -> None:
     parse = services.on_reactor()
-    pid = (await parse(parsers.where, b"")).pid
+    pid = (await within(parse(parsers.where, b""))).pid
     with logged() as events:
         # What a terminal's Ctrl-C, timeout(1) or a reload signal sends to
         # the whole process group.
         for number in (signal.SIGINT, signal.SIGHUP, signal.SIGTERM):
             os.kill(pid, number)
-        assert (await parse(parsers.where, b"")).pid == pid
-        await parse.stopService()
+        assert (await within(parse(parsers.where, b""))).pid == pid
+        await within(parse.stopService())
         await until(lambda: gone(pid), "the child to exit")
     assert events.warnings() == []
 
@@ -451,7 +469,7 @@ async def test_stop_waits_for_the_parse_then_kills_the_child(
         services.clock.advance(STOP_TIMEOUT - 0.1)
         assert not stopped.called
         services.clock.advance(0.1)
-        await stopped
+        await within(stopped)
     assert isinstance(await failure_of(result), ParserUnavailable)
     assert gone(pid)
     assert events.warnings() == []
