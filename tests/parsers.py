@@ -1,6 +1,6 @@
 """
 Parse functions that the parser process tests call in the child by their
-import path.  This module imports only the standard library, attrs and
+import path.  This module imports only the standard library, attrs, PyYAML and
 L{ConfigError}, as a user's parser module would.
 """
 
@@ -13,6 +13,7 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
+import yaml
 from attrs import frozen
 
 from twisted_demo.live._errors import ConfigError
@@ -49,6 +50,18 @@ def where(data: object) -> Process:
         cwd=os.getcwd(),
         modules=sorted({name.partition(".")[0] for name in sys.modules}),
     )
+
+
+def load_yaml(data: bytes) -> int:
+    """
+    Load YAML with PyYAML's C loader; return how many top-level items it
+    has.
+    """
+    try:
+        document = yaml.load(data, Loader=yaml.CSafeLoader)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config.yaml: {e}") from None
+    return len(document)
 
 
 def refuse(data: bytes) -> None:

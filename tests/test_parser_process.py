@@ -430,6 +430,19 @@ async def test_memory_hungry_parse_is_refused_by_the_limit(
 
 
 @pytest_twisted.ensureDeferred
+async def test_hostile_yaml_is_refused_by_the_memory_limit(
+    services: Services,
+) -> None:
+    parse = services.on_reactor(deadline=120.0)
+    # 1 MiB of empty mappings: PyYAML's C loader needs 265 MiB for it.
+    hostile = b"[" + b"{}," * (2**20 // 3 - 1) + b"{}]"
+    error = await failure_of(parse(parsers.load_yaml, hostile))
+    assert isinstance(error, ConfigError)
+    assert "MiB of memory" in str(error)
+    assert await within(parse(parsers.load_yaml, b"a: 1\nb: 2\n")) == 2
+
+
+@pytest_twisted.ensureDeferred
 async def test_parse_past_its_cpu_seconds_is_refused(services: Services) -> None:
     # Without the limit the deadline ends it, and the test fails.
     parse = services.on_reactor(deadline=120.0, limits=Limits(cpu_seconds=1))

@@ -54,13 +54,13 @@ MAX_MESSAGE = 2**20 + 2**16
 NICENESS = 10
 
 #: The child's address space limit (RLIMIT_AS, soft and hard).  Measured
-#: with Python 3.11 and PyYAML 6.0.4: the child starts at about 23 MiB of
-#: VmSize with PyYAML and the demo's parser loaded; a 1 MiB config of 51k
-#: C{keyN: valueN} lines peaks at 77 MiB; the hostile 1 MiB shapes (500k
-#: duplicate keys, a list of 524k items, 349k empty mappings) need 181 to
-#: 266 MiB.  128 MiB leaves a valid 1 MiB config 50 MiB of room and stops
-#: every hostile one with a MemoryError, so the child never takes more
-#: than the pod's whole memory limit (128 MiB).
+#: with Python 3.11 and PyYAML 6.0.4: the child starts at 16 MiB of VmSize
+#: (12 MiB RSS) with PyYAML loaded, 23 MiB with the demo's strict loader; a
+#: valid 1 MiB config of 51k C{keyN: valueN} lines peaks at 67 to 77 MiB;
+#: the hostile 1 MiB shapes (500k duplicate keys, a list of 524k items,
+#: 349k empty mappings) need 181 to 266 MiB.  128 MiB leaves a valid 1 MiB
+#: config 50 MiB of room and refuses every hostile one with a MemoryError,
+#: so the child never holds more than the pod's whole limit (128 MiB).
 ADDRESS_SPACE = 128 * 2**20
 
 #: CPU seconds one parse may use (RLIMIT_CPU is raised to the CPU used so
