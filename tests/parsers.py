@@ -119,6 +119,13 @@ def huge(data: bytes) -> bytes:
     return b"x" * (2 * 2**20)
 
 
+def exception_value(data: bytes) -> Exception:
+    """
+    An exception as the value, not raised.
+    """
+    return ValueError(data.decode())
+
+
 def unpicklable(data: bytes) -> object:
     """
     A value that cannot be pickled.

@@ -13,6 +13,7 @@ from __future__ import annotations
 import ast
 import os
 import signal
+import struct
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
@@ -130,6 +131,45 @@ class ProcessesWithClock:
         return self.clock.getDelayedCalls()
 
 
+class ImpostorChild(ProcessesWithClock):
+    """
+    Starts, in place of the parser process, a program that reads one
+    request and answers it with C{reply}, then waits for its input to end.
+    """
+
+    def __init__(self, clock: Clock, reply: bytes) -> None:
+        super().__init__(clock)
+        self.reply = reply
+
+    def spawnProcess(
+        self,
+        processProtocol: IProcessProtocol,
+        executable: bytes | str,
+        args: Sequence[bytes | str],
+        env: Mapping[AnyStr, AnyStr] | None = None,
+        path: bytes | str | None = None,
+        uid: int | None = None,
+        gid: int | None = None,
+        usePTY: bool = False,
+        childFDs: Mapping[int, int | str] | None = None,
+    ) -> IProcessTransport:
+        program = (
+            "import struct, sys\n"
+            "(n,) = struct.unpack('>I', sys.stdin.buffer.read(4))\n"
+            "sys.stdin.buffer.read(n)\n"
+            f"sys.stdout.buffer.write({self.reply!r})\n"
+            "sys.stdout.flush()\n"
+            "sys.stdin.buffer.read()\n"
+        )
+        return super().spawnProcess(
+            processProtocol,
+            sys.executable,
+            [sys.executable, "-c", program],
+            env=env,
+            childFDs=childFDs,
+        )
+
+
 class Services:
     """
     Makes parser processes, and stops each at the end of the test.
@@ -238,6 +278,9 @@ async def test_value_comes_back_for_bytes_and_for_files(services: Services) -> N
     assert await within(parse(parsers.echo, b"message: hi\n")) == b"message: hi\n"
     files = {"tls.crt": b"CERT", "tls.key": b"KEY", "empty": b""}
     assert await within(parse(parsers.echo, files)) == files
+    value = await within(parse(parsers.exception_value, b"a value"))
+    assert isinstance(value, ValueError)
+    assert value.args == ("a value",)
 
 
 @pytest_twisted.ensureDeferred
@@ -485,6 +528,25 @@ async def test_stop_waits_for_the_parse_then_kills_the_child(
         await within(stopped)
     assert isinstance(await failure_of(result), ParserUnavailable)
     assert gone(pid)
+    assert events.warnings() == []
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        pytest.param(struct.pack(">I", 2**24) + b"V", id="too long"),
+        pytest.param(struct.pack(">I", 3) + b"Z??", id="unknown"),
+    ],
+)
+@pytest_twisted.ensureDeferred
+async def test_child_breaking_the_protocol_is_killed(reply: bytes) -> None:
+    clock = Clock()
+    parse = ParserProcess(ImpostorChild(clock, reply))
+    with logged() as events:
+        error = await failure_of(parse(parsers.echo, b"hello"))
+        assert isinstance(error, ParserUnavailable)
+        assert "killed" in str(error)
+        await within(parse.stopService())
     assert events.warnings() == []
 
 

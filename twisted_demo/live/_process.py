@@ -373,32 +373,34 @@ class ParserProcess(Service):
             self._retire(child, kill=True, why="it replied to nothing")
             return
         tag, body = reply[:1], reply[1:]
-        outcome: object | BaseException
+        text = body.decode("utf-8", "replace")
         if tag == _child.VALUE:
             try:
-                outcome = pickle.loads(body)
+                value = pickle.loads(body)
             except Exception as e:
-                outcome = ParseCrashed(
-                    f"{request.path}: the value it returned cannot be "
-                    f"unpickled here ({type(e).__name__}: {e})"
+                request.result.errback(
+                    ParseCrashed(
+                        f"{request.path}: the value it returned cannot be "
+                        f"unpickled here ({type(e).__name__}: {e})"
+                    )
                 )
+            else:
+                request.result.callback(value)
         elif tag == _child.ERROR:
-            outcome = ConfigError(body.decode("utf-8", "replace"))
+            request.result.errback(ConfigError(text))
         elif tag == _child.CRASH:
-            outcome = ParseCrashed(f"{request.path}: {body.decode('utf-8', 'replace')}")
+            request.result.errback(ParseCrashed(f"{request.path}: {text}"))
         elif tag == _child.LIMIT:
             # A fresh child for the next parse, with none of this one's heap.
             self._retire(child, kill=False, why="it went past a limit")
-            outcome = ConfigError(body.decode("utf-8", "replace"))
+            request.result.errback(ConfigError(text))
         else:
             self._retire(child, kill=True, why=f"an unknown reply {tag!r}")
-            outcome = ParserUnavailable(
-                f"the parser process sent an unknown reply ({tag!r}) and was killed"
+            request.result.errback(
+                ParserUnavailable(
+                    f"the parser process sent an unknown reply ({tag!r}) and was killed"
+                )
             )
-        if isinstance(outcome, BaseException):
-            request.result.errback(outcome)
-        else:
-            request.result.callback(outcome)
         self._next()
 
     def _broken(self, child: _Child, what: str) -> None:
