@@ -55,7 +55,7 @@ _T = TypeVar("_T")
 
 #: What a parse function takes: the bytes of one file, or the bytes of
 #: several by file name.
-In = TypeVar("In", bytes, Mapping[str, bytes])
+In = TypeVar("In", bytes, Mapping[str, bytes], bytes | Mapping[str, bytes])
 
 #: How long a stopping service waits for the child to finish its parse
 #: and exit before killing it.
