@@ -15,7 +15,6 @@ import os
 import signal
 import struct
 import sys
-import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -33,13 +32,14 @@ from twisted.internet.interfaces import (
     IReactorProcess,
     IReactorTime,
 )
-from twisted.internet.task import Clock, deferLater
+from twisted.internet.task import Clock
 from twisted.logger import ILogObserver, LogEvent, LogLevel, globalLogPublisher
 from zope.interface import implementer
 
 import twisted_demo.live._child
 import twisted_demo.live._process
 from tests import parsers
+from tests.support import until
 from twisted_demo.live._errors import ConfigError
 from twisted_demo.live._process import (
     STOP_TIMEOUT,
@@ -53,25 +53,12 @@ reactor: Any = _reactor
 
 _T = TypeVar("_T")
 
-#: How long a wait for a real process may take before the test fails.
+#: How long a parse may take to answer before the test fails.
 WAIT = 30.0
 
 #: A deadline no parse in these tests comes near, for tests where it
 #: must not pass.
 NEVER = 3600.0
-
-
-async def until(probe: Callable[[], bool], what: str) -> None:
-    """
-    Let the reactor run until C{probe()} is true; fail naming C{what}
-    after L{WAIT} seconds.
-    """
-    deadline = time.monotonic() + WAIT
-    while not probe():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {WAIT}s waiting for {what}")
-        d: Deferred[None] = deferLater(reactor, 0.01, lambda: None)
-        await d
 
 
 def gone(pid: int) -> bool:
@@ -88,11 +75,13 @@ def gone(pid: int) -> bool:
 @implementer(IReactorProcess, IReactorTime)
 class ProcessesWithClock:
     """
-    Real processes from the global reactor, and time from a L{Clock}.
+    Real processes from the global reactor, and time from a L{Clock}; a
+    C{program} given, that Python program is what they run.
     """
 
-    def __init__(self, clock: Clock) -> None:
+    def __init__(self, clock: Clock, program: str | None = None) -> None:
         self.clock = clock
+        self.program = program
 
     def spawnProcess(
         self,
@@ -106,6 +95,9 @@ class ProcessesWithClock:
         usePTY: bool = False,
         childFDs: Mapping[int, int | str] | None = None,
     ) -> IProcessTransport:
+        if self.program is not None:
+            # In place of the parser process.
+            args = [sys.executable, "-c", self.program]
         transport: IProcessTransport = reactor.spawnProcess(
             processProtocol,
             executable,
@@ -131,43 +123,19 @@ class ProcessesWithClock:
         return self.clock.getDelayedCalls()
 
 
-class ImpostorChild(ProcessesWithClock):
+def impostor(reply: bytes) -> str:
     """
-    Starts, in place of the parser process, a program that reads one
-    request and answers it with C{reply}, then waits for its input to end.
+    A program that reads one request, answers it with C{reply}, then waits
+    for its input to end.
     """
-
-    def __init__(self, clock: Clock, reply: bytes) -> None:
-        super().__init__(clock)
-        self.reply = reply
-
-    def spawnProcess(
-        self,
-        processProtocol: IProcessProtocol,
-        executable: bytes | str,
-        args: Sequence[bytes | str],
-        env: Mapping[AnyStr, AnyStr] | None = None,
-        path: bytes | str | None = None,
-        uid: int | None = None,
-        gid: int | None = None,
-        usePTY: bool = False,
-        childFDs: Mapping[int, int | str] | None = None,
-    ) -> IProcessTransport:
-        program = (
-            "import struct, sys\n"
-            "(n,) = struct.unpack('>I', sys.stdin.buffer.read(4))\n"
-            "sys.stdin.buffer.read(n)\n"
-            f"sys.stdout.buffer.write({self.reply!r})\n"
-            "sys.stdout.flush()\n"
-            "sys.stdin.buffer.read()\n"
-        )
-        return super().spawnProcess(
-            processProtocol,
-            sys.executable,
-            [sys.executable, "-c", program],
-            env=env,
-            childFDs=childFDs,
-        )
+    return (
+        "import struct, sys\n"
+        "(n,) = struct.unpack('>I', sys.stdin.buffer.read(4))\n"
+        "sys.stdin.buffer.read(n)\n"
+        f"sys.stdout.buffer.write({reply!r})\n"
+        "sys.stdout.flush()\n"
+        "sys.stdin.buffer.read()\n"
+    )
 
 
 class Services:
@@ -249,7 +217,7 @@ async def hang_in_child(
     """
     marker = tmp_path / "hanging.pid"
     result = service(parsers.hang, str(marker).encode())
-    await until(marker.exists, "the child to start the hanging parse")
+    await until(reactor, marker.exists, "the child to start the hanging parse")
     return result, int(marker.read_text())
 
 
@@ -394,7 +362,7 @@ async def test_hanging_parse_is_killed_at_the_deadline(
     error = await failure_of(result)
     assert isinstance(error, ParserUnavailable)
     assert "deadline of 5 s" in str(error)
-    await until(lambda: gone(pid), "the hanging child to be killed")
+    await until(reactor, lambda: gone(pid), "the hanging child to be killed")
     child = await within(parse(parsers.where, b""))
     assert child.pid != pid
 
@@ -408,7 +376,7 @@ async def test_stopped_child_is_killed_at_the_deadline(services: Services) -> No
     services.clock.advance(5.0)
     assert result.called
     assert isinstance(await failure_of(result), ParserUnavailable)
-    await until(lambda: gone(pid), "the stopped child to be killed")
+    await until(reactor, lambda: gone(pid), "the stopped child to be killed")
     assert await within(parse(parsers.echo, b"next")) == b"next"
 
 
@@ -449,7 +417,7 @@ async def test_child_dead_while_idle_is_logged_once_and_restarted(
     pid = (await within(parse(parsers.where, b""))).pid
     with logged() as events:
         os.kill(pid, signal.SIGKILL)
-        await until(lambda: bool(events.warnings()), "a warning")
+        await until(reactor, lambda: bool(events.warnings()), "a warning")
         [warning] = events.warnings()
         assert warning["how"] == "killed by SIGKILL"
         assert (await within(parse(parsers.where, b""))).pid != pid
@@ -468,7 +436,7 @@ async def test_memory_hungry_parse_is_refused_by_the_limit(
         assert "128 MiB" in str(error)
         # A fresh child, with none of the hungry one's heap, parses next.
         assert (await within(parse(parsers.where, b""))).pid != pid
-        await until(lambda: gone(pid), "the hungry child to exit")
+        await until(reactor, lambda: gone(pid), "the hungry child to exit")
     assert events.warnings() == []
 
 
@@ -508,7 +476,7 @@ async def test_group_signals_leave_the_child_alive_and_stop_is_quiet(
             os.kill(pid, number)
         assert (await within(parse(parsers.where, b""))).pid == pid
         await within(parse.stopService())
-        await until(lambda: gone(pid), "the child to exit")
+        await until(reactor, lambda: gone(pid), "the child to exit")
     assert events.warnings() == []
 
 
@@ -541,7 +509,7 @@ async def test_stop_waits_for_the_parse_then_kills_the_child(
 @pytest_twisted.ensureDeferred
 async def test_child_breaking_the_protocol_is_killed(reply: bytes) -> None:
     clock = Clock()
-    parse = ParserProcess(ImpostorChild(clock, reply))
+    parse = ParserProcess(ProcessesWithClock(clock, impostor(reply)))
     with logged() as events:
         error = await failure_of(parse(parsers.echo, b"hello"))
         assert isinstance(error, ParserUnavailable)
