@@ -11,6 +11,7 @@ process are polls with a deadline.
 from __future__ import annotations
 
 import ast
+import errno
 import os
 import signal
 import struct
@@ -34,6 +35,7 @@ from twisted.internet.interfaces import (
 )
 from twisted.internet.task import Clock
 from twisted.logger import ILogObserver, LogEvent, LogLevel, globalLogPublisher
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 import twisted_demo.live._child
@@ -76,12 +78,19 @@ def gone(pid: int) -> bool:
 class ProcessesWithClock:
     """
     Real processes from the global reactor, and time from a L{Clock}; a
-    C{program} given, that Python program is what they run.
+    C{program} given, that Python program is what they run; a C{refusal}
+    given, no process starts and that is raised.
     """
 
-    def __init__(self, clock: Clock, program: str | None = None) -> None:
+    def __init__(
+        self,
+        clock: Clock,
+        program: str | None = None,
+        refusal: OSError | None = None,
+    ) -> None:
         self.clock = clock
         self.program = program
+        self.refusal = refusal
 
     def spawnProcess(
         self,
@@ -95,6 +104,8 @@ class ProcessesWithClock:
         usePTY: bool = False,
         childFDs: Mapping[int, int | str] | None = None,
     ) -> IProcessTransport:
+        if self.refusal is not None:
+            raise self.refusal
         if self.program is not None:
             # In place of the parser process.
             args = [sys.executable, "-c", self.program]
@@ -516,6 +527,34 @@ async def test_child_breaking_the_protocol_is_killed(reply: bytes) -> None:
         assert "killed" in str(error)
         await within(parse.stopService())
     assert events.warnings() == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_child_that_cannot_start_fails_the_parse_with_its_reason() -> None:
+    program = "import sys; sys.exit('No module named twisted_demo')"
+    parse = ParserProcess(ProcessesWithClock(Clock(), program))
+    with logged() as events:
+        error = await failure_of(parse(parsers.echo, b"hello"))
+    assert isinstance(error, ParserUnavailable)
+    assert "exit status 1: No module named twisted_demo" in str(error)
+    # Its stderr is in the log.
+    assert [e["line"] for e in events.warnings()] == ["No module named twisted_demo"]
+
+
+def test_fork_refused_fails_the_parse_and_start_logs_it() -> None:
+    refusal = OSError(errno.EAGAIN, os.strerror(errno.EAGAIN))
+    parse = ParserProcess(ProcessesWithClock(Clock(), refusal=refusal))
+    with logged() as events:
+        parse.startService()
+        result = parse(parsers.echo, b"hello")
+    [warning] = events.warnings()
+    assert os.strerror(errno.EAGAIN) in str(warning["error"])
+    failures: list[Failure] = []
+    result.addErrback(failures.append)
+    [failure] = failures
+    assert failure.check(ParserUnavailable)
+    assert "could not start" in failure.getErrorMessage()
+    assert parse.stopService().called
 
 
 @pytest_twisted.ensureDeferred
