@@ -2,14 +2,15 @@
 Parsing in a child process of lower priority: the server's side.
 
 Why a process: parsing a 1 MiB config takes most of a second of CPU (0.8 s
-for 51k lines with PyYAML's C loader), and hostile input far more.  In a thread of the server that time holds the
-GIL, and every request the reactor serves meanwhile waits for it at each
-system call, so a reload slows requests far beyond its own cost.  In a
-child process the parse shares only the CPU, and at a lower priority the
-operating system gives the reactor that CPU first.  The child also
-contains the damage of a parse that crashes, hangs or eats memory on
-hostile input: it runs under an address space limit, a CPU limit per parse
-and a deadline, and the server reports the input and keeps serving.
+for 51k lines with PyYAML's C loader), and hostile input far more.  In a
+thread of the server that time holds the GIL, and every request the
+reactor serves meanwhile waits for it at each system call, so a reload
+slows requests far beyond its own cost.  In a child process the parse
+shares only the CPU, and at a lower priority the operating system gives
+the reactor that CPU first.  The child also contains the damage of a parse
+that crashes, hangs or eats memory on hostile input: it runs under an
+address space limit, a CPU limit per parse and a deadline, and the server
+reports the input and keeps serving.
 
 The child is the module L{twisted_demo.live._child}, run as
 C{sys.executable -m twisted_demo.live._child}, as Twisted trial's
