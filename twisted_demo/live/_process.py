@@ -1,0 +1,472 @@
+"""
+Parsing in a child process of lower priority: the server's side.
+
+Why a process: parsing a 1 MiB config takes most of a second of CPU (0.8 s
+for 51k lines with PyYAML's C loader), and hostile input far more.  In a
+thread of the server that time holds the GIL, and every request the
+reactor serves meanwhile waits for it at each system call, so a reload
+slows requests far beyond its own cost.  In a child process the parse
+shares only the CPU, and at a lower priority the operating system gives
+the reactor that CPU first.  The child also contains the damage of a parse
+that crashes, hangs or eats memory on hostile input: it runs under an
+address space limit, a CPU limit per parse and a deadline, and the server
+reports the input and keeps serving.
+
+The child is the module L{twisted_demo.live._child}, run as
+C{sys.executable -m twisted_demo.live._child}, as Twisted trial's
+distributed runner runs its workers.  It finds the parse function by its
+import path (C{module:qualname}) on the server's C{sys.path}, which it gets
+as C{PYTHONPATH}, an empty entry made absolute.  Its working directory is
+C{/} and C{PYTHONSAFEPATH} is set, so that a stray C{yaml.py} in the
+server's working directory is not imported unless the server's own path
+names that directory.  Requests and replies are data (see L{_child} for the
+format), framed by L{Int32StringReceiver} on the child's stdin and stdout.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import signal
+import sys
+from collections import deque
+from collections.abc import Callable, Mapping
+from typing import Generic, TypeVar, cast
+
+from attrs import frozen
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.error import ProcessExitedAlready, ProcessTerminated
+from twisted.internet.interfaces import (
+    IDelayedCall,
+    IProcessTransport,
+    IReactorProcess,
+    IReactorTime,
+)
+from twisted.internet.protocol import ProcessProtocol
+from twisted.logger import Logger
+from twisted.protocols.basic import Int32StringReceiver
+from twisted.python.failure import Failure
+
+from twisted_demo.live import _child
+from twisted_demo.live._errors import ConfigError
+
+__all__ = ["Limits", "ParseCrashed", "ParserProcess", "ParserUnavailable"]
+
+_T = TypeVar("_T")
+
+#: What a parse function takes: the bytes of one file, or the bytes of
+#: several by file name.
+In = TypeVar("In", bytes, Mapping[str, bytes], bytes | Mapping[str, bytes])
+
+#: How long a stopping service waits for the child to finish its parse
+#: and exit before killing it.
+STOP_TIMEOUT = 2.0
+
+#: Twisted's name for the signal a stuck child gets; SIGKILL also ends a
+#: child stopped by SIGSTOP.
+_KILL = "KILL"
+
+
+class ParseCrashed(Exception):
+    """
+    The parse function raised something other than L{ConfigError}, could
+    not be imported in the parser process, or returned a value that cannot
+    be sent back; the text is one line.
+    """
+
+
+class ParserUnavailable(Exception):
+    """
+    The parser process could not give an answer: it could not start, died,
+    or passed its deadline and was killed.  The input may be fine; asking
+    again starts a fresh process.
+    """
+
+
+@frozen
+class Limits:
+    """
+    What one parse may cost the parser process.
+
+    @ivar address_space: RLIMIT_AS of the process, in bytes.
+    @ivar cpu_seconds: CPU seconds per parse (RLIMIT_CPU).
+    """
+
+    address_space: int = _child.ADDRESS_SPACE
+    cpu_seconds: int = _child.CPU_SECONDS
+
+
+def import_path(parse: Callable[..., object]) -> str:
+    """
+    The path (C{module:qualname}) by which the parser process imports
+    C{parse}.
+
+    @raise TypeError: If C{parse} cannot be found by such a path: a lambda,
+        a nested function, a function of C{__main__}, a bound method.
+    """
+    module = getattr(parse, "__module__", None)
+    qualname = getattr(parse, "__qualname__", None)
+    path = f"{module}:{qualname}"
+    found: object = sys.modules.get(module or "")
+    for name in (qualname or "").split("."):
+        found = getattr(found, name, None)
+    if module is None or module == "__main__" or found is not parse:
+        raise TypeError(
+            f"{parse!r} cannot run in the parser process: it needs a function "
+            "defined at the top level of an importable module (not a lambda, "
+            f"a nested function or __main__), found by its import path ({path})"
+        )
+    return path
+
+
+class _Framing(Int32StringReceiver):
+    """
+    The Int32 framing of the child's stdin and stdout.
+    """
+
+    MAX_LENGTH = _child.MAX_MESSAGE
+
+    def __init__(self, child: _Child) -> None:
+        self._child = child
+
+    def stringReceived(self, string: bytes) -> None:
+        self._child.owner._replied(self._child, string)
+
+    def lengthLimitExceeded(self, length: int) -> None:
+        self._child.owner._broken(self._child, f"a reply of {length} bytes")
+
+
+class _Child(ProcessProtocol):
+    """
+    One child process: its framing, its stderr lines, and its end.
+    """
+
+    _log = Logger(namespace="twisted_demo.live.parser")
+
+    def __init__(self, owner: ParserProcess) -> None:
+        self.owner = owner
+        self.framing = _Framing(self)
+        self.ended: Deferred[None] = Deferred()
+        self.alive = True
+        #: Why we ended it, if we did; set, its end is no news.
+        self.ending: str | None = None
+        self._stderr = b""
+        self.last_line = ""
+
+    @property
+    def process(self) -> IProcessTransport:
+        return cast(IProcessTransport, self.transport)
+
+    def connectionMade(self) -> None:
+        # The process transport is an ITransport whose write() goes to the
+        # child's stdin.
+        self.framing.makeConnection(self.process)
+
+    def send(self, message: bytes) -> None:
+        self.framing.sendString(message)
+
+    def close(self, why: str) -> None:
+        """
+        Close the child's stdin: it finishes its parse, if any, and exits.
+        """
+        self.ending = why
+        self.process.closeStdin()
+
+    def kill(self, why: str) -> None:
+        self.ending = why
+        try:
+            self.process.signalProcess(_KILL)
+        except ProcessExitedAlready:
+            pass
+
+    def childDataReceived(self, childFD: int, data: bytes) -> None:
+        if childFD == 1:
+            self.framing.dataReceived(data)
+        elif childFD == 2:
+            self._log_stderr(data)
+
+    def _log_stderr(self, data: bytes) -> None:
+        self._stderr += data
+        *lines, self._stderr = self._stderr.split(b"\n")
+        for line in lines:
+            text = line.decode("utf-8", "replace")
+            if text.strip():
+                self.last_line = text.strip()
+            self._log.warn("Config parser process: {line}", line=text)
+
+    def processEnded(self, reason: Failure) -> None:
+        self.alive = False
+        if self._stderr:
+            self._log_stderr(b"\n")
+        self.owner._ended(self, _how_it_ended(reason, self.last_line))
+        self.ended.callback(None)
+
+
+def _how_it_ended(reason: Failure, last_line: str) -> str:
+    value = reason.value
+    if isinstance(value, ProcessTerminated):
+        if value.signal is not None:
+            return f"killed by {signal.Signals(value.signal).name}"
+        if value.exitCode:
+            how = f"exit status {value.exitCode}"
+            return f"{how}: {last_line}" if last_line else how
+    return "exit status 0"
+
+
+@frozen
+class _Request(Generic[_T]):
+    path: str
+    message: bytes
+    result: Deferred[_T]
+
+
+class ParserProcess(Service):
+    """
+    Calls parse functions in a child process, one at a time (the rest
+    wait in order), each with a deadline.
+
+    The child starts with the service, and again with the next call after
+    one ended: past its deadline, killed, or after a parse that hit a
+    limit.  C{stopService} closes its input, waits up to L{STOP_TIMEOUT}
+    seconds for it to exit, then kills it.
+
+    @param reactor: Provides L{IReactorProcess} and L{IReactorTime}.
+    @param deadline: Seconds each call may take, from its request to its
+        reply (the child's start included when it starts for it).
+    @param niceness: How much nicer than the server the child runs.
+    @param limits: What one parse may cost the child.
+    """
+
+    _log = Logger(namespace="twisted_demo.live.parser")
+
+    def __init__(
+        self,
+        reactor: IReactorProcess,
+        *,
+        deadline: float = 10.0,
+        niceness: int = _child.NICENESS,
+        limits: Limits = Limits(),
+    ) -> None:
+        self._processes = reactor
+        self._clock = IReactorTime(reactor)
+        self._deadline = deadline
+        self._niceness = niceness
+        self._limits = limits
+        self._child: _Child | None = None
+        self._waiting: deque[_Request[object]] = deque()
+        self._current: tuple[_Request[object], _Child, IDelayedCall] | None = None
+
+    def startService(self) -> None:
+        super().startService()
+        try:
+            self._running()
+        except ParserUnavailable as e:
+            self._log.warn("{error}; another try with the next parse", error=e)
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()
+        waiting, self._waiting = self._waiting, deque()
+        for request in waiting:
+            request.result.errback(ParserUnavailable("the parser process stopped"))
+        child, self._child = self._child, None
+        if child is None or not child.alive:
+            return succeed(None)
+        child.close("the parser process was stopped")
+        kill = self._clock.callLater(
+            STOP_TIMEOUT, child.kill, "the parser process was stopped"
+        )
+
+        def ended(result: None) -> None:
+            if kill.active():
+                kill.cancel()
+
+        return child.ended.addCallback(ended)
+
+    def __call__(self, parse: Callable[[In], _T], data: In) -> Deferred[_T]:
+        """
+        Call C{parse(data)} in the parser process.
+
+        @param parse: A function at the top level of an importable module.
+        @param data: Bytes, or a mapping of file names to bytes.
+        @raise TypeError: At once, if C{parse} cannot be imported by its
+            path or C{data} is of another type.
+        @return: Fires with the value C{parse} returned (pickled and
+            unpickled), or fails with L{ConfigError} (raised by C{parse},
+            or the input went past a limit of the process),
+            L{ParseCrashed} or L{ParserUnavailable}.
+        """
+        path = import_path(parse)
+        message = _child.encode_request(path, data)
+        if len(message) > _child.MAX_MESSAGE:
+            return fail(
+                ConfigError(
+                    f"{len(message)} bytes of input is more than the parser "
+                    f"process accepts ({_child.MAX_MESSAGE})"
+                )
+            )
+        result: Deferred[_T] = Deferred()
+        self._waiting.append(cast(_Request[object], _Request(path, message, result)))
+        self._next()
+        return result
+
+    def _running(self) -> _Child:
+        """
+        The child, started now if none is running.
+
+        @raise ParserUnavailable: If it cannot be started.
+        """
+        if self._child is None or not self._child.alive:
+            child = _Child(self)
+            try:
+                self._processes.spawnProcess(
+                    child,
+                    sys.executable,
+                    [
+                        sys.executable,
+                        "-m",
+                        _child.__name__,
+                        str(self._niceness),
+                        str(self._limits.address_space),
+                        str(self._limits.cpu_seconds),
+                    ],
+                    env=_environment(),
+                    path="/",
+                    childFDs={0: "w", 1: "r", 2: "r"},
+                )
+            except OSError as e:
+                # Fork refused: a pids limit, or out of memory.
+                raise ParserUnavailable(
+                    f"the parser process could not start ({e.strerror or e})"
+                ) from None
+            self._child = child
+        return self._child
+
+    def _next(self) -> None:
+        """
+        Send the first waiting request, unless one is being parsed.
+        """
+        while self._current is None and self._waiting:
+            request = self._waiting.popleft()
+            try:
+                child = self._running()
+            except ParserUnavailable as e:
+                request.result.errback(e)
+                continue
+            timer = self._clock.callLater(self._deadline, self._overdue)
+            self._current = (request, child, timer)
+            child.send(request.message)
+
+    def _finish(self, child: _Child) -> _Request[object] | None:
+        """
+        The request C{child} was parsing, now no longer current.
+        """
+        if self._current is None or self._current[1] is not child:
+            return None
+        request, _, timer = self._current
+        self._current = None
+        if timer.active():
+            timer.cancel()
+        return request
+
+    def _replied(self, child: _Child, reply: bytes) -> None:
+        request = self._finish(child)
+        if request is None:
+            self._retire(child, kill=True, why="it replied to nothing")
+            return
+        tag, body = reply[:1], reply[1:]
+        text = body.decode("utf-8", "replace")
+        if tag == _child.VALUE:
+            try:
+                value = pickle.loads(body)
+            except Exception as e:
+                request.result.errback(
+                    ParseCrashed(
+                        f"{request.path}: the value it returned cannot be "
+                        f"unpickled here ({type(e).__name__}: {e})"
+                    )
+                )
+            else:
+                request.result.callback(value)
+        elif tag == _child.ERROR:
+            request.result.errback(ConfigError(text))
+        elif tag == _child.CRASH:
+            request.result.errback(ParseCrashed(f"{request.path}: {text}"))
+        elif tag == _child.LIMIT:
+            # A fresh child for the next parse, with none of this one's heap.
+            self._retire(child, kill=False, why="it went past a limit")
+            request.result.errback(ConfigError(text))
+        else:
+            self._retire(child, kill=True, why=f"an unknown reply {tag!r}")
+            request.result.errback(
+                ParserUnavailable(
+                    f"the parser process sent an unknown reply ({tag!r}) and was killed"
+                )
+            )
+        self._next()
+
+    def _broken(self, child: _Child, what: str) -> None:
+        """
+        C{child} broke the protocol: kill it, and fail its request.
+        """
+        request = self._finish(child)
+        self._retire(child, kill=True, why=what)
+        if request is not None:
+            request.result.errback(
+                ParserUnavailable(f"the parser process sent {what} and was killed")
+            )
+        self._next()
+
+    def _overdue(self) -> None:
+        assert self._current is not None
+        request, child, _ = self._current
+        self._current = None
+        why = f"the parse passed its deadline of {self._deadline:g} s"
+        self._retire(child, kill=True, why=why)
+        request.result.errback(
+            ParserUnavailable(f"{why}; the parser process was killed")
+        )
+        self._next()
+
+    def _retire(self, child: _Child, *, kill: bool, why: str) -> None:
+        """
+        Take no more work to C{child}, and end it.
+        """
+        if self._child is child:
+            self._child = None
+        if not child.alive:
+            return
+        if kill:
+            child.kill(why)
+        else:
+            child.close(why)
+
+    def _ended(self, child: _Child, how: str) -> None:
+        if self._child is child:
+            self._child = None
+        request = self._finish(child)
+        if request is not None:
+            why = child.ending or f"the parser process ended ({how})"
+            request.result.errback(ParserUnavailable(why))
+            self._next()
+        elif child.ending is None and self.running:
+            self._log.warn(
+                "Config parser process ended ({how}) while idle; another starts "
+                "with the next parse",
+                how=how,
+            )
+
+
+def _environment() -> dict[str, str]:
+    """
+    The child's environment: the server's, with its C{sys.path} as
+    C{PYTHONPATH} (an empty entry, the working directory, made absolute).
+    """
+    env = dict(os.environ)
+    cwd = os.getcwd()
+    env["PYTHONPATH"] = os.pathsep.join(
+        os.path.abspath(entry) if entry else cwd for entry in sys.path
+    )
+    # Python 3.11 and later: -m puts no working directory first on sys.path.
+    env["PYTHONSAFEPATH"] = "1"
+    return env
