@@ -12,8 +12,8 @@ that crashes, hangs or eats memory on hostile input: it runs under an
 address space limit, a CPU limit per parse and a deadline, and the server
 reports the input and keeps serving.
 
-The child is the module L{twisted_demo.live._child}, run as
-C{sys.executable -m twisted_demo.live._child}, as Twisted trial's
+The child is the module L{twisted_demo.live._child}, run by the server's
+interpreter as C{python -m twisted_demo.live._child}, as Twisted trial's
 distributed runner runs its workers.  It finds the parse function by its
 import path (C{module:qualname}) on the server's C{sys.path}, which it gets
 as C{PYTHONPATH}, an empty entry made absolute.  Its working directory is
@@ -321,7 +321,7 @@ class ParserProcess(Service):
             try:
                 self._processes.spawnProcess(
                     child,
-                    sys.executable,
+                    _interpreter(),
                     [
                         sys.executable,
                         "-m",
@@ -455,6 +455,19 @@ class ParserProcess(Service):
                 "with the next parse",
                 how=how,
             )
+
+
+def _interpreter() -> str:
+    """
+    The file to run as the child: the server's own interpreter.  On Linux
+    it is named through C{/proc/self/exe}, which the kernel resolves to the
+    running binary whatever the directories on C{sys.executable}'s path
+    allow: a service dropped to an unprivileged user may run an interpreter
+    under a directory it can no longer search (C{/root/.pyenv}).  The
+    child's C{sys.path} does not depend on the name it was run by: it gets
+    the server's as C{PYTHONPATH}.
+    """
+    return "/proc/self/exe" if os.path.exists("/proc/self/exe") else sys.executable
 
 
 def _environment() -> dict[str, str]:

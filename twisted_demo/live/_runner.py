@@ -50,6 +50,6 @@ def default_runner(reactor: Any) -> Any:
     The runner a service gets unless it names one: a parser process of its
     own, an C{IService} to be started and stopped with the service.
     """
-    from twisted_demo.worker import ParserRunner
+    from twisted_demo.live._process import ParserProcess
 
-    return ParserRunner(reactor)
+    return ParserProcess(reactor)

@@ -1,0 +1,85 @@
+"""
+The live service with its default runner, the parser process: what a
+reload does when that process cannot start.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest_twisted
+from twisted.internet import reactor as _reactor
+from twisted.internet.interfaces import IReactorProcess, IReactorTime
+from zope.interface import implementer
+
+from tests.support import captured_log
+from twisted_demo.config import parse_message
+from twisted_demo.live import Failed, LiveConfigService, Outcome, Updated
+from twisted_demo.live._process import ParserProcess
+
+reactor: Any = _reactor
+
+
+@implementer(IReactorProcess, IReactorTime)
+class _RefusingFork:
+    """
+    The reactor, except that the first C{refusals} spawns fail as fork
+    does under a pids limit.
+    """
+
+    def __init__(self, refusals: int) -> None:
+        self.refusals = refusals
+
+    def spawnProcess(self, *args: Any, **kwargs: Any) -> Any:
+        if self.refusals:
+            self.refusals -= 1
+            raise OSError(errno.EAGAIN, os.strerror(errno.EAGAIN))
+        return reactor.spawnProcess(*args, **kwargs)
+
+    def callLater(self, *args: Any, **kwargs: Any) -> Any:
+        return reactor.callLater(*args, **kwargs)
+
+    def seconds(self) -> float:
+        return float(reactor.seconds())
+
+    def getDelayedCalls(self) -> Any:
+        return reactor.getDelayedCalls()
+
+
+@pytest_twisted.ensureDeferred
+async def test_parser_that_cannot_start_fails_the_reload_and_a_later_one_works(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_bytes(b"message: good\n")
+    live = LiveConfigService(
+        path,
+        parse_message,
+        reactor=reactor,
+        runner=ParserProcess(_RefusingFork(refusals=2)),
+    )
+    outcomes: list[Outcome[str]] = []
+    live.observe(outcomes.append)
+    with captured_log() as log:
+        # Starting the service starts the parser process (the first fork
+        # refused) and the first reload (the second); the watcher's first
+        # tick reloads again.
+        live.startService()
+        loaded = await live.when_loaded()
+    await live.stopService()
+    failed, updated = outcomes
+    assert failed == Failed(
+        f"{path}: cannot parse: the parser process could not start"
+        " (Resource temporarily unavailable)",
+        None,
+    )
+    assert updated == Updated(None, loaded)
+    assert live.last_error is None
+    assert loaded.value == "good"
+    assert any(
+        "could not start (Resource temporarily unavailable)" in m
+        for m in log.messages()
+    )
