@@ -25,12 +25,16 @@ from typing import Any
 
 import pytest
 import yaml
+from packaging.utils import canonicalize_name
+from packaging.version import Version
 
 from tests.support import CONFIG_NAME, Response, http, wait_for
+from tests.test_lock import pins
 from twisted_demo.testing import AtomicWriter, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOYMENT = ROOT / "deploy" / "deployment.yaml"
+SERVICE_LOCK = ROOT / "requirements" / "service.txt"
 
 #: Kubernetes' grace period when a pod sets no terminationGracePeriodSeconds.
 DEFAULT_GRACE_PERIOD = 30
@@ -325,6 +329,31 @@ def test_image_reads_the_config_where_the_deployment_mounts_it() -> None:
     command = [*config["Entrypoint"], *config["Cmd"]]
     assert command[:2] == ["twistd", "-n"], command
     assert command[command.index("--config") + 1] == str(mount_path() / CONFIG_NAME)
+
+
+def test_image_holds_the_locked_versions_and_nothing_else() -> None:
+    # Two builds of one commit hold the same packages: the lock's, the
+    # project, and the pip that came with the base.
+    listed = json.loads(
+        podman(
+            "run",
+            "--rm",
+            "--pull=never",
+            "--read-only",
+            "--entrypoint=python",
+            image(),
+            "-m",
+            "pip",
+            "list",
+            "--format=json",
+        )
+    )
+    installed: dict[str, Version] = {
+        canonicalize_name(p["name"]): Version(p["version"]) for p in listed
+    }
+    locked = pins(SERVICE_LOCK)
+    assert {n: installed.get(n) for n in locked} == locked
+    assert set(installed) - set(locked) == {"configmapdemo", "pip"}
 
 
 _PLUGIN_TIMES = """\
