@@ -25,6 +25,7 @@ from typing import Any
 
 import pytest
 import yaml
+from attrs import frozen
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
@@ -130,6 +131,9 @@ _POD_FIELDS = {
 } | _SCHEDULING_ONLY
 _CONTAINER_FIELDS = {
     "name",
+    # podman run --entrypoint, and the arguments after the image.
+    "command",
+    "args",
     "image",
     "imagePullPolicy",
     "ports",
@@ -206,6 +210,68 @@ def run_options(config_dir: Path, host_port: int) -> list[str]:
     return options
 
 
+def entrypoint_option() -> list[str]:
+    """
+    The Deployment's C{command}, which replaces the image's ENTRYPOINT (its
+    C{args} replace the CMD), as a C{podman run} option.
+    """
+    command = pod_container().get("command")
+    return [] if command is None else [f"--entrypoint={json.dumps(command)}"]
+
+
+def container_command() -> list[str]:
+    """
+    What the container runs, by Kubernetes' rules: the Deployment's
+    C{command} or else the image's ENTRYPOINT, then the Deployment's
+    C{args}, or else the image's CMD where the Deployment sets no command.
+    """
+    config = image_config()
+    container = pod_container()
+    command = container.get("command", config.get("Entrypoint") or [])
+    if "args" in container:
+        args = container["args"]
+    elif "command" in container:
+        args = []
+    else:
+        args = config.get("Cmd") or []
+    return [str(word) for word in [*command, *args]]
+
+
+# -- the log -------------------------------------------------------------------
+
+_TEXT_LINE = re.compile(r"\S+ \[([^\]#]*)(?:#(\w+))?\] (.*)")
+
+
+@frozen
+class LogLine:
+    """
+    One line of the service's log, in either of its formats: the level
+    (C{-} for a line without one) and the message.
+    """
+
+    level: str
+    message: str
+
+
+def log_lines(output: str) -> list[LogLine]:
+    """
+    Parse twistd's standard output, text (C{TIME [namespace#level] message})
+    or JSON (one object per line), into L{LogLine}s; a line of neither form,
+    such as a traceback's, is kept whole as a message without a level.
+    """
+    lines = []
+    for line in output.splitlines():
+        if line.startswith("{"):
+            record = json.loads(line)
+            message = record["message"] + "\n" + record.get("traceback", "")
+            lines.append(LogLine(record.get("level", "-"), message.strip()))
+        elif match := _TEXT_LINE.fullmatch(line):
+            lines.append(LogLine(match.group(2) or "-", match.group(3)))
+        else:
+            lines.append(LogLine("-", line))
+    return lines
+
+
 # -- one container -----------------------------------------------------------
 
 
@@ -227,7 +293,9 @@ class Container:
             f"--label={LABEL}",
             f"--name={self.name}",
             *run_options(configmap.target_dir, self.port),
+            *entrypoint_option(),
             image(),
+            *pod_container().get("args", []),
         )
 
     def state(self, field: str) -> str:
@@ -258,16 +326,17 @@ class Container:
 
         wait_for(ready, "GET / to answer", timeout=60)
 
-    def wait_logged(self, text: str) -> str:
-        """
-        Wait until the standard output holds C{text}; return it all.
-        """
+    def log(self) -> list[LogLine]:
+        return log_lines(self.logs()[0])
 
-        def logged() -> str | None:
-            stdout, _ = self.logs()
-            return stdout if text in stdout else None
+    def logged(self, text: str) -> bool:
+        """
+        Whether a message in the log holds C{text}.
+        """
+        return any(text in line.message for line in self.log())
 
-        return wait_for(logged, repr(text))
+    def wait_logged(self, text: str) -> None:
+        wait_for(lambda: self.logged(text), f"{text!r} in the log")
 
     def remove(self) -> None:
         subprocess.run(
@@ -330,9 +399,8 @@ def test_image_runs_as_the_deployments_non_root_user_by_default() -> None:
     assert gid == str(context.get("runAsGroup", "")), f"the image's group is {gid}"
 
 
-def test_image_reads_the_config_where_the_deployment_mounts_it() -> None:
-    config = image_config()
-    command = [*config["Entrypoint"], *config["Cmd"]]
+def test_container_reads_the_config_where_the_deployment_mounts_it() -> None:
+    command = container_command()
     assert command[:2] == ["twistd", "-n"], command
     assert command[command.index("--config") + 1] == str(mount_path() / CONFIG_NAME)
 
@@ -419,11 +487,14 @@ def test_serves_the_message_and_answers_the_probes(container: Container) -> None
 def test_starts_without_a_warning(container: Container) -> None:
     stdout, stderr = container.logs()
     assert stderr == ""
-    assert f"starting on {pod_container()['ports'][0]['containerPort']}" in stdout
+    log = log_lines(stdout)
+    port = pod_container()["ports"][0]["containerPort"]
+    assert any(f"starting on {port}" in line.message for line in log), stdout
     # twistd names dropin.cache when it finds the plugin cache stale and
     # cannot rewrite it in the read-only image.
-    assert "dropin.cache" not in stdout, stdout
-    assert not re.search(r"#(warn|error|critical)\]|Traceback", stdout), stdout
+    assert not [line for line in log if "dropin.cache" in line.message]
+    assert not [line for line in log if line.level in ("warn", "error", "critical")]
+    assert "Traceback" not in stdout
 
 
 def test_kubelet_update_is_served_within_a_second_and_logged(
@@ -509,7 +580,7 @@ def test_podman_stop_drains_and_exits_within_the_grace_period(
     assert container.state("ExitCode") in ("0", "143")
     assert stopped_after < grace
     stdout, stderr = container.logs()
-    assert "Server Shut Down." in stdout
+    assert container.logged("Server Shut Down."), stdout
     assert "Traceback" not in stdout + stderr
 
 
