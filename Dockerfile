@@ -26,17 +26,27 @@ ENV PIP_NO_CACHE_DIR=1 \
     PIP_ROOT_USER_ACTION=ignore
 
 # Install the locked dependencies (checked by hash) and the project's wheel
-# from the build stage, then write Twisted's plugin cache
-# (twisted/plugins/dropin.cache) now: at run time the root file system is
-# read-only and twistd would otherwise try, and fail, to write it on every
-# start.
+# from the build stage, check them, write Twisted's plugin cache
+# (twisted/plugins/dropin.cache) now, since at run time the root file system
+# is read-only, and check that twistd finds the plugin.
+# Twisted rewrites the cache whenever a plugin module is not older than it,
+# and builders and registries may round file times to whole seconds, which
+# can make a module and the cache written just after it equal. The modules
+# are dated to the epoch first (their bytecode recompiled to match), so that
+# the cache stays newer however the times are rounded; twistd would
+# otherwise import every plugin and try, and fail, to write the cache at
+# every start.
 COPY requirements/service.txt /tmp/service.txt
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
     pip install --require-hashes -r /tmp/service.txt \
     && pip install --no-deps /wheels/configmapdemo-*.whl \
     && rm /tmp/service.txt \
     && pip check \
-    && python -c "from twisted.plugin import IPlugin, getPlugins; list(getPlugins(IPlugin))"
+    && plugins="$(python -c 'import os, twisted.plugins as p; print(os.path.dirname(p.__file__))')" \
+    && touch --date=@0 "$plugins"/*.py \
+    && python -m compileall -q "$plugins" \
+    && python -c "from twisted.plugin import IPlugin, getPlugins; list(getPlugins(IPlugin))" \
+    && twistd configmapdemo --help > /dev/null
 
 # Set after the install so that pip still precompiles the bytecode; at run
 # time nothing is written, and logs leave unbuffered on stdout.
