@@ -10,6 +10,7 @@ from typing import NoReturn
 from twisted.python import usage
 
 from twisted_demo.config import DEFAULT_MAX_BYTES
+from twisted_demo.tls import tls_files
 
 DEFAULT_LISTEN = "tcp:8080"
 DEFAULT_TICK = 0.1
@@ -87,12 +88,31 @@ class Options(usage.Options):
             "ConfigMap limit).",
             _positive_integer,
         ],
+        [
+            "tls-cert",
+            None,
+            None,
+            "PEM certificate, then the chain that completes it, to serve "
+            "--listen over TLS; needs --tls-key in the same directory (e.g. "
+            "/etc/tls/tls.crt in a kubernetes.io/tls Secret volume). Replaced "
+            "live when the files change.",
+        ],
+        [
+            "tls-key",
+            None,
+            None,
+            "Unencrypted PEM private key of --tls-cert, in the same directory "
+            "(e.g. /etc/tls/tls.key).",
+        ],
     ]
     compData = usage.Completions(optActions={"config": usage.CompleteFiles()})
 
     def postOptions(self) -> None:
         if self["config"] is None:
             raise usage.UsageError("--config PATH is required")
+        # The pair's files, or None for plain HTTP; a UsageError unless
+        # both are given, in one directory.
+        self["tls"] = tls_files(self["tls-cert"], self["tls-key"])
 
 
 def exit_with(message: str) -> NoReturn:
