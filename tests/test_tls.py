@@ -23,7 +23,7 @@ import attrs
 import pytest
 import pytest_twisted
 from cryptography.hazmat.primitives import serialization
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, generate_latest
 from twisted.internet import reactor as _reactor
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import maybeDeferred
@@ -38,6 +38,7 @@ from zope.interface.verify import verifyObject
 
 from tests.certs import CA, Leaf, mismatched
 from tests.support import captured_log
+from twisted_demo.live import Failed, Loaded, Unchanged, Updated
 from twisted_demo.live._errors import ConfigError
 from twisted_demo.tls import (
     CERT_FILE,
@@ -346,6 +347,38 @@ def test_metrics_show_expiry_and_count_reloads_and_refusals(
     assert sample("certificate_expiry_timestamp_seconds") == b.not_after.timestamp()
     assert sample("reloads_total") == 1
     assert sample("last_reload_successful") == 1
+
+
+def test_metrics_follow_the_outcomes_of_the_pair_s_reloads(
+    leaf_a: Leaf, leaf_b: Leaf
+) -> None:
+    registry = CollectorRegistry()
+    metrics = TLSMetrics(registry)
+    a = Loaded(parse_tls_pair(leaf_a.files()), "sha-a", None, 0.0, "/etc/tls")
+    b = Loaded(parse_tls_pair(leaf_b.files()), "sha-b", None, 1.0, "/etc/tls")
+
+    def sample(name: str) -> float | None:
+        value: float | None = registry.get_sample_value(f"configmapdemo_tls_{name}")
+        return value
+
+    metrics(Updated(None, a))
+    metrics(Failed("/etc/tls: tls.key: no PEM private key could be read", a))
+    # The same files read again: not a second refusal.
+    metrics(Failed("/etc/tls: tls.key: no PEM private key could be read", a, True))
+    assert (sample("reload_failures_total"), sample("last_reload_successful")) == (
+        1,
+        0,
+    )
+    # The files went back to pair A.
+    metrics(Unchanged(a, recovered=True))
+    assert sample("last_reload_successful") == 1
+    metrics(Updated(a, b))
+    assert sample("reloads_total") == 1
+    assert sample("certificate_expiry_timestamp_seconds") == (
+        leaf_b.certificate.not_valid_after_utc.timestamp()
+    )
+    # As the config's metrics, the counters have no _created series.
+    assert "_created" not in generate_latest(registry).decode()
 
 
 # -- HTTPS over loopback ------------------------------------------------------
