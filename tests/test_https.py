@@ -1,7 +1,8 @@
 """
 HTTPS as a user runs it: C{twistd -n configmapdemo --tls-cert --tls-key}
 in a subprocess, its certificate pair rotated the way the kubelet updates
-a C{kubernetes.io/tls} Secret volume, read by Python's own C{ssl} client.
+a C{kubernetes.io/tls} Secret volume, read by Python's own C{ssl} client;
+then the options and the wiring behind it, in-process.
 """
 
 from __future__ import annotations
@@ -25,13 +26,17 @@ from tests.certs import CA, Leaf, key_pem, mismatched, new_key
 from tests.support import (
     CONFIG_NAME,
     DEADLINE,
+    InProcessService,
     Response,
     TwistdServer,
     metric_value,
     wait_for,
 )
+from twisted_demo.live import LiveConfigService
+from twisted_demo.options import Options
+from twisted_demo.tap import makeService
 from twisted_demo.testing import AtomicWriter, twistd_executable
-from twisted_demo.tls import CERT_FILE, KEY_FILE
+from twisted_demo.tls import CERT_FILE, KEY_FILE, TLSFiles
 
 EXPIRY = "configmapdemo_tls_certificate_expiry_timestamp_seconds"
 TLS_RELOADS = "configmapdemo_tls_reloads_total"
@@ -400,5 +405,54 @@ def test_tls_options_that_are_not_one_pair_exit_naming_the_problem(
         timeout=30,
     )
     assert result.returncode == 1
-    # twistd prints usage errors after the usage text, on standard output.
-    assert error in result.stdout.strip().splitlines()[-1]
+    assert error in result.stdout + result.stderr
+
+
+# -- the options and the wiring, in-process -------------------------------------
+
+
+def options(*args: str) -> Options:
+    parsed = Options()
+    parsed.parseOptions(list(args))
+    return parsed
+
+
+def test_help_documents_the_tls_options() -> None:
+    text = str(Options())
+    assert "--tls-cert" in text and "--tls-key" in text
+
+
+def test_tls_is_off_without_its_options() -> None:
+    assert options("--config", "c.yaml")["tls"] is None
+
+
+def test_tls_options_name_the_pair_s_directory_and_files() -> None:
+    parsed = options(
+        "--config", "c.yaml", "--tls-cert", "/etc/tls/tls.crt",
+        "--tls-key", "/etc/tls/tls.key",
+    )  # fmt: skip
+    assert parsed["tls"] == TLSFiles("/etc/tls", CERT_FILE, KEY_FILE)
+
+
+def test_https_service_follows_the_pair_too(tmp_path: Path, leaf_a: Leaf) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_bytes(b"message: hi\n")
+    AtomicWriter(tmp_path / "tls").write(leaf_a.files())
+    tls = tmp_path / "tls"
+    parsed = options(
+        "--config", str(config), "--listen", "tcp:0",
+        "--tls-cert", str(tls / CERT_FILE), "--tls-key", str(tls / KEY_FILE),
+    )  # fmt: skip
+    service = makeService(parsed)
+    lives = [child for child in service if isinstance(child, LiveConfigService)]
+    assert len(lives) == 2
+    pair = lives[1].current
+    assert pair is not None and pair.value.sha256 == leaf_a.sha256
+
+
+def test_config_has_no_tls_object_over_plain_http(tmp_path: Path) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_bytes(b"message: hi\n")
+    service = InProcessService(config)
+    service.live.load_blocking()
+    assert "tls" not in service.config()

@@ -12,14 +12,10 @@ from twisted.application.service import IServiceMaker, MultiService
 from twisted.plugin import getPlugins
 from twisted.python.usage import UsageError
 
-from tests.certs import CA
-from tests.support import InProcessService
 from twisted_demo.config import DEFAULT_MAX_BYTES
 from twisted_demo.live import LiveConfigService
 from twisted_demo.options import DEFAULT_LISTEN, Options
 from twisted_demo.tap import makeService
-from twisted_demo.testing import AtomicWriter
-from twisted_demo.tls import TLSFiles
 
 
 def _parse(*args: str) -> Options:
@@ -67,31 +63,6 @@ def test_max_bytes_must_be_a_positive_whole_number(size: str) -> None:
         _parse("--config", "c.yaml", "--max-bytes", size)
 
 
-def test_tls_is_off_without_its_options() -> None:
-    assert _parse("--config", "c.yaml")["tls"] is None
-
-
-def test_tls_options_name_the_pair_s_directory_and_files() -> None:
-    options = _parse(
-        "--config", "c.yaml", "--tls-cert", "/etc/tls/tls.crt",
-        "--tls-key", "/etc/tls/tls.key",
-    )  # fmt: skip
-    assert options["tls"] == TLSFiles("/etc/tls", "tls.crt", "tls.key")
-
-
-@pytest.mark.parametrize(
-    "args",
-    [
-        ["--tls-cert", "/etc/tls/tls.crt"],
-        ["--tls-key", "/etc/tls/tls.key"],
-        ["--tls-cert", "/etc/a/tls.crt", "--tls-key", "/etc/b/tls.key"],
-    ],
-)
-def test_tls_options_that_are_not_one_pair_are_a_usage_error(args: list[str]) -> None:
-    with pytest.raises(UsageError, match="--tls-"):
-        _parse("--config", "c.yaml", *args)
-
-
 def test_unknown_option_is_a_usage_error() -> None:
     with pytest.raises(UsageError, match="no-such-option"):
         _parse("--config", "c.yaml", "--no-such-option")
@@ -99,15 +70,7 @@ def test_unknown_option_is_a_usage_error() -> None:
 
 def test_help_documents_every_option() -> None:
     text = str(Options())
-    for option in [
-        "--config",
-        "--listen",
-        "--tick",
-        "--max-bytes",
-        "--access-log",
-        "--tls-cert",
-        "--tls-key",
-    ]:
+    for option in ["--config", "--listen", "--tick", "--max-bytes", "--access-log"]:
         assert option in text
 
 
@@ -125,31 +88,6 @@ def test_service_holds_the_web_server_and_the_live_config(tmp_path: Path) -> Non
     kinds = [type(child) for child in service]
     assert any(issubclass(kind, StreamServerEndpointService) for kind in kinds)
     assert LiveConfigService in kinds
-
-
-def test_https_service_follows_the_pair_too(tmp_path: Path) -> None:
-    config = tmp_path / "config.yaml"
-    config.write_bytes(b"message: hi\n")
-    leaf = CA.make().issue()
-    AtomicWriter(tmp_path / "tls").write(leaf.files())
-    tls = tmp_path / "tls"
-    options = _parse(
-        "--config", str(config), "--listen", "tcp:0",
-        "--tls-cert", str(tls / "tls.crt"), "--tls-key", str(tls / "tls.key"),
-    )  # fmt: skip
-    service = makeService(options)
-    lives = [child for child in service if isinstance(child, LiveConfigService)]
-    assert len(lives) == 2
-    pair = lives[1].current
-    assert pair is not None and pair.value.sha256 == leaf.sha256
-
-
-def test_config_has_no_tls_object_over_plain_http(tmp_path: Path) -> None:
-    config = tmp_path / "config.yaml"
-    config.write_bytes(b"message: hi\n")
-    service = InProcessService(config)
-    service.live.load_blocking()
-    assert "tls" not in service.config()
 
 
 def test_invalid_listen_endpoint_exits_with_one_line(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import http.client
+import importlib
 import pickle
 import ssl
 import subprocess
@@ -49,6 +50,7 @@ from twisted_demo.tls import (
     TLSMetrics,
     TLSPair,
     TLSServerEndpoint,
+    parse_tls_files,
     parse_tls_pair,
     tls_files,
     tls_server_factory,
@@ -239,12 +241,27 @@ def test_other_file_names_are_parsed_under_those_names(leaf_a: Leaf) -> None:
         "/srv/certs",
         ["server.pem", "server-key.pem"],
     )
-    # Picklable, as a parse function sent to the parser process must be.
-    parse = pickle.loads(pickle.dumps(files.parse))
+    # Found by its import path (module and name), as the parser process
+    # finds a parse function.
+    parse = files.parse
+    module = importlib.import_module(parse.__module__)
+    assert getattr(module, parse.__qualname__) is parse
     contents = {"server.pem": leaf_a.cert_pem, "server-key.pem": leaf_a.key_pem}
     assert parse(contents).sha256 == leaf_a.sha256
     with pytest.raises(ConfigError, match=r"^server-key\.pem: "):
         parse({"server.pem": leaf_a.cert_pem, "server-key.pem": b""})
+
+
+def test_files_under_other_names_are_taken_certificate_first(leaf_a: Leaf) -> None:
+    assert (
+        parse_tls_files({"a.pem": leaf_a.cert_pem, "b.pem": leaf_a.key_pem}).sha256
+        == leaf_a.sha256
+    )
+    # The other way round, the key file is read as the certificate.
+    with pytest.raises(ConfigError, match=r"^a\.pem: no PEM certificate"):
+        parse_tls_files({"a.pem": leaf_a.key_pem, "b.pem": leaf_a.cert_pem})
+    with pytest.raises(ConfigError, match="expected a certificate file and a key"):
+        parse_tls_files({"a.pem": leaf_a.cert_pem})
 
 
 def test_relative_paths_are_taken_from_the_working_directory(

@@ -10,7 +10,6 @@ from typing import NoReturn
 from twisted.python import usage
 
 from twisted_demo.config import DEFAULT_MAX_BYTES
-from twisted_demo.tls import tls_files
 
 DEFAULT_LISTEN = "tcp:8080"
 DEFAULT_TICK = 0.1
@@ -73,22 +72,6 @@ class Options(usage.Options):
             "ssl:8443:privateKey=key.pem:certKey=cert.pem.",
         ],
         [
-            "tick",
-            "t",
-            DEFAULT_TICK,
-            "Seconds between checks; a burst of file events within one tick "
-            "becomes one reload.",
-            _positive_number,
-        ],
-        [
-            "max-bytes",
-            None,
-            DEFAULT_MAX_BYTES,
-            "Largest config file accepted, in bytes (default: the 1 MiB "
-            "ConfigMap limit).",
-            _positive_integer,
-        ],
-        [
             "tls-cert",
             None,
             None,
@@ -104,15 +87,33 @@ class Options(usage.Options):
             "Unencrypted PEM private key of --tls-cert, in the same directory "
             "(e.g. /etc/tls/tls.key).",
         ],
+        [
+            "tick",
+            "t",
+            DEFAULT_TICK,
+            "Seconds between checks; a burst of file events within one tick "
+            "becomes one reload.",
+            _positive_number,
+        ],
+        [
+            "max-bytes",
+            None,
+            DEFAULT_MAX_BYTES,
+            "Largest config file accepted, in bytes (default: the 1 MiB "
+            "ConfigMap limit).",
+            _positive_integer,
+        ],
     ]
     compData = usage.Completions(optActions={"config": usage.CompleteFiles()})
 
     def postOptions(self) -> None:
-        if self["config"] is None:
-            raise usage.UsageError("--config PATH is required")
+        from twisted_demo.tls import tls_files
+
         # The pair's files, or None for plain HTTP; a UsageError unless
         # both are given, in one directory.
         self["tls"] = tls_files(self["tls-cert"], self["tls-key"])
+        if self["config"] is None:
+            raise usage.UsageError("--config PATH is required")
 
 
 def exit_with(message: str) -> NoReturn:

@@ -10,7 +10,6 @@ open finish on the pair they started with.
 
 from __future__ import annotations
 
-import functools
 import os
 from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime, timezone
@@ -49,6 +48,7 @@ from twisted_demo.tls_pair import (
     NOT_BEFORE_LEEWAY,
     TLSPair,
     load_pair,
+    parse_tls_files,
     parse_tls_pair,
 )
 
@@ -61,6 +61,7 @@ __all__ = [
     "TLSMetrics",
     "TLSPair",
     "TLSServerEndpoint",
+    "parse_tls_files",
     "parse_tls_pair",
     "tls_files",
     "tls_server_factory",
@@ -214,14 +215,13 @@ class TLSFiles:
     @property
     def parse(self) -> Callable[[Mapping[str, bytes]], TLSPair]:
         """
-        L{parse_tls_pair} for these files' names; picklable, so that it can
-        run in the parser process.
+        The parse function for these files, given them in the order of
+        L{names}: a function of a module, as the parser process needs, which
+        finds it by its import path.
         """
         if (self.cert_name, self.key_name) == (CERT_FILE, KEY_FILE):
             return parse_tls_pair
-        return functools.partial(
-            parse_tls_pair, cert_name=self.cert_name, key_name=self.key_name
-        )
+        return parse_tls_files
 
 
 def tls_files(cert: str | None, key: str | None) -> TLSFiles | None:
