@@ -15,19 +15,24 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 from attrs import frozen
+from cryptography.hazmat.primitives import serialization
 
 from tests.bad_configs import BAD_CONTENT, good
+from tests.certs import CA, key_pem, mismatched, new_key
 from twisted_demo.check import CONFIG_KEY, main
 from twisted_demo.config import DEFAULT_MAX_BYTES, parse_message
 from twisted_demo.live import LiveConfigService, inline
 from twisted_demo.live._check import check_main
 from twisted_demo.live._errors import ConfigError
+from twisted_demo.testing import AtomicWriter
+from twisted_demo.tls import CERT_FILE, KEY_FILE, tls_files
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -606,7 +611,14 @@ def test_help_exits_0_and_names_the_options(check: Check) -> None:
     run = check("check", "--help")
 
     assert run.code == 0
-    for option in ("--manifest", "--key", "--format", "--max-bytes"):
+    for option in (
+        "--manifest",
+        "--key",
+        "--format",
+        "--max-bytes",
+        "--tls-cert",
+        "--tls-key",
+    ):
         assert option in run.out
     top = check("--help")
     assert (top.code, top.err) == (0, "")
@@ -630,6 +642,7 @@ def test_json_output_says_what_the_text_says(check: Check, tmp_path: Path) -> No
                 "configmap": None,
                 "key": None,
                 "document": None,
+                "files": None,
                 "reason": None,
                 "line": None,
                 "column": None,
@@ -641,6 +654,7 @@ def test_json_output_says_what_the_text_says(check: Check, tmp_path: Path) -> No
                 "configmap": None,
                 "key": None,
                 "document": None,
+                "files": None,
                 "reason": "line 2, column 1: duplicate key 'message' (first on line 1)",
                 "line": 2,
                 "column": 1,
@@ -706,6 +720,159 @@ def test_pre_commit_hooks_run_the_installed_check(tmp_path: Path) -> None:
         assert passed.returncode == 0, passed.stdout
         failed = subprocess.run([*argv, bad], capture_output=True, timeout=60)
         assert failed.returncode == 1
+
+
+# -- a certificate pair ----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def ca() -> CA:
+    return CA.make()
+
+
+def pair_in(directory: Path, files: dict[str, bytes]) -> list[str]:
+    """
+    C{files} written into C{directory} as a TLS Secret volume is, and the
+    options that name them.
+    """
+    AtomicWriter(directory).write(files)
+    return [
+        "--tls-cert",
+        str(directory / CERT_FILE),
+        "--tls-key",
+        str(directory / KEY_FILE),
+    ]
+
+
+def servers_refusal(directory: Path) -> str:
+    """
+    The error the server itself gives when it loads the pair in C{directory}.
+    """
+    files = tls_files(str(directory / CERT_FILE), str(directory / KEY_FILE))
+    assert files is not None
+    live = LiveConfigService(
+        files.directory, files.parse, files=files.names, runner=inline
+    )
+    with pytest.raises(ConfigError) as refused:
+        live.load_blocking()
+    return str(refused.value)
+
+
+def test_good_pair_passes_beside_a_config_file(
+    check: Check, tmp_path: Path, ca: CA
+) -> None:
+    options = pair_in(tmp_path / "tls", ca.issue().files())
+    config = tmp_path / "config.yaml"
+    config.write_bytes(good("Hi"))
+
+    assert (
+        check("check", *options).out == f"OK      {tmp_path}/tls/{{tls.crt,tls.key}}\n"
+    )
+    run = check("check", config, *options)
+    assert (run.code, status_lines(run)) == (0, ["OK", "OK"])
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "mismatched",
+        "garbage key",
+        "garbage certificate",
+        "expired",
+        "not valid yet",
+        "encrypted key",
+    ],
+)
+def test_bad_pair_fails_with_the_reason_the_server_gives(
+    check: Check, tmp_path: Path, ca: CA, case: str
+) -> None:
+    leaf = ca.issue()
+    files = {
+        "mismatched": lambda: mismatched(leaf),
+        "garbage key": lambda: {CERT_FILE: leaf.cert_pem, KEY_FILE: b"junk\n"},
+        "garbage certificate": lambda: {CERT_FILE: b"junk\n", KEY_FILE: leaf.key_pem},
+        "expired": lambda: ca.expired().files(),
+        "not valid yet": lambda: ca.issue(
+            not_before=datetime.now(timezone.utc) + timedelta(days=1)
+        ).files(),
+        "encrypted key": lambda: {
+            CERT_FILE: leaf.cert_pem,
+            KEY_FILE: leaf.key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.BestAvailableEncryption(b"secret"),
+            ),
+        },
+    }[case]()
+    directory = tmp_path / "tls"
+    options = pair_in(directory, files)
+
+    run = check("check", *options)
+
+    assert run.code == 1
+    # The server names the directory, then the same reason.
+    assert run.out == (
+        f"FAILED  {directory}/{{tls.crt,tls.key}}: "
+        f"{servers_refusal(directory).removeprefix(f'{directory}: ')}\n"
+    )
+
+
+def test_missing_key_file_fails_naming_it(check: Check, tmp_path: Path, ca: CA) -> None:
+    options = pair_in(tmp_path / "tls", {CERT_FILE: ca.issue().cert_pem})
+
+    run = check("check", "--format", "json", *options)
+
+    assert run.code == 1
+    [result] = run.json()["results"]
+    assert result == {
+        "status": "failed",
+        "file": str(tmp_path / "tls"),
+        "configmap": None,
+        "key": None,
+        "document": None,
+        "files": [CERT_FILE, KEY_FILE],
+        "reason": f"{KEY_FILE}: cannot read: No such file or directory",
+        "line": None,
+        "column": None,
+        "manifest": None,
+    }
+
+
+def test_pair_under_other_names_is_read_under_them(
+    check: Check, tmp_path: Path, ca: CA
+) -> None:
+    leaf = ca.issue()
+    (tmp_path / "server.pem").write_bytes(leaf.cert_pem)
+    (tmp_path / "server-key.pem").write_bytes(leaf.key_pem)
+    cert, key = tmp_path / "server.pem", tmp_path / "server-key.pem"
+
+    assert check("check", "--tls-cert", cert, "--tls-key", key).code == 0
+    key.write_bytes(key_pem(new_key()))
+    run = check("check", "--tls-cert", cert, "--tls-key", key)
+    assert run.code == 1
+    assert "server-key.pem: the private key does not match the certificate in " in (
+        run.out
+    )
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--tls-cert", "/etc/tls/tls.crt"],
+        ["--tls-key", "/etc/tls/tls.key", "config.yaml"],
+        ["--tls-cert", "/etc/a/tls.crt", "--tls-key", "/etc/b/tls.key"],
+        ["--manifest", "--tls-cert", "/etc/tls/tls.crt", "--tls-key", "/etc/tls/k"],
+    ],
+    ids=" ".join,
+)
+def test_tls_options_that_are_not_one_pair_are_a_usage_error(
+    check: Check, args: list[str]
+) -> None:
+    run = check("check", *args)
+
+    assert (run.code, run.out) == (2, "")
+    [line] = run.err.splitlines()
+    assert line.startswith("configmapdemo check: error: "), line
 
 
 # -- the library's door ----------------------------------------------------------

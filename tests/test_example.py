@@ -78,3 +78,44 @@ def test_example_app_serves_flags_and_follows_configmap_updates(
         output.close()
     assert "Traceback" not in log, log
     assert f"Serving the flags of {writer.target_dir / 'flags.yaml'}" in log
+
+
+def test_example_app_gets_a_check_for_its_own_parser(tmp_path: Path) -> None:
+    good, bad = tmp_path / "good.yaml", tmp_path / "bad.yaml"
+    good.write_bytes(b"search: true\n")
+    bad.write_bytes(b"search: true\nbeta: maybe\n")
+    manifest = tmp_path / "configmap.yaml"
+    manifest.write_bytes(
+        b"apiVersion: v1\nkind: ConfigMap\nmetadata: {name: flags}\ndata:\n"
+        b"  flags.yaml: |\n    beta: maybe\n"
+    )
+
+    def check(*args: Path | str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "featureflags.check", *map(str, args)],
+            cwd=tmp_path,
+            env={**os.environ, "PYTHONPATH": str(_EXAMPLES)},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    passed = check(good)
+    assert (passed.returncode, passed.stdout) == (0, f"OK      {good}\n")
+    failed = check(good, bad)
+    assert failed.returncode == 1
+    assert failed.stdout.splitlines()[1] == (
+        f"FAILED  {bad}: flag 'beta' must be true or false, got 'maybe'"
+    )
+    in_manifest = check("--manifest", manifest.name)
+    assert (in_manifest.returncode, in_manifest.stdout) == (
+        1,
+        "FAILED  configmap.yaml: ConfigMap flags, key flags.yaml: "
+        "flag 'beta' must be true or false, got 'maybe' "
+        "(in the manifest: literal value at line 5, column 15)\n",
+    )
+    # docs/library.md quotes this run.
+    docs = (_EXAMPLES.parent / "docs" / "library.md").read_text()
+    command = "$ python -m featureflags.check --manifest configmap.yaml\n"
+    assert command + in_manifest.stdout in docs
+    assert check().returncode == 2

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import http.client
+import importlib
 import pickle
 import ssl
 import subprocess
@@ -23,7 +24,7 @@ import attrs
 import pytest
 import pytest_twisted
 from cryptography.hazmat.primitives import serialization
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, generate_latest
 from twisted.internet import reactor as _reactor
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import maybeDeferred
@@ -38,6 +39,7 @@ from zope.interface.verify import verifyObject
 
 from tests.certs import CA, Leaf, mismatched
 from tests.support import captured_log
+from twisted_demo.live import Failed, Loaded, Unchanged, Updated
 from twisted_demo.live._errors import ConfigError
 from twisted_demo.tls import (
     CERT_FILE,
@@ -48,6 +50,7 @@ from twisted_demo.tls import (
     TLSMetrics,
     TLSPair,
     TLSServerEndpoint,
+    parse_tls_files,
     parse_tls_pair,
     tls_files,
     tls_server_factory,
@@ -238,12 +241,27 @@ def test_other_file_names_are_parsed_under_those_names(leaf_a: Leaf) -> None:
         "/srv/certs",
         ["server.pem", "server-key.pem"],
     )
-    # Picklable, as a parse function sent to the parser process must be.
-    parse = pickle.loads(pickle.dumps(files.parse))
+    # Found by its import path (module and name), as the parser process
+    # finds a parse function.
+    parse = files.parse
+    module = importlib.import_module(parse.__module__)
+    assert getattr(module, parse.__qualname__) is parse
     contents = {"server.pem": leaf_a.cert_pem, "server-key.pem": leaf_a.key_pem}
     assert parse(contents).sha256 == leaf_a.sha256
     with pytest.raises(ConfigError, match=r"^server-key\.pem: "):
         parse({"server.pem": leaf_a.cert_pem, "server-key.pem": b""})
+
+
+def test_files_under_other_names_are_taken_certificate_first(leaf_a: Leaf) -> None:
+    assert (
+        parse_tls_files({"a.pem": leaf_a.cert_pem, "b.pem": leaf_a.key_pem}).sha256
+        == leaf_a.sha256
+    )
+    # The other way round, the key file is read as the certificate.
+    with pytest.raises(ConfigError, match=r"^a\.pem: no PEM certificate"):
+        parse_tls_files({"a.pem": leaf_a.key_pem, "b.pem": leaf_a.cert_pem})
+    with pytest.raises(ConfigError, match="expected a certificate file and a key"):
+        parse_tls_files({"a.pem": leaf_a.cert_pem})
 
 
 def test_relative_paths_are_taken_from_the_working_directory(
@@ -346,6 +364,38 @@ def test_metrics_show_expiry_and_count_reloads_and_refusals(
     assert sample("certificate_expiry_timestamp_seconds") == b.not_after.timestamp()
     assert sample("reloads_total") == 1
     assert sample("last_reload_successful") == 1
+
+
+def test_metrics_follow_the_outcomes_of_the_pair_s_reloads(
+    leaf_a: Leaf, leaf_b: Leaf
+) -> None:
+    registry = CollectorRegistry()
+    metrics = TLSMetrics(registry)
+    a = Loaded(parse_tls_pair(leaf_a.files()), "sha-a", None, 0.0, "/etc/tls")
+    b = Loaded(parse_tls_pair(leaf_b.files()), "sha-b", None, 1.0, "/etc/tls")
+
+    def sample(name: str) -> float | None:
+        value: float | None = registry.get_sample_value(f"configmapdemo_tls_{name}")
+        return value
+
+    metrics(Updated(None, a))
+    metrics(Failed("/etc/tls: tls.key: no PEM private key could be read", a))
+    # The same files read again: not a second refusal.
+    metrics(Failed("/etc/tls: tls.key: no PEM private key could be read", a, True))
+    assert (sample("reload_failures_total"), sample("last_reload_successful")) == (
+        1,
+        0,
+    )
+    # The files went back to pair A.
+    metrics(Unchanged(a, recovered=True))
+    assert sample("last_reload_successful") == 1
+    metrics(Updated(a, b))
+    assert sample("reloads_total") == 1
+    assert sample("certificate_expiry_timestamp_seconds") == (
+        leaf_b.certificate.not_valid_after_utc.timestamp()
+    )
+    # As the config's metrics, the counters have no _created series.
+    assert "_created" not in generate_latest(registry).decode()
 
 
 # -- HTTPS over loopback ------------------------------------------------------

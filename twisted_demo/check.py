@@ -11,14 +11,14 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from twisted_demo.config import DEFAULT_MAX_BYTES, parse_message
-from twisted_demo.live._check import check_main
+from twisted_demo.live._check import FileSet, FileSetOptions, check_main
 
 #: The ConfigMap key that deploy/ mounts as the service's config file.
 CONFIG_KEY = "configmap-microservice-demo.yaml"
 
 _USAGE = (
     "usage: configmapdemo check [--manifest] [--key KEY] [--format text|json] "
-    "[--max-bytes N] FILE...\n"
+    "[--max-bytes N] [--tls-cert PATH --tls-key PATH] [FILE...]\n"
 )
 
 
@@ -29,6 +29,41 @@ def parse(data: bytes) -> object:
     reader, as in the service.
     """
     return parse_message(data)
+
+
+def tls_pair(paths: Sequence[str | None]) -> FileSet | None:
+    """
+    The certificate pair named by C{--tls-cert} and C{--tls-key}, to be
+    read and checked as the server does; L{None} when neither is given.
+
+    @raise ValueError: When they do not name one pair, as for the server.
+    """
+    # Imported only when asked: it imports Twisted, which checking a config
+    # file does not need.
+    from twisted.python.usage import UsageError
+
+    from twisted_demo.tls import tls_files
+
+    cert, key = paths
+    try:
+        files = tls_files(cert, key)
+    except UsageError as e:
+        raise ValueError(str(e)) from None
+    if files is None:
+        return None
+    return FileSet(files.directory, tuple(files.names), files.parse)
+
+
+#: C{--tls-cert} and C{--tls-key}, as the server takes them.
+TLS_OPTIONS = FileSetOptions(
+    options=("--tls-cert", "--tls-key"),
+    help=(
+        "check the PEM certificate (then its chain) the server would serve "
+        "with --tls-key, in the same directory",
+        "the unencrypted PEM private key of --tls-cert",
+    ),
+    resolve=tls_pair,
+)
 
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:
@@ -45,6 +80,7 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
                     prog="configmapdemo check",
                     key=CONFIG_KEY,
                     max_bytes=DEFAULT_MAX_BYTES,
+                    file_sets=[TLS_OPTIONS],
                 )
             )
         case ["-h"] | ["--help"]:

@@ -109,6 +109,22 @@ class Options(usage.Options):
             "ssl:8443:privateKey=key.pem:certKey=cert.pem.",
         ],
         [
+            "tls-cert",
+            None,
+            None,
+            "PEM certificate, then the chain that completes it, to serve "
+            "--listen over TLS; needs --tls-key in the same directory (e.g. "
+            "/etc/tls/tls.crt in a kubernetes.io/tls Secret volume). Replaced "
+            "live when the files change.",
+        ],
+        [
+            "tls-key",
+            None,
+            None,
+            "Unencrypted PEM private key of --tls-cert, in the same directory "
+            "(e.g. /etc/tls/tls.key).",
+        ],
+        [
             "tick",
             "t",
             DEFAULT_TICK,
@@ -147,6 +163,11 @@ class Options(usage.Options):
             exit_with(str(e), TRY_HELP)
 
     def postOptions(self) -> None:
+        from twisted_demo.tls import tls_files
+
+        # The pair's files, or None for plain HTTP; a UsageError unless
+        # both are given, in one directory.
+        self["tls"] = tls_files(self["tls-cert"], self["tls-key"])
         if self["config"] is None:
             raise usage.UsageError("--config PATH is required: the YAML file to serve")
         if self["log-format"] == "json" and not logs_to_stdout(self.parent):

@@ -19,19 +19,48 @@ from twisted_demo.logs import LogOutput
 from twisted_demo.options import Options, exit_with
 from twisted_demo.server import WebService, make_site
 from twisted_demo.signals import ReloadOnSignal, StopInOrder
+from twisted_demo.tls import (
+    RotatingServerTLS,
+    TLSFiles,
+    TLSMetrics,
+    TLSPair,
+    TLSServerEndpoint,
+)
 from twisted_demo.web import ConfigApp
 
-__all__ = ["Options", "demo_resource", "makeService"]
+__all__ = ["Options", "demo_resource", "live_pair", "makeService"]
 
 
-def demo_resource(live: LiveConfigService[str]) -> IResource:
+def demo_resource(
+    live: LiveConfigService[str], tls: LiveConfigService[TLSPair] | None = None
+) -> IResource:
     """
-    The demo's HTTP interface to C{live}, with its metrics (named
-    C{configmapdemo_config_...}) counting from now on.
+    The demo's HTTP interface to C{live}, and to the certificate pair
+    C{tls} when serving HTTPS, with their metrics (named
+    C{configmapdemo_config_...} and C{configmapdemo_tls_...}) counting from
+    now on.
     """
     registry = CollectorRegistry()
     live.observe(LiveConfigMetrics(registry, "configmapdemo"))
-    return ConfigApp(live, registry).resource()
+    if tls is not None:
+        tls.observe(TLSMetrics(registry, "configmapdemo"))
+    return ConfigApp(live, registry, tls).resource()
+
+
+def live_pair(files: TLSFiles, reactor: Any, tick: float) -> LiveConfigService[TLSPair]:
+    """
+    The certificate pair in C{files}, followed live: both files are read
+    from one generation of their directory.
+    """
+    return LiveConfigService(
+        files.directory, files.parse, files=files.names, reactor=reactor, tick=tick
+    )
+
+
+def _served(pair: LiveConfigService[TLSPair]) -> RotatingServerTLS:
+    return RotatingServerTLS(
+        lambda: None if pair.current is None else pair.current.value
+    )
 
 
 def makeService(options: Options) -> MultiService:
@@ -49,9 +78,13 @@ def makeService(options: Options) -> MultiService:
         tick=options["tick"],
         max_bytes=options["max-bytes"],
     )
-    resource = demo_resource(live)
+    tls = options["tls"]
+    pair = None if tls is None else live_pair(tls, reactor, options["tick"])
+    resource = demo_resource(live, pair)
     try:
         live.load_blocking()
+        if pair is not None:
+            pair.load_blocking()
     except ConfigError as e:
         exit_with(str(e))
     try:
@@ -65,6 +98,9 @@ def makeService(options: Options) -> MultiService:
     service = StopInOrder(reactor.callFromThread, log_output)
     live.setServiceParent(service)
     site = make_site(resource, options["access-log"])
+    if pair is not None:
+        pair.setServiceParent(service)
+        endpoint = TLSServerEndpoint(endpoint, _served(pair))
     WebService(options["listen"], endpoint, site, reactor).setServiceParent(service)
     ReloadOnSignal(signal.SIGHUP, live.reload, reactor.callFromThread).setServiceParent(
         service

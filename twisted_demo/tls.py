@@ -10,15 +10,21 @@ open finish on the pair they started with.
 
 from __future__ import annotations
 
-import functools
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime, timezone
 from typing import Any
 
 from attrs import frozen
 from OpenSSL.SSL import Connection, Context
-from prometheus_client import CollectorRegistry, Counter, Gauge, Info
+from prometheus_client import CollectorRegistry
+from prometheus_client.metrics_core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    InfoMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import (
     IAddress,
@@ -35,12 +41,14 @@ from twisted.python.usage import UsageError
 from zope.interface import implementer
 
 from twisted_demo.live._errors import ConfigError
+from twisted_demo.live._types import Failed, Outcome, Unchanged, Updated
 from twisted_demo.tls_pair import (
     CERT_FILE,
     KEY_FILE,
     NOT_BEFORE_LEEWAY,
     TLSPair,
     load_pair,
+    parse_tls_files,
     parse_tls_pair,
 )
 
@@ -53,6 +61,7 @@ __all__ = [
     "TLSMetrics",
     "TLSPair",
     "TLSServerEndpoint",
+    "parse_tls_files",
     "parse_tls_pair",
     "tls_files",
     "tls_server_factory",
@@ -206,14 +215,13 @@ class TLSFiles:
     @property
     def parse(self) -> Callable[[Mapping[str, bytes]], TLSPair]:
         """
-        L{parse_tls_pair} for these files' names; picklable, so that it can
-        run in the parser process.
+        The parse function for these files, given them in the order of
+        L{names}: a function of a module, as the parser process needs, which
+        finds it by its import path.
         """
         if (self.cert_name, self.key_name) == (CERT_FILE, KEY_FILE):
             return parse_tls_pair
-        return functools.partial(
-            parse_tls_pair, cert_name=self.cert_name, key_name=self.key_name
-        )
+        return parse_tls_files
 
 
 def tls_files(cert: str | None, key: str | None) -> TLSFiles | None:
@@ -240,61 +248,92 @@ def tls_files(cert: str | None, key: str | None) -> TLSFiles | None:
     return TLSFiles(directory=cert_dir, cert_name=cert_name, key_name=key_name)
 
 
-class TLSMetrics:
+class TLSMetrics(Collector):
     """
     The certificate being served and its reloads, for Prometheus; the
-    expiry gauge is what an alert before expiry reads.
+    expiry gauge is what an alert before expiry reads.  Call it with each
+    outcome of the pair's live config (pass it to
+    C{LiveConfigService.observe}), or tell it of each change with
+    L{swapped} and L{refused}.
+
+    A collector of its own, as C{LiveConfigMetrics} is, so that its
+    counters have no C{_created} series.
     """
 
     def __init__(
         self, registry: CollectorRegistry, prefix: str = "configmapdemo"
     ) -> None:
         self.registry = registry
-        name = f"{prefix}_tls"
-        self._expiry = Gauge(
-            f"{name}_certificate_expiry_timestamp_seconds",
-            "POSIX time at which the certificate being served expires.",
-            registry=registry,
-        )
-        self._reloads = Counter(
-            f"{name}_reloads",
-            "Reloads that replaced the certificate pair being served.",
-            registry=registry,
-        )
-        self._failures = Counter(
-            f"{name}_reload_failures",
-            "Certificate pairs refused: unreadable, mismatched or expired.",
-            registry=registry,
-        )
-        self._last_successful = Gauge(
-            f"{name}_last_reload_successful",
-            "1 if the last certificate pair read was taken, else 0.",
-            registry=registry,
-        )
-        self._info = Info(
-            f"{name}_certificate",
-            "The certificate being served.",
-            registry=registry,
-        )
+        self._name = f"{prefix}_tls"
+        self._pair: TLSPair | None = None
+        self._reloads = 0
+        self._failures = 0
+        self._last_successful = 0.0
+        registry.register(self)
+
+    def __call__(self, outcome: Outcome[TLSPair]) -> None:
+        """
+        Count C{outcome}, a reload of the pair: a refusal is counted once,
+        however many times the same files are read again.
+        """
+        match outcome:
+            case Updated(old, new):
+                self.swapped(None if old is None else old.value, new.value)
+            case Unchanged(recovered=True):
+                # The files went back to the pair being served.
+                self._last_successful = 1
+            case Failed(repeated=False):
+                self.refused()
 
     def swapped(self, old: TLSPair | None, new: TLSPair) -> None:
         """
         Describe C{new}, now served; a reload unless it is the first pair.
         """
-        self._expiry.set(new.not_after.timestamp())
-        self._info.info(
-            {"sha256": new.sha256, "subject": new.subject, "serial": _hex(new.serial)}
-        )
-        self._last_successful.set(1)
+        self._pair = new
+        self._last_successful = 1
         if old is not None:
-            self._reloads.inc()
+            self._reloads += 1
 
     def refused(self) -> None:
         """
         Count a refused pair; the one being served stays.
         """
-        self._failures.inc()
-        self._last_successful.set(0)
+        self._failures += 1
+        self._last_successful = 0
+
+    def collect(self) -> Iterator[Metric]:
+        name, pair = self._name, self._pair
+        yield GaugeMetricFamily(
+            f"{name}_certificate_expiry_timestamp_seconds",
+            "POSIX time at which the certificate being served expires.",
+            value=0 if pair is None else pair.not_after.timestamp(),
+        )
+        yield CounterMetricFamily(
+            f"{name}_reloads",
+            "Reloads that replaced the certificate pair being served.",
+            value=self._reloads,
+        )
+        yield CounterMetricFamily(
+            f"{name}_reload_failures",
+            "Certificate pairs refused: unreadable, mismatched or expired.",
+            value=self._failures,
+        )
+        yield GaugeMetricFamily(
+            f"{name}_last_reload_successful",
+            "1 if the last certificate pair read was taken, else 0.",
+            value=self._last_successful,
+        )
+        info = InfoMetricFamily(f"{name}_certificate", "The certificate being served.")
+        if pair is not None:
+            info.add_metric(
+                [],
+                {
+                    "sha256": pair.sha256,
+                    "subject": pair.subject,
+                    "serial": _hex(pair.serial),
+                },
+            )
+        yield info
 
 
 def _hex(serial: int) -> str:

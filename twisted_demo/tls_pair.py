@@ -28,6 +28,7 @@ __all__ = [
     "ServableKey",
     "TLSPair",
     "load_pair",
+    "parse_tls_files",
     "parse_tls_pair",
 ]
 
@@ -144,6 +145,22 @@ def parse_tls_pair(
             f"{cert_name}: OpenSSL cannot serve this pair ({type(e).__name__})"
         ) from None
     return pair
+
+
+def parse_tls_files(files: Mapping[str, bytes]) -> TLSPair:
+    """
+    L{parse_tls_pair} for two files of any names: the certificate's file
+    first, then the key's, in the order the files were named to the live
+    service (C{files=[cert, key]}), which reads them in that order.  A
+    function of this module, so that the parser process finds it by its
+    import path whatever the files are called.
+    """
+    if len(files) != 2:
+        raise ConfigError(
+            f"expected a certificate file and a key file, got {len(files)} files"
+        )
+    cert_name, key_name = files
+    return parse_tls_pair(files, cert_name=cert_name, key_name=key_name)
 
 
 ServableKey = (

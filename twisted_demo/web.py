@@ -23,6 +23,7 @@ from twisted_demo.live import (
     Unchanged,
     Updated,
 )
+from twisted_demo.tls import TLSPair, tls_status
 
 _TEXT = b"text/plain; charset=utf-8"
 _JSON = b"application/json"
@@ -58,15 +59,20 @@ class ConfigApp:
 
     @param live: The config whose C{message} is served.
     @param registry: The metrics to expose at C{/metrics}.
+    @param tls: The certificate pair served, when serving HTTPS.
     """
 
     app = Klein()
 
     def __init__(
-        self, live: LiveConfigService[str], registry: CollectorRegistry
+        self,
+        live: LiveConfigService[str],
+        registry: CollectorRegistry,
+        tls: LiveConfigService[TLSPair] | None = None,
     ) -> None:
         self._live = live
         self._registry = registry
+        self._tls = tls
 
     def resource(self) -> IResource:
         """
@@ -108,6 +114,11 @@ class ConfigApp:
                 generation=current.generation,
                 loaded_at=_timestamp(current.loaded_at),
                 source=current.path,
+            )
+        if self._tls is not None:
+            pair = self._tls.current
+            body["tls"] = tls_status(
+                None if pair is None else pair.value, self._tls.last_error
             )
         return _json(request, body)
 

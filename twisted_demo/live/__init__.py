@@ -13,6 +13,9 @@ on the reactor thread.
     flags.setServiceParent(application)
     flags.current.value                         # on the request path
 
+A C{check} command for the same parse function, to run in CI before a
+config is applied, is one call of L{check_main}.
+
 Importing L{ConfigError} costs nothing, and L{parse_yaml} only PyYAML: the
 other names are loaded when first used, so that a parse module run in the
 parser process does not import Twisted.  See C{docs/library.md}.
@@ -26,6 +29,14 @@ from typing import TYPE_CHECKING, Any
 from twisted_demo.live._errors import ConfigError
 
 if TYPE_CHECKING:
+    from twisted_demo.live._check import (
+        FileSet,
+        FileSetOptions,
+        check_file_set,
+        check_files,
+        check_main,
+        check_manifests,
+    )
     from twisted_demo.live._metrics import LiveConfigMetrics
     from twisted_demo.live._runner import In, Runner, inline
     from twisted_demo.live._service import LiveConfigService
@@ -35,6 +46,8 @@ if TYPE_CHECKING:
 __all__ = [
     "ConfigError",
     "Failed",
+    "FileSet",
+    "FileSetOptions",
     "In",
     "LiveConfigMetrics",
     "LiveConfigService",
@@ -43,12 +56,18 @@ __all__ = [
     "Runner",
     "Unchanged",
     "Updated",
+    "check_file_set",
+    "check_files",
+    "check_main",
+    "check_manifests",
     "inline",
     "parse_yaml",
 ]
 
 _LAZY = {
     "Failed": "_types",
+    "FileSet": "_check",
+    "FileSetOptions": "_check",
     "In": "_runner",
     "LiveConfigMetrics": "_metrics",
     "LiveConfigService": "_service",
@@ -57,6 +76,10 @@ _LAZY = {
     "Runner": "_runner",
     "Unchanged": "_types",
     "Updated": "_types",
+    "check_file_set": "_check",
+    "check_files": "_check",
+    "check_main": "_check",
+    "check_manifests": "_check",
     "inline": "_runner",
     "parse_yaml": "_yaml",
 }

@@ -21,7 +21,7 @@ import os
 import re
 import stat
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import BinaryIO, NoReturn, TextIO
 
 import yaml
@@ -32,10 +32,13 @@ from twisted_demo.live._errors import ConfigError
 __all__ = [
     "CheckResult",
     "Failed",
+    "FileSet",
+    "FileSetOptions",
     "InManifest",
     "Passed",
     "Skipped",
     "Source",
+    "check_file_set",
     "check_files",
     "check_main",
     "check_manifests",
@@ -46,6 +49,10 @@ __all__ = [
 #: What an app's parse function looks like: the bytes of its config file in,
 #: the parsed value out, or L{ConfigError} to refuse them.
 ParseFunction = Callable[[bytes], object]
+
+#: The parse function of a config of several files: each file's bytes by
+#: name in, as C{LiveConfigService(directory, parse, files=[...])} gives it.
+FilesParseFunction = Callable[[Mapping[str, bytes]], object]
 
 #: The largest file accepted unless the caller says otherwise: Kubernetes'
 #: limit on a ConfigMap.
@@ -77,12 +84,15 @@ class Source:
         no namespace), or L{None} for a plain file.
     @ivar key: The ConfigMap key, or L{None} for a plain file.
     @ivar document: The ConfigMap's YAML document in C{file}, from 1.
+    @ivar files: For a config of several files, their names in the
+        directory C{file}; else L{None}.
     """
 
     file: str
     configmap: str | None = None
     key: str | None = None
     document: int | None = None
+    files: tuple[str, ...] | None = None
 
 
 @frozen
@@ -217,6 +227,61 @@ def check_files(
             continue
         results.append(_parse(parse, raw, source))
     return results
+
+
+@frozen
+class FileSet:
+    """
+    A config of several files of one directory, checked together as the
+    service reads them with C{LiveConfigService(directory, parse,
+    files=names)}: a certificate and its key, say.
+    """
+
+    directory: str
+    names: tuple[str, ...]
+    parse: FilesParseFunction
+
+
+def check_file_set(
+    files: FileSet, *, max_bytes: int = DEFAULT_MAX_BYTES
+) -> CheckResult:
+    """
+    Read each of C{files} as the service would (a regular file of at most
+    C{max_bytes}) and check them together with their parse function.
+    """
+    source = Source(files.directory, files=files.names)
+    contents: dict[str, bytes] = {}
+    for name in files.names:
+        path = os.path.join(files.directory, name)
+        try:
+            contents[name] = _read(path, max_bytes, sys.stdin.buffer)
+        except ConfigError as e:
+            return Failed(source, f"{name}: {e}")
+    try:
+        files.parse(contents)
+    except ConfigError as e:
+        return Failed(source, str(e))
+    return Passed(source)
+
+
+@frozen
+class FileSetOptions:
+    """
+    Options of L{check_main} that name the files of a L{FileSet}, one
+    option per file, such as C{--tls-cert} and C{--tls-key}.
+
+    @ivar options: The options, e.g. C{("--tls-cert", "--tls-key")}.
+    @ivar help: Each option's help, in the same order.
+    @ivar resolve: Given each option's value in that order (L{None} where
+        it was not given), the L{FileSet} to check, or L{None} when none
+        was given; a L{ValueError} whose text is one line is a usage error.
+    @ivar max_bytes: The largest file accepted, as the service reads them.
+    """
+
+    options: tuple[str, ...]
+    help: tuple[str, ...]
+    resolve: Callable[[Sequence[str | None]], FileSet | None]
+    max_bytes: int = DEFAULT_MAX_BYTES
 
 
 def check_manifests(
@@ -456,6 +521,8 @@ def _literal_indent(
 
 
 def _where(source: Source) -> str:
+    if source.files is not None:
+        return os.path.join(source.file, "{" + ",".join(source.files) + "}")
     if source.configmap is None:
         return source.file
     return f"{source.file}: ConfigMap {source.configmap}, key {source.key}"
@@ -504,6 +571,7 @@ def _as_json(result: CheckResult) -> dict[str, object]:
         "configmap": source.configmap,
         "key": source.key,
         "document": source.document,
+        "files": None if source.files is None else list(source.files),
         "reason": reason,
         "line": line,
         "column": column,
@@ -555,7 +623,9 @@ def _whole_number(value: str) -> int:
     return number
 
 
-def _argument_parser(prog: str, key: str, max_bytes: int) -> _Parser:
+def _argument_parser(
+    prog: str, key: str, max_bytes: int, file_sets: Sequence[FileSetOptions]
+) -> _Parser:
     parser = _Parser(
         prog=prog,
         add_help=False,
@@ -584,8 +654,37 @@ def _argument_parser(prog: str, key: str, max_bytes: int) -> _Parser:
     parser.add_argument(
         "--format", choices=["text", "json"], default="text", help="default: text"
     )
+    for number, file_set in enumerate(file_sets):
+        for option, text in zip(file_set.options, file_set.help, strict=True):
+            parser.add_argument(
+                option, dest=_dest(number, option), metavar="PATH", help=text
+            )
     parser.add_argument("-h", "--help", action="store_true", help="show this help")
     return parser
+
+
+def _dest(number: int, option: str) -> str:
+    return f"file_set_{number}_{option}"
+
+
+def _file_sets(
+    file_sets: Sequence[FileSetOptions], args: argparse.Namespace
+) -> list[tuple[FileSet, FileSetOptions]]:
+    """
+    The file sets named on the command line, with the options naming each.
+
+    @raise _UsageError: When one's options do not name one set.
+    """
+    named = []
+    for number, options in enumerate(file_sets):
+        values = [getattr(args, _dest(number, o)) for o in options.options]
+        try:
+            files = options.resolve(values)
+        except ValueError as e:
+            raise _UsageError(str(e)) from None
+        if files is not None:
+            named.append((files, options))
+    return named
 
 
 def check_main(
@@ -598,6 +697,7 @@ def check_main(
     stdin: BinaryIO | None = None,
     stdout: TextIO | None = None,
     stderr: TextIO | None = None,
+    file_sets: Sequence[FileSetOptions] = (),
 ) -> int:
     """
     Run the C{check} command on C{argv} (the arguments after its name) for
@@ -605,18 +705,21 @@ def check_main(
     C{key}.
 
     @param prog: How the command is invoked, for its usage and errors.
+    @param file_sets: Options naming configs of several files the app
+        also reads, each checked with its own parse function.
     @return: The exit status: 0 when everything passed, 1 when anything
         failed, 2 for a usage error (reported in one line on C{stderr}).
     """
     stdout = stdout or sys.stdout
     stderr = stderr or sys.stderr
-    parser = _argument_parser(prog, key, max_bytes)
+    parser = _argument_parser(prog, key, max_bytes, file_sets)
     try:
         args = parser.parse_args(argv)
         if args.help:
             stdout.write(parser.format_help())
             return 0
-        if not args.files:
+        sets = _file_sets(file_sets, args)
+        if not args.files and (args.manifest or not sets):
             raise _UsageError("no FILE given; use - for standard input")
         if args.key is not None and not args.manifest:
             raise _UsageError("--key applies only with --manifest")
@@ -635,6 +738,8 @@ def check_main(
         )
     else:
         results = check_files(parse, args.files, max_bytes=args.max_bytes, stdin=stdin)
+    for files, options in sets:
+        results.append(check_file_set(files, max_bytes=options.max_bytes))
     output = format_json if args.format == "json" else format_text
     stdout.write(output(results))
     return 1 if any(isinstance(r, Failed) for r in results) else 0
