@@ -277,6 +277,19 @@ async def test_parse_runs_in_a_child_at_lower_priority_without_twisted(
 
 
 @pytest_twisted.ensureDeferred
+async def test_preloaded_modules_are_imported_before_the_first_request(
+    services: Services,
+) -> None:
+    plain = await within(services.on_reactor()(parsers.where, b""))
+    parse = services.on_reactor(preload=["xml.dom.minidom", "no_such_module"])
+    child = await within(parse(parsers.where, b""))
+    assert "xml" not in plain.modules
+    assert "xml" in child.modules
+    # A module that cannot be imported is left for the parse that needs it.
+    assert await within(parse(parsers.echo, b"still parsed")) == b"still parsed"
+
+
+@pytest_twisted.ensureDeferred
 async def test_child_imports_nothing_from_the_working_directory(
     services: Services, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -45,11 +45,12 @@ def inline(parse: Callable[[Any], T], data: Any) -> Deferred[T]:
     return maybeDeferred(parse, data).addErrback(crashed)
 
 
-def default_runner(reactor: Any) -> Any:
+def default_runner(reactor: Any, parse: Callable[[Any], Any]) -> Any:
     """
     The runner a service gets unless it names one: a parser process of its
-    own, an C{IService} to be started and stopped with the service.
+    own, an C{IService} to be started and stopped with the service, which
+    imports C{parse}'s module as it starts, before the first reload needs it.
     """
     from twisted_demo.live._process import ParserProcess
 
-    return ParserProcess(reactor)
+    return ParserProcess(reactor, preload=[parse.__module__])

@@ -92,7 +92,7 @@ class LiveConfigService(MultiService, Generic[T]):
         self._source = str(self._reader.path)
         self._tick = tick
         if runner is None:
-            runner = default_runner(reactor)
+            runner = default_runner(reactor, parse)
         self._runner: Runner[T] = runner
         if IService.providedBy(runner):
             runner.setServiceParent(self)
