@@ -29,7 +29,7 @@ def demo_resource(live: LiveConfigService[str]) -> IResource:
     C{configmapdemo_config_...}) counting from now on.
     """
     registry = CollectorRegistry()
-    live.observe(LiveConfigMetrics(registry, "configmapdemo"))
+    live.observe(LiveConfigMetrics(registry, "configmapdemo", drift=lambda: live.drift))
     return ConfigApp(live, registry).resource()
 
 
