@@ -398,3 +398,80 @@ def test_kubelet_swap_is_read_at_once_even_while_a_file_is_written(
     writer.write({"config.yaml": b"message: two\n"})
     harness.notifier.event("..data", IN_MOVED_TO)
     assert harness.read == [b"message: two\n"]
+
+
+def test_writer_caught_half_way_at_start_is_not_read(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_bytes(b"message: one\n")
+    reader = Reader(path)
+    served = reader.fingerprint()
+    read: list[bytes] = []
+    clock = Clock()
+    notifier = FakeNotifier()
+    watcher = Watcher(
+        reader,
+        lambda: read.append(path.read_bytes()),
+        clock,
+        TICK,
+        lambda: notifier,
+        served=lambda: served,
+    )
+    with path.open("wb") as f:
+        f.write(b"message: new value that is lon")
+        f.flush()
+        # The writer began before the watch: no event will say so.
+        watcher.startService()
+        for _ in range(SETTLE_TICKS - 2):
+            clock.advance(TICK)
+        assert read == []
+        f.write(b"ger than one write\n")
+    for _ in range(SETTLE_TICKS):
+        clock.advance(TICK)
+    assert read == [b"message: new value that is longer than one write\n"]
+    watcher.stopService()
+
+
+def test_unchanged_file_is_not_read_again_at_start_when_its_version_is_known(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_bytes(b"message: one\n")
+    reader = Reader(path)
+    served = reader.fingerprint()
+    reloads: list[None] = []
+    clock = Clock()
+    watcher = Watcher(
+        reader,
+        lambda: reloads.append(None),
+        clock,
+        TICK,
+        FakeNotifier,
+        served=lambda: served,
+    )
+    watcher.startService()
+    for _ in range(50):
+        clock.advance(TICK)
+    assert reloads == []
+    watcher.stopService()
+
+
+def test_write_begun_after_the_close_event_waits_for_its_own_events(
+    plain: Harness,
+) -> None:
+    path = plain.directory / "config.yaml"
+    path.write_bytes(b"message: two\n")
+    plain.notifier.event("config.yaml", IN_CLOSE_WRITE)
+    # The next writer is at work before its events are handled.
+    with path.open("wb") as f:
+        f.write(b"message: new value that is lon")
+        f.flush()
+        plain.tick()
+        assert plain.reloads == 0
+        plain.notifier.event("config.yaml", IN_MODIFY)
+        plain.tick(3)
+        assert plain.reloads == 0
+        f.write(b"ger than one write\n")
+        plain.notifier.event("config.yaml", IN_MODIFY)
+    plain.notifier.event("config.yaml", IN_CLOSE_WRITE)
+    plain.tick()
+    assert plain.read == [b"message: new value that is longer than one write\n"]

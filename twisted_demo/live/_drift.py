@@ -40,6 +40,13 @@ class Drift:
         self._warned = False
 
     @property
+    def fingerprint(self) -> Fingerprint | None:
+        """
+        The files' fingerprint when the version served was read, if known.
+        """
+        return self._served
+
+    @property
     def seconds(self) -> float:
         """
         How long the disk has differed from the version served, or 0.

@@ -182,6 +182,7 @@ class LiveConfigService(MultiService, Generic[T]):
                 default_notifier_factory(self._reactor),
                 settle=self._settle,
                 on_fingerprint=self._drift.check,
+                served=lambda: self._drift.fingerprint,
             )
             self._watcher.setServiceParent(self)
         super().startService()

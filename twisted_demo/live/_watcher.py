@@ -172,6 +172,7 @@ class Watcher(Service):
         notifier_factory: Callable[[], Notifier] | None,
         settle: float = SETTLE,
         on_fingerprint: Callable[[Fingerprint], object] | None = None,
+        served: Callable[[], Fingerprint | None] | None = None,
     ) -> None:
         self._reader = reader
         self._reload = reload
@@ -180,12 +181,14 @@ class Watcher(Service):
         self._notifier_factory = notifier_factory
         self._settle = settle
         self._on_fingerprint = on_fingerprint
+        self._served = served
         self._notifier: Notifier | None = None
         self._loop: LoopingCall | None = None
         self.state = Watch.STOPPED
         self._change = Change.QUIET
         self._seen: Fingerprint | None = None
         self._candidate: Fingerprint | None = None
+        self._dirty_at: Fingerprint | None = None
         self._still_since = 0.0
         self._rearm_at = 0.0
         self._inotify_error: str | None = None
@@ -203,10 +206,18 @@ class Watcher(Service):
 
     def startService(self) -> None:
         super().startService()
-        # The first tick re-reads the file: it may have changed between the
-        # first load and now.
-        self._change = Change.DIRTY
-        self._seen = self._reader.fingerprint()
+        served = None if self._served is None else self._served()
+        if served is None:
+            # The first tick re-reads the file: it may have changed between
+            # the first load and now.
+            self._mark_dirty(None)
+            self._seen = self._reader.fingerprint()
+        else:
+            # The first tick compares the files with the fingerprint of the
+            # version served, and treats a difference as any change: a
+            # writer caught half-way at start is not read either.
+            self._change = Change.QUIET
+            self._seen = served
         if self._notifier_factory is None:
             self.state = Watch.POLLING
             _log.warn(
@@ -273,7 +284,9 @@ class Watcher(Service):
         self._notifier = notifier
         self.state = Watch.WATCHING
         self._inotify_error = None
-        self._change = Change.DIRTY
+        if was is not Watch.STOPPED:
+            # Events may have been missed while nothing watched.
+            self._mark_dirty(None)
         if was is Watch.STOPPED:
             _log.info(
                 "Watching {directory} for changes to {name} (tick {tick}s)",
@@ -296,7 +309,7 @@ class Watcher(Service):
             # The watched directory itself went away.
             self._disarm()
             self.state = Watch.LOST
-            self._change = Change.DIRTY
+            self._mark_dirty(None)
             return
         name = os.fsdecode(path.basename())
         if name == DATA_DIR_NAME and mask & IN_MOVED_TO:
@@ -310,9 +323,17 @@ class Watcher(Service):
             self._still_since = self._clock.seconds()
         elif name in self._reader.names and self._change is Change.WRITING:
             if mask & _WRITE_ENDS:
-                self._change = Change.DIRTY
+                self._mark_dirty(self._reader.fingerprint())
         elif name == DATA_DIR_NAME or name in self._reader.names:
-            self._change = Change.DIRTY
+            self._mark_dirty(self._reader.fingerprint())
+
+    def _mark_dirty(self, fingerprint: Fingerprint | None) -> None:
+        """
+        Reload at the next tick; C{fingerprint}, if given, is the files'
+        when the event that asks for it was handled.
+        """
+        self._change = Change.DIRTY
+        self._dirty_at = fingerprint
 
     def _on_tick(self) -> None:
         if self.state in (Watch.LOST, Watch.GONE) or (
@@ -323,7 +344,12 @@ class Watcher(Service):
         if self._on_fingerprint is not None:
             self._on_fingerprint(fingerprint)
         now = self._clock.seconds()
-        if self._change is Change.DIRTY:
+        if self._change is Change.DIRTY and self._dirty_at not in (None, fingerprint):
+            # Changed again since the event was handled: a writer is at work
+            # whose events are still to come.  Read once it is done.
+            self._change = Change.WRITING
+            self._candidate, self._still_since = fingerprint, now
+        elif self._change is Change.DIRTY:
             self._reload_at(fingerprint)
         elif self._change is Change.SETTLING and fingerprint == self._seen:
             # Changed back before it was read.
