@@ -8,7 +8,6 @@ from __future__ import annotations
 import errno
 import os
 import pickle
-import signal
 import threading
 from collections.abc import AsyncIterator
 from functools import partial
@@ -243,43 +242,3 @@ async def test_parser_that_cannot_start_fails_the_reload_and_a_later_one_works(
         "could not start (Resource temporarily unavailable); another try" in m
         for m in log.messages()
     )
-
-
-@pytest_twisted.ensureDeferred
-async def test_update_whose_parser_is_stopped_then_killed_is_retried_and_served(
-    tmp_path: Path,
-) -> None:
-    path = tmp_path / "config.yaml"
-    path.write_bytes(b"message: before\n")
-    runner = ParserRunner(reactor)
-    # A tick of an hour: only the service's own retry may read it again.
-    live = LiveConfigService(
-        path, parse_message, reactor=reactor, runner=runner, tick=3600
-    )
-    with captured_log():
-        live.startService()
-        try:
-            await live.when_loaded()
-            pid = runner.process.pid
-            assert pid is not None
-            os.kill(pid, signal.SIGSTOP)
-            path.write_bytes(b"message: after the kill\n")
-            answer = live.reload()
-            assert not answer.called
-            os.kill(pid, signal.SIGKILL)
-            failed = await answer
-            assert isinstance(failed, Failed)
-            assert failed.error == (
-                f"{path}: cannot parse: the parser process died (killed by SIGKILL)"
-            )
-            assert failed.retry_in is not None
-            await until(
-                reactor,
-                lambda: (
-                    live.current is not None and live.current.value == "after the kill"
-                ),
-                "the update to be served by a new parser process",
-            )
-            assert live.last_error is None
-        finally:
-            await live.stopService()
