@@ -8,8 +8,11 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+import socket
 import tempfile
+import threading
 from collections.abc import Callable, Coroutine, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -33,13 +36,17 @@ from tests.support import (
     until,
     wait_for,
 )
+from twisted_demo.config import parse_message
+from twisted_demo.live import LiveConfigService, Outcome, Updated, inline
 from twisted_demo.live._reader import DATA_DIR_NAME
 from twisted_demo.live._watcher import (
     REARM_INTERVAL,
+    SETTLE,
     Notifier,
     Watcher,
     default_notifier_factory,
 )
+from twisted_demo.tap import Options, makeService
 from twisted_demo.testing import AtomicWriter, write_in_place
 
 TICK = 0.02
@@ -163,7 +170,7 @@ async def test_config_path_that_is_a_directory_is_refused_until_it_is_a_file(
     path = tmp_path / "config.yaml"
     path.write_bytes(b"message: Hello World\n")
     service = watched(path)
-    error = f"{path}: cannot read: is not a regular file"
+    error = f"{path}: cannot read: not a regular file (a directory)"
     with captured_log() as log:
         path.unlink()
         path.mkdir()
@@ -350,7 +357,10 @@ def test_events_lost_to_queue_overflow_are_caught_by_the_tick(tmp_path: Path) ->
         assert watcher.watching
         reloads = service.metric("configmapdemo_config_reloads_total")
         write_in_place(path, good("changed while events were dropped"))
+        # No event says the writer is done: read once still for SETTLE.
         _ticks(clock, 2)
+        assert not _serves(service, "changed while events were dropped")
+        _ticks(clock, round(SETTLE / TICK))
         assert _serves(service, "changed while events were dropped")
         assert service.metric("configmapdemo_config_reloads_total") == reloads + 1
         assert watcher.watching
@@ -421,3 +431,140 @@ async def test_configmap_update_arrives_through_inotify_not_only_the_tick(
         await until(reactor, lambda: _serves(service, "Via inotify"), "the event")
     finally:
         watcher.stopService()
+
+
+@contextmanager
+def _unblocked_after_a_while(fifo: Path) -> Iterator[None]:
+    """
+    Should a read of C{fifo} block (as it did before the service refused
+    FIFOs), open its other end after a while and feed it a config, so that
+    the test fails on what is served rather than hanging.  A safety net,
+    never what the test waits for.
+    """
+
+    def unblock() -> None:
+        try:
+            # O_RDWR never blocks on a FIFO, and counts as its writer.
+            fd = os.open(fifo, os.O_RDWR | os.O_NONBLOCK)
+        except OSError:
+            return
+        try:
+            os.write(fd, good("read from a FIFO"))
+        finally:
+            os.close(fd)
+
+    timer = threading.Timer(10.0, unblock)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
+
+
+def _make_special(path: Path, kind: str) -> None:
+    """
+    Put a file of C{kind} at C{path}.
+    """
+    if kind == "FIFO":
+        os.mkfifo(path)
+    elif kind == "socket":
+        listening = socket.socket(socket.AF_UNIX)
+        listening.bind(str(path))
+        listening.close()
+    else:
+        path.symlink_to("/dev/zero")
+
+
+@pytest.mark.parametrize(
+    ("kind", "called"),
+    [("FIFO", "a FIFO"), ("socket", "a socket"), ("device", "a character device")],
+)
+@on_reactor
+async def test_special_file_at_the_config_path_is_refused_without_blocking(
+    tmp_path: Path, watched: Start, kind: str, called: str
+) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_bytes(good("Hello World"))
+    service = watched(path)
+    error = f"{path}: cannot read: not a regular file ({called})"
+    with _unblocked_after_a_while(path), captured_log():
+        path.unlink()
+        _make_special(path, kind)
+        await _fails_with(service, error)
+        _still_serving_hello_world(service)
+        assert service.metric(LAST_SUCCESSFUL) == 0
+        path.unlink()
+        write_in_place(path, good("A file again"))
+        await until(reactor, lambda: _serves(service, "A file again"), "the file")
+
+
+@on_reactor
+async def test_configmap_generation_whose_file_is_a_fifo_is_refused_without_blocking(
+    configmap: AtomicWriter, watched: Start
+) -> None:
+    path = configmap.target_dir / CONFIG_NAME
+    service = watched(path)
+    generation = configmap.target_dir / "..2026_12_01_00_00_00.000000001"
+    generation.mkdir()
+    fifo = generation / CONFIG_NAME
+    os.mkfifo(fifo)
+    with _unblocked_after_a_while(fifo), captured_log():
+        link = configmap.target_dir / "..data_tmp"
+        link.symlink_to(generation.name)
+        os.rename(link, configmap.target_dir / DATA_DIR_NAME)
+        await _fails_with(service, f"{path}: cannot read: not a regular file (a FIFO)")
+        _still_serving_hello_world(service)
+    configmap.write({CONFIG_NAME: good("after the FIFO")})
+    await until(reactor, lambda: _serves(service, "after the FIFO"), "the update")
+
+
+def test_fifo_as_config_at_start_up_is_refused_with_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "config.yaml"
+    os.mkfifo(path)
+    options = Options()
+    options.parseOptions(["--config", str(path)])
+    with _unblocked_after_a_while(path), pytest.raises(SystemExit) as exited:
+        makeService(options)
+    assert exited.value.code == 1
+    assert capsys.readouterr().err.splitlines() == [
+        f"configmapdemo: error: {path}: cannot read: not a regular file (a FIFO)"
+    ]
+
+
+@on_reactor
+async def test_writer_that_pauses_half_way_is_not_served_until_it_closes(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_bytes(good("Hello World"))
+    # A settle time of an hour: only the writer's close may make it read.
+    live = LiveConfigService(
+        path, parse_message, reactor=reactor, runner=inline, tick=TICK, settle=3600
+    )
+    live.load_blocking()
+    outcomes: list[Outcome[str]] = []
+    live.observe(outcomes.append)
+    with captured_log():
+        live.startService()
+    try:
+        assert live.watching
+        with path.open("wb") as writer:
+            writer.write(b"message: new value that is lon")
+            writer.flush()
+            # Once the ticks have seen the half-written file for a while,
+            # its events have been handled too.
+            await until(reactor, lambda: live.drift >= 5 * TICK, "ticks to see it")
+            assert outcomes == []
+            assert live.current is not None
+            assert live.current.value == "Hello World"
+            writer.write(b"ger than one write\n")
+        await until(reactor, lambda: bool(outcomes), "the file to be read")
+        assert [o.new.value for o in outcomes if isinstance(o, Updated)] == [
+            "new value that is longer than one write"
+        ]
+        assert live.drift == 0
+    finally:
+        await live.stopService()

@@ -6,22 +6,28 @@ crash without taking the swap with them.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 import time
 from pathlib import Path
 
+import pytest_twisted
+from twisted.internet import reactor
 from twisted.logger import LogLevel
 
+from bench.proc import process_tree
 from tests.bad_configs import good
 from tests.support import (
     InProcessService,
     TwistdServer,
     captured_log,
     result_of,
+    until,
     wait_for,
 )
-from twisted_demo.live import Loaded, Updated
+from twisted_demo.config import parse_message
+from twisted_demo.live import Failed, LiveConfigService, Loaded, Updated
 from twisted_demo.testing import write_in_place
 
 
@@ -184,3 +190,43 @@ def test_crashing_subscriber_does_not_stop_the_swap_or_other_subscribers(
         == 2
     )
     assert service.get("/config").status == 200
+
+
+def _children() -> set[int]:
+    return set(process_tree(os.getpid())[1:])
+
+
+@pytest_twisted.ensureDeferred
+async def test_update_whose_parser_is_stopped_then_killed_is_retried_and_served(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_bytes(good("before"))
+    before = _children()
+    # The default runner, a parser process; a tick of an hour, so that only
+    # the service's own retry may read the file again.
+    live = LiveConfigService(path, parse_message, reactor=reactor, tick=3600)
+    with captured_log():
+        live.startService()
+        try:
+            await live.when_loaded()
+            [parser] = _children() - before
+            os.kill(parser, signal.SIGSTOP)
+            path.write_bytes(good("after the kill"))
+            answer = live.reload()
+            assert not answer.called
+            os.kill(parser, signal.SIGKILL)
+            failed = await answer
+            assert isinstance(failed, Failed)
+            assert failed.error.startswith(f"{path}: cannot parse: the parser process")
+            assert failed.retry_in is not None
+            await until(
+                reactor,
+                lambda: (
+                    live.current is not None and live.current.value == "after the kill"
+                ),
+                "the update to be served by a new parser process",
+            )
+            assert live.last_error is None
+        finally:
+            await live.stopService()

@@ -75,6 +75,7 @@ async def test_parser_that_cannot_start_fails_the_reload_and_a_later_one_works(
         f"{path}: cannot parse: the parser process could not start"
         " (Resource temporarily unavailable)",
         None,
+        retry_in=0.5,
     )
     assert updated == Updated(None, loaded)
     assert live.last_error is None

@@ -7,7 +7,9 @@ on a L{Clock}.
 
 from __future__ import annotations
 
+import errno
 import itertools
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -31,7 +33,9 @@ from twisted_demo.live import (
     Updated,
     inline,
 )
+from twisted_demo.live._drift import DRIFT_WARNING
 from twisted_demo.live._log import LOG_BURST, LOG_INTERVAL
+from twisted_demo.live._service import DEADLINE
 from twisted_demo.testing import AtomicWriter
 
 
@@ -396,3 +400,268 @@ def test_load_blocking_loads_or_raises_the_one_line_error(tmp_path: Path) -> Non
     path.write_bytes(b"message: ok\n")
     loaded = live.load_blocking()
     assert loaded is live.current and loaded.value == "ok"
+
+
+class Started:
+    """
+    A running service on a L{Clock} (so its watcher polls each tick), with
+    the demo's metrics, drift included, and a runner the test controls
+    (the first version is loaded inline, as L{load_blocking} does).
+    """
+
+    def __init__(self, path: Path, runner: Any = inline, tick: float = 0.1) -> None:
+        self.path = path
+        self.clock = Clock()
+        self.tick = tick
+        self.live = LiveConfigService(
+            path, parse_message, reactor=self.clock, runner=runner, tick=tick
+        )
+        self.registry = CollectorRegistry()
+        self.live.observe(
+            LiveConfigMetrics(
+                self.registry, "configmapdemo", drift=lambda: self.live.drift
+            )
+        )
+        self.outcomes: list[Outcome[str]] = []
+        self.live.observe(self.outcomes.append)
+        with captured_log():
+            # As a program starts: the first version is read before.
+            self.live.load_blocking()
+            self.live.startService()
+
+    def advance(self, seconds: float) -> None:
+        """
+        Let C{seconds} pass, a tick at a time.
+        """
+        step = min(self.tick, 0.1)
+        for _ in range(round(seconds / step)):
+            self.clock.advance(step)
+
+    def metric(self, name: str) -> float | None:
+        value: float | None = self.registry.get_sample_value(name)
+        return value
+
+    def drift(self) -> float:
+        """
+        What C{/metrics} says of the drift.
+        """
+        value = self.metric("configmapdemo_config_drift_seconds")
+        assert value is not None
+        return value
+
+    def served(self) -> str | None:
+        current = self.live.current
+        return None if current is None else current.value
+
+
+class FlakyRunner:
+    """
+    Fails with C{failure()} the first C{failures} times, then parses inline.
+    """
+
+    def __init__(self, failures: int, failure: Callable[[], Exception]) -> None:
+        self.failures = failures
+        self.failure = failure
+        self.calls: list[Any] = []
+
+    def __call__(self, parse: Callable[[bytes], str], data: bytes) -> Deferred[str]:
+        self.calls.append(data)
+        if len(self.calls) <= self.failures:
+            return fail(self.failure())
+        return inline(parse, data)
+
+
+class ParserUnavailable(Exception):
+    """
+    Stands for the parser process's failures: died, timed out, not started.
+    """
+
+
+def test_reload_failed_by_the_parser_is_retried_with_backoff_until_it_succeeds(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_bytes(b"message: first\n")
+    runner = FlakyRunner(
+        0, lambda: ParserUnavailable("the parser process died (killed by SIGKILL)")
+    )
+    # A tick of an hour: only the retries may reload.
+    started = Started(path, runner, tick=3600)
+    assert started.served() == "first"
+    runner.failures = 5
+    runner.calls.clear()
+    path.write_bytes(b"message: second\n")
+    with captured_log() as log:
+        started.live.reload()
+        # Retried after 0.5, 1, 2, 4 and 8 seconds: the sixth call works.
+        for waited, calls in [(0.5, 2), (1, 3), (2, 4), (4, 5), (8, 6)]:
+            assert len(runner.calls) == calls - 1
+            started.clock.advance(waited)
+            assert len(runner.calls) == calls, f"retry after {waited}s"
+    assert started.served() == "second"
+    error = f"{path}: cannot parse: the parser process died (killed by SIGKILL)"
+    failures = [o for o in started.outcomes if isinstance(o, Failed)]
+    assert [f.retry_in for f in failures] == [0.5, 1, 2, 4, 8]
+    assert [f.error for f in failures] == [error] * 5
+    # Reported once, counted once, while the last good config kept serving.
+    assert log.messages(LogLevel.error) == [
+        "Config reload failed, still serving the last good config: "
+        f"{error} (trying again in 0.5s)"
+    ]
+    assert started.metric("configmapdemo_config_reload_failures_total") == 1
+    assert started.metric("configmapdemo_config_last_reload_successful") == 1
+    # Nothing is retried once it worked.
+    started.advance(60)
+    assert len(runner.calls) == 6
+
+
+def test_retries_back_off_to_thirty_seconds(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_bytes(b"message: first\n")
+    runner = FlakyRunner(1000, lambda: ParserUnavailable("could not start"))
+    started = Started(path, runner, tick=3600)
+    path.write_bytes(b"message: second\n")
+    started.live.reload()
+    started.advance(300)
+    failures = [o for o in started.outcomes if isinstance(o, Failed)]
+    delays = [f.retry_in for f in failures]
+    assert delays[:8] == [0.5, 1, 2, 4, 8, 16, 30, 30]
+    assert set(delays[6:]) == {30}
+    assert started.served() == "first"
+    assert started.live.last_error == f"{path}: cannot parse: could not start"
+
+
+def test_refused_file_is_not_retried_until_it_changes(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_bytes(b"message: first\n")
+    runner = FlakyRunner(0, ParserUnavailable)
+    started = Started(path, runner)
+    path.write_bytes(b"other: 1\n")
+    started.live.reload()
+    started.advance(120)
+    assert len(runner.calls) == 1, "the refused bytes are not parsed again"
+    [failed] = [o for o in started.outcomes if isinstance(o, Failed) and not o.repeated]
+    assert failed.retry_in is None
+    assert started.served() == "first"
+
+
+def test_retry_stops_when_the_file_is_refused_after_all(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_bytes(b"message: first\n")
+    runner = FlakyRunner(0, ParserUnavailable)
+    started = Started(path, runner, tick=3600)
+    runner.failures = 3
+    path.write_bytes(b"other: 1\n")
+    started.live.reload()
+    started.advance(120)
+    failures = [o for o in started.outcomes if isinstance(o, Failed)]
+    assert [f.retry_in for f in failures] == [0.5, 1, 2, None]
+    assert started.live.last_error == f"{path}: 'message' is missing"
+    assert len(runner.calls) == 4
+
+
+def test_read_that_ran_out_of_descriptors_is_retried(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_bytes(b"message: first\n")
+    started = Started(path)
+    real_open = os.open
+    refusals = [OSError(errno.EMFILE, os.strerror(errno.EMFILE))]
+
+    def open_at_the_limit(file: Any, flags: int, *args: Any, **kwargs: Any) -> int:
+        if os.fspath(file) == str(path) and refusals:
+            raise refusals.pop()
+        return real_open(file, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", open_at_the_limit)
+    path.write_bytes(b"message: second\n")
+    started.live.reload()
+    [failed] = [o for o in started.outcomes if isinstance(o, Failed)]
+    assert failed.error == f"{path}: cannot read: Too many open files"
+    assert failed.retry_in == 0.5
+    started.advance(0.5)
+    assert started.served() == "second"
+
+
+def test_runner_that_never_answers_fails_the_reload_and_keeps_serving(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_bytes(b"message: first\n")
+    hung: list[Deferred[str]] = []
+
+    def runner(parse: Callable[[bytes], str], data: bytes) -> Deferred[str]:
+        if hung:
+            return inline(parse, data)
+        d: Deferred[str] = Deferred()
+        hung.append(d)
+        return d
+
+    # A tick of an hour: only the retry may reload.
+    started = Started(path, runner, tick=3600)
+    path.write_bytes(b"message: second\n")
+    answer = started.live.reload()
+    started.clock.advance(DEADLINE - 0.1)
+    assert not answer.called
+    started.clock.advance(0.1)
+    error = f"{path}: cannot parse: no answer from the parser in {DEADLINE:g}s"
+    assert result_of(answer) == Failed(error, started.live.current, retry_in=0.5)
+    assert started.live.last_error == error
+    assert started.served() == "first"
+    assert started.metric("configmapdemo_config_last_reload_successful") == 0
+    assert started.metric("configmapdemo_config_reload_failures_total") == 1
+    # A late answer changes nothing; the retry parses the file.
+    hung[0].callback("too late")
+    started.advance(1)
+    assert started.served() == "second"
+    assert started.live.last_error is None
+    assert started.metric("configmapdemo_config_last_reload_successful") == 1
+
+
+def test_drift_counts_how_long_the_disk_differs_from_what_is_served(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_bytes(b"message: first\n")
+    started = Started(path)
+    started.advance(5)
+    assert started.live.drift == started.drift() == 0
+    with captured_log() as log:
+        path.write_bytes(b"other: 1\n")
+        started.advance(DRIFT_WARNING - 1)
+        assert started.live.last_error is not None, "refused, so still differing"
+        assert DRIFT_WARNING - 2 <= started.drift() <= DRIFT_WARNING
+        assert log.messages(LogLevel.warn) == []
+        started.advance(2)
+        assert log.messages(LogLevel.warn) == [
+            f"Config file {path} has differed from the config being served "
+            f"for {DRIFT_WARNING:.0f}s"
+        ]
+        started.advance(60)
+        assert started.drift() == pytest.approx(DRIFT_WARNING + 61, abs=0.5)
+        assert len(log.messages(LogLevel.warn)) == 1, "one line per episode"
+        path.write_bytes(b"message: second\n")
+        started.advance(2)
+    assert started.served() == "second"
+    assert started.live.drift == started.drift() == 0
+    assert any(
+        line.startswith(f"Config file {path} matches the config being served again")
+        for line in log.messages(LogLevel.info)
+    )
+
+
+def test_drift_shows_an_update_that_is_never_acted_on(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_bytes(b"message: first\n")
+
+    def wedged(parse: Callable[[bytes], str], data: bytes) -> Deferred[str]:
+        return Deferred()
+
+    started = Started(path, wedged)
+    started.advance(1)
+    path.write_bytes(b"message: second\n")
+    with captured_log():
+        started.advance(10)
+    assert started.served() == "first"
+    assert 8 <= started.drift() <= 10

@@ -23,9 +23,11 @@ from twisted_demo.live._watcher import (
     IN_CREATE,
     IN_DELETE,
     IN_DELETE_SELF,
+    IN_MODIFY,
     IN_MOVED_FROM,
     IN_MOVED_TO,
     REARM_INTERVAL,
+    SETTLE,
     WATCH_MASK,
     Watch,
     Watcher,
@@ -33,6 +35,9 @@ from twisted_demo.live._watcher import (
 from twisted_demo.testing import AtomicWriter
 
 TICK = 0.1
+#: Ticks after which a change has held still for the settle time, and one
+#: more for floating point.
+SETTLE_TICKS = round(SETTLE / TICK) + 1
 IN_ISDIR = 0x40000000
 Callback = Callable[[object, FilePath[bytes], int], object]
 
@@ -77,6 +82,7 @@ class Harness:
         self.file = Reader(directory / name)
         self.clock = Clock()
         self.reloads = 0
+        self.read: list[bytes] = []
         self.notifiers: list[FakeNotifier] = []
         self.fail_with: Exception | None = None
         self.watcher = Watcher(
@@ -85,6 +91,10 @@ class Harness:
 
     def _reload(self) -> None:
         self.reloads += 1
+        # What a reload would read now, when there is a file to read.
+        path = self.file.path
+        if path.is_file():
+            self.read.append(path.read_bytes())
 
     def _make_notifier(self) -> FakeNotifier:
         if self.fail_with is not None:
@@ -108,6 +118,7 @@ class Harness:
         self.watcher.startService()
         self.tick()
         self.reloads = 0
+        self.read.clear()
 
 
 @pytest.fixture
@@ -219,6 +230,8 @@ def test_edit_through_the_symlink_is_found_by_the_tick_check(
     harness, _ = configmap
     (harness.directory / "config.yaml").write_bytes(b"message: edited in place\n")
     harness.tick(2)
+    assert harness.reloads == 0, "no event says the writer is done"
+    harness.tick(SETTLE_TICKS)
     assert harness.reloads == 1
 
 
@@ -263,7 +276,7 @@ def test_inotify_failure_falls_back_to_checking_every_tick(tmp_path: Path) -> No
         f"device); checking {tmp_path / 'config.yaml'} every {TICK}s instead"
     ]
     (tmp_path / "config.yaml").write_bytes(b"message: two, longer\n")
-    harness.tick(2)
+    harness.tick(1 + SETTLE_TICKS)
     assert harness.reloads == 1
 
     harness.fail_with = None
@@ -284,7 +297,7 @@ def test_platform_without_inotify_polls(tmp_path: Path) -> None:
     ]
     os.rename(tmp_path / "config.yaml", tmp_path / "old.yaml")
     (tmp_path / "config.yaml").write_bytes(b"message: two\n")
-    harness.tick(2)
+    harness.tick(1 + SETTLE_TICKS)
     assert harness.reloads == 1
 
 
@@ -322,3 +335,143 @@ def test_events_for_any_of_several_watched_files_mark_it_dirty(
     clock.advance(TICK)
     assert len(reloads) == 1
     watcher.stopService()
+
+
+def test_file_still_open_for_writing_is_not_read_until_closed(
+    plain: Harness,
+) -> None:
+    path = plain.directory / "config.yaml"
+    with path.open("wb") as f:
+        f.write(b"message: new value that is lon")
+        f.flush()
+        plain.notifier.event("config.yaml", IN_MODIFY)
+        # The writer pauses for most of the settle time; other events on
+        # the file do not make it whole.
+        plain.notifier.event("config.yaml", IN_ATTRIB)
+        plain.tick(SETTLE_TICKS - 2)
+        assert plain.reloads == 0
+        f.write(b"ger than one write\n")
+        plain.notifier.event("config.yaml", IN_MODIFY)
+    plain.notifier.event("config.yaml", IN_CLOSE_WRITE)
+    plain.tick()
+    assert plain.read == [b"message: new value that is longer than one write\n"]
+
+
+def test_writer_that_never_closes_is_read_once_still_for_the_settle_time(
+    plain: Harness,
+) -> None:
+    path = plain.directory / "config.yaml"
+    with path.open("wb") as f:
+        f.write(b"message: two\n")
+        f.flush()
+        plain.notifier.event("config.yaml", IN_MODIFY)
+        plain.tick(SETTLE_TICKS - 2)
+        assert plain.reloads == 0
+        plain.tick(2)
+        assert plain.read == [b"message: two\n"]
+
+
+def test_writer_pausing_through_the_configmap_link_is_not_read_half_way(
+    configmap: tuple[Harness, AtomicWriter],
+) -> None:
+    harness, _ = configmap
+    # The write lands in the ..data target directory, which is not
+    # watched: no event comes, only the tick's stat check sees it.
+    with (harness.directory / "config.yaml").open("r+b") as f:
+        f.truncate()
+        f.write(b"message: new value that is lon")
+        f.flush()
+        harness.tick(SETTLE_TICKS - 2)
+        assert harness.reloads == 0
+        f.write(b"ger than one write\n")
+    harness.tick(SETTLE_TICKS - 2)
+    assert harness.reloads == 0
+    harness.tick(2)
+    assert harness.read == [b"message: new value that is longer than one write\n"]
+
+
+def test_kubelet_swap_is_read_at_once_even_while_a_file_is_written(
+    configmap: tuple[Harness, AtomicWriter],
+) -> None:
+    harness, writer = configmap
+    harness.notifier.event("config.yaml", IN_MODIFY)
+    writer.write({"config.yaml": b"message: two\n"})
+    harness.notifier.event("..data", IN_MOVED_TO)
+    assert harness.read == [b"message: two\n"]
+
+
+def test_writer_caught_half_way_at_start_is_not_read(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_bytes(b"message: one\n")
+    reader = Reader(path)
+    served = reader.fingerprint()
+    read: list[bytes] = []
+    clock = Clock()
+    notifier = FakeNotifier()
+    watcher = Watcher(
+        reader,
+        lambda: read.append(path.read_bytes()),
+        clock,
+        TICK,
+        lambda: notifier,
+        served=lambda: served,
+    )
+    with path.open("wb") as f:
+        f.write(b"message: new value that is lon")
+        f.flush()
+        # The writer began before the watch: no event will say so.
+        watcher.startService()
+        for _ in range(SETTLE_TICKS - 2):
+            clock.advance(TICK)
+        assert read == []
+        f.write(b"ger than one write\n")
+    for _ in range(SETTLE_TICKS):
+        clock.advance(TICK)
+    assert read == [b"message: new value that is longer than one write\n"]
+    watcher.stopService()
+
+
+def test_unchanged_file_is_not_read_again_at_start_when_its_version_is_known(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_bytes(b"message: one\n")
+    reader = Reader(path)
+    served = reader.fingerprint()
+    reloads: list[None] = []
+    clock = Clock()
+    watcher = Watcher(
+        reader,
+        lambda: reloads.append(None),
+        clock,
+        TICK,
+        FakeNotifier,
+        served=lambda: served,
+    )
+    watcher.startService()
+    for _ in range(50):
+        clock.advance(TICK)
+    assert reloads == []
+    watcher.stopService()
+
+
+def test_write_begun_after_the_close_event_waits_for_its_own_events(
+    plain: Harness,
+) -> None:
+    path = plain.directory / "config.yaml"
+    path.write_bytes(b"message: two\n")
+    plain.notifier.event("config.yaml", IN_CLOSE_WRITE)
+    # The next writer is at work before its events are handled.
+    with path.open("wb") as f:
+        f.write(b"message: new value that is lon")
+        f.flush()
+        plain.tick()
+        assert plain.reloads == 0
+        plain.notifier.event("config.yaml", IN_MODIFY)
+        plain.tick(3)
+        assert plain.reloads == 0
+        f.write(b"ger than one write\n")
+        plain.notifier.event("config.yaml", IN_MODIFY)
+    plain.notifier.event("config.yaml", IN_CLOSE_WRITE)
+    plain.tick()
+    assert plain.read == [b"message: new value that is longer than one write\n"]

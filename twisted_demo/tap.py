@@ -41,7 +41,7 @@ def demo_resource(
     now on.
     """
     registry = CollectorRegistry()
-    live.observe(LiveConfigMetrics(registry, "configmapdemo"))
+    live.observe(LiveConfigMetrics(registry, "configmapdemo", drift=lambda: live.drift))
     if tls is not None:
         tls.observe(TLSMetrics(registry, "configmapdemo"))
     return ConfigApp(live, registry, tls).resource()

@@ -19,7 +19,6 @@ import binascii
 import json
 import os
 import re
-import stat
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import BinaryIO, NoReturn, TextIO
@@ -28,6 +27,7 @@ import yaml
 from attrs import frozen
 
 from twisted_demo.live._errors import ConfigError
+from twisted_demo.live._reader import open_regular
 
 __all__ = [
     "CheckResult",
@@ -172,12 +172,8 @@ def _read(file: str, max_bytes: int | None, stdin: BinaryIO) -> bytes:
         if file == "-":
             raw = stdin.read(limit)
         else:
-            with open(file, "rb") as f:
-                if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-                    raise ConfigError("cannot read: is not a regular file")
+            with open_regular(file) as f:
                 raw = f.read(limit)
-    except IsADirectoryError:
-        raise ConfigError("cannot read: is not a regular file") from None
     except OSError as e:
         raise ConfigError(f"cannot read: {e.strerror or e}") from None
     if max_bytes is not None:

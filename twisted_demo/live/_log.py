@@ -73,12 +73,17 @@ class UpdateLog(Service):
         match outcome:
             case Updated(old, new):
                 self._updated(old, new)
-            case Failed(error, current, repeated=False):
+            case Failed(error, current, repeated=False, retry_in=retry_in):
                 _log.error(
-                    "Config reload failed, still serving the last good config: {error}"
-                    if current is not None
-                    else "Config reload failed, no config loaded yet: {error}",
+                    (
+                        "Config reload failed, still serving the last good config: "
+                        "{error}"
+                        if current is not None
+                        else "Config reload failed, no config loaded yet: {error}"
+                    )
+                    + ("" if retry_in is None else " (trying again in {retry_in:g}s)"),
                     error=error,
+                    retry_in=retry_in,
                 )
             case Unchanged(current, recovered=True):
                 _log.info(

@@ -5,7 +5,7 @@ registry and name prefix.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry
@@ -30,7 +30,10 @@ class LiveConfigMetrics(Collector):
     C{PREFIX_config_last_reload_successful},
     C{PREFIX_config_last_reload_success_timestamp_seconds} and
     C{PREFIX_config_info}.  Call it with each outcome (pass it to
-    C{LiveConfigService.observe}).
+    C{LiveConfigService.observe}).  Given C{drift} (as
+    C{lambda: service.drift}), it also exports
+    C{PREFIX_config_drift_seconds}: how long the file on disk has differed
+    from the config being served, 0 while they match.
 
     A collector of its own rather than C{prometheus_client}'s C{Counter}s,
     which add a C{_created} series to each counter: that only repeats the
@@ -41,8 +44,14 @@ class LiveConfigMetrics(Collector):
     @ivar registry: Where the metrics are registered, for exposition.
     """
 
-    def __init__(self, registry: CollectorRegistry, prefix: str) -> None:
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        prefix: str,
+        drift: Callable[[], float] | None = None,
+    ) -> None:
         self.registry = registry
+        self._drift = drift
         self._name = f"{prefix}_config"
         self._reloads = 0
         self._failures = 0
@@ -79,7 +88,8 @@ class LiveConfigMetrics(Collector):
         )
         yield CounterMetricFamily(
             f"{name}_reload_failures",
-            "Reloads refused because the file could not be read or was invalid.",
+            "Reloads that failed: the file could not be read or was invalid, "
+            "or the parser failed.",
             value=self._failures,
         )
         yield GaugeMetricFamily(
@@ -94,6 +104,13 @@ class LiveConfigMetrics(Collector):
             value=0 if loaded is None else loaded.loaded_at,
         )
         yield success
+        if self._drift is not None:
+            yield GaugeMetricFamily(
+                f"{name}_drift_seconds",
+                "Seconds the file on disk has differed from the config being "
+                "served (a refused file differs); 0 while they match.",
+                value=self._drift(),
+            )
         info = InfoMetricFamily(name, "The config being served.")
         if loaded is not None:
             info.add_metric(

@@ -13,12 +13,21 @@ import os
 import stat
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 from attrs import frozen
 
 from twisted_demo.live._errors import ConfigError
 
-__all__ = ["DATA_DIR_NAME", "DEFAULT_MAX_BYTES", "Fingerprint", "Reader", "Snapshot"]
+__all__ = [
+    "DATA_DIR_NAME",
+    "DEFAULT_MAX_BYTES",
+    "Fingerprint",
+    "ReadFailed",
+    "Reader",
+    "Snapshot",
+    "open_regular",
+]
 
 #: The symlink a ConfigMap volume swaps atomically on every update.
 DATA_DIR_NAME = "..data"
@@ -48,6 +57,70 @@ class Snapshot:
     data: bytes | Mapping[str, bytes]
     sha256: str
     generation: str | None
+
+
+class ReadFailed(Exception):
+    """
+    The file(s) could not be read for a reason that is not theirs (out of
+    file descriptors or memory, an I/O error, C{..data} swapped during
+    every read): the same read may work a moment later.  The text is one
+    line that names the file.
+    """
+
+
+#: Errors of C{open} or C{read} that say nothing about the file: the
+#: process or the system is short of something, for now.
+_TRANSIENT = frozenset(
+    {
+        errno.EMFILE,
+        errno.ENFILE,
+        errno.ENOMEM,
+        errno.ENOBUFS,
+        errno.EAGAIN,
+        errno.EINTR,
+        errno.EIO,
+    }
+)
+
+#: The names of the kinds of file a config may not be, for the refusal.
+_KINDS = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+)
+
+
+def _not_regular(mode: int) -> str:
+    kind = next((name for test, name in _KINDS if test(mode)), "special")
+    return f"not a regular file ({kind})"
+
+
+def open_regular(path: str) -> BinaryIO:
+    """
+    Open C{path} for reading if it is a regular file, never blocking.
+
+    A FIFO opened for reading blocks until a writer comes, and a device may
+    block or act on being opened: what C{stat} does not call a regular file
+    is refused unopened, and the open itself cannot block (C{O_NONBLOCK}),
+    then C{fstat} checks what was opened, for the path may have been
+    replaced between the two.
+
+    @raise OSError: When it cannot be opened, or is not a regular file
+        (C{strerror} then says C{not a regular file (a FIFO)}, or whichever
+        kind it is).
+    """
+    mode = os.stat(path).st_mode
+    if not stat.S_ISREG(mode):
+        raise OSError(errno.EINVAL, _not_regular(mode))
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+    f = open(os.open(path, flags), "rb")
+    mode = os.fstat(f.fileno()).st_mode
+    if not stat.S_ISREG(mode):
+        f.close()
+        raise OSError(errno.EINVAL, _not_regular(mode))
+    return f
 
 
 class _Moved(Exception):
@@ -86,10 +159,13 @@ class Reader:
 
     def read(self) -> Snapshot:
         """
-        Read the file(s) now.
+        Read the file(s) now.  Never blocks on what is not a regular file:
+        a FIFO, socket or device is refused without being read.
 
         @raise ConfigError: When one cannot be read, naming it and the
             operating system's reason, or is over C{max_bytes}.
+        @raise ReadFailed: When the read failed for a reason that is not
+            the file's, and may work if tried again.
         """
         for _ in range(_TRIES):
             generation = self._generation()
@@ -101,7 +177,7 @@ class Reader:
                 return self._snapshot([raw for raw, _ in read], None)
             if self._generation() == generation:
                 return self._snapshot([raw for raw, _ in read], generation)
-        raise ConfigError(
+        raise ReadFailed(
             f"{self.path}: cannot read: {DATA_DIR_NAME} changed during each of "
             f"{_TRIES} reads"
         )
@@ -133,15 +209,13 @@ class Reader:
                 # The kubelet removed the generation while it was read.
                 raise _Moved() from None
             reason = e.strerror or str(e)
-            if e.errno == errno.EISDIR:
-                reason = "is not a regular file"
+            if e.errno in _TRANSIENT:
+                raise ReadFailed(f"{path}: cannot read: {reason}") from None
             raise ConfigError(f"{path}: cannot read: {reason}") from None
 
     def _read_limited(self, path: str, source: str) -> bytes:
-        with open(source, "rb") as f:
+        with open_regular(source) as f:
             st = os.fstat(f.fileno())
-            if not stat.S_ISREG(st.st_mode):
-                raise IsADirectoryError(errno.EISDIR, "not a regular file")
             # Sized from fstat rather than the limit: a buffer of max_bytes
             # for every small file cost more than the rest of the read.  A
             # file that grew since is read on, up to the limit.

@@ -15,17 +15,42 @@ from typing import Any, Generic, TypeVar
 from attrs import evolve
 from twisted.application.service import IService, MultiService
 from twisted.internet.defer import Deferred, maybeDeferred, succeed
+from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from twisted_demo.live._drift import Drift
 from twisted_demo.live._errors import ConfigError
 from twisted_demo.live._log import UpdateLog
-from twisted_demo.live._reader import DEFAULT_MAX_BYTES, Reader, Snapshot
+from twisted_demo.live._reader import (
+    DEFAULT_MAX_BYTES,
+    Fingerprint,
+    Reader,
+    ReadFailed,
+    Snapshot,
+)
 from twisted_demo.live._runner import Runner, default_runner, inline
 from twisted_demo.live._types import Failed, Loaded, Outcome, Unchanged, Updated
-from twisted_demo.live._watcher import Watcher, default_notifier_factory
+from twisted_demo.live._watcher import SETTLE, Watcher, default_notifier_factory
 
-__all__ = ["LiveConfigService"]
+__all__ = ["DEADLINE", "RETRY_FIRST", "RETRY_MAX", "LiveConfigService"]
+
+#: Seconds a runner has to answer before the reload fails without it: a
+#: safety net for any runner, past the parser process's own deadline.
+DEADLINE = 30.0
+
+#: Seconds before the first retry of a reload that failed for the
+#: service's own reasons; each retry waits twice as long, up to
+#: L{RETRY_MAX}.
+RETRY_FIRST = 0.5
+RETRY_MAX = 30.0
+
+
+class RunnerTimeout(Exception):
+    """
+    The runner did not answer within the service's deadline.
+    """
+
 
 #: Events are logged as C{twisted_demo.live}, whichever class logs them.
 _log = Logger(namespace="twisted_demo.live")
@@ -70,6 +95,13 @@ class LiveConfigService(MultiService, Generic[T]):
     @ivar current: The version being served, or L{None} before the first.
     @ivar last_error: Why the last reload was refused, or L{None} if it
         was not.
+
+    A reload that failed for the service's own reasons (the runner failed
+    with anything but L{ConfigError}: the parser died, timed out or could
+    not start; or the read failed for want of descriptors or memory) is
+    tried again by itself, after C{RETRY_FIRST} seconds, then twice as
+    long each time up to C{RETRY_MAX}, until it succeeds or the file is
+    refused.  A refused file waits for its next change.
     """
 
     def __init__(
@@ -82,6 +114,8 @@ class LiveConfigService(MultiService, Generic[T]):
         tick: float = 0.1,
         max_bytes: int = DEFAULT_MAX_BYTES,
         runner: Runner[T] | None = None,
+        settle: float = SETTLE,
+        deadline: float = DEADLINE,
     ) -> None:
         super().__init__()
         if reactor is None:
@@ -91,6 +125,8 @@ class LiveConfigService(MultiService, Generic[T]):
         self._reader = Reader(Path(os.path.abspath(path)), files, max_bytes)
         self._source = str(self._reader.path)
         self._tick = tick
+        self._settle = settle
+        self._deadline = deadline
         if runner is None:
             runner = default_runner(reactor, parse)
         self._runner: Runner[T] = runner
@@ -104,6 +140,9 @@ class LiveConfigService(MultiService, Generic[T]):
         self._queued: list[Deferred[Outcome[T]]] = []
         self._failed_sha256: str | None = None
         self._watcher: Watcher | None = None
+        self._drift = Drift(reactor, self._source)
+        self._retry_delay = RETRY_FIRST
+        self._retry: IDelayedCall | None = None
         self.current: Loaded[T] | None = None
         self.last_error: str | None = None
 
@@ -122,6 +161,15 @@ class LiveConfigService(MultiService, Generic[T]):
         """
         return self._watcher is not None and self._watcher.watching
 
+    @property
+    def drift(self) -> float:
+        """
+        Seconds for which the file on disk has differed from the version
+        being served (a refused file differs), as the watcher's tick last
+        saw it; 0 while they match.
+        """
+        return self._drift.seconds
+
     def startService(self) -> None:
         # Watching starts with the service rather than in __init__, so that
         # the reactor's inotify is only touched by a running service.
@@ -132,11 +180,24 @@ class LiveConfigService(MultiService, Generic[T]):
                 self._reactor,
                 self._tick,
                 default_notifier_factory(self._reactor),
+                settle=self._settle,
+                on_fingerprint=self._drift.check,
+                served=lambda: self._drift.fingerprint,
             )
             self._watcher.setServiceParent(self)
         super().startService()
         if self.current is None:
             self.reload()
+
+    def stopService(self) -> Deferred[Any]:
+        self._cancel_retry()
+        stopped: Deferred[Any] = super().stopService()
+        return stopped
+
+    def _cancel_retry(self) -> None:
+        retry, self._retry = self._retry, None
+        if retry is not None and retry.active():
+            retry.cancel()
 
     def observe(self, observer: Observer[T]) -> Callable[[], None]:
         """
@@ -222,9 +283,12 @@ class LiveConfigService(MultiService, Generic[T]):
     def _next(self) -> None:
         waiters, self._queued = self._queued, []
         self._busy = True
+        self._cancel_retry()
 
         def finished(outcome: Outcome[T]) -> None:
             self._busy = False
+            if isinstance(outcome, Failed) and outcome.retry_in is not None:
+                self._retry = self._reactor.callLater(outcome.retry_in, self.reload)
             for d in waiters:
                 d.callback(outcome)
             if self._queued:
@@ -238,21 +302,60 @@ class LiveConfigService(MultiService, Generic[T]):
         is updated and the observers are told.
         """
         now = self._reactor.seconds()
+        # Taken before the read: should the files change during it, the
+        # next tick sees them differ from what is served.
+        fingerprint = self._reader.fingerprint()
         try:
             snapshot = self._reader.read()
         except ConfigError as e:
             return succeed(self._tell(self._failed(None, str(e))))
+        except ReadFailed as e:
+            return succeed(self._tell(self._failed(None, str(e), ours=True)))
         current = self.current
         if current is not None and snapshot.sha256 == current.sha256:
+            self._drift.served(fingerprint)
             return succeed(self._tell(self._unchanged(current, snapshot)))
         if snapshot.sha256 == self._failed_sha256 and self.last_error is not None:
+            self._retry_delay = RETRY_FIRST
             return succeed(self._tell(Failed(self.last_error, current, repeated=True)))
-        parsed: Deferred[T] = maybeDeferred(runner, self._parse, snapshot.data)
+        parsed = self._within_deadline(
+            maybeDeferred(runner, self._parse, snapshot.data)
+        )
         outcome: Deferred[Outcome[T]] = parsed.addCallbacks(
-            lambda value: self._swapped(value, snapshot, now),
+            lambda value: self._swapped(value, snapshot, now, fingerprint),
             lambda failure: self._refused(failure, snapshot),
         )
         return outcome.addCallback(self._tell)
+
+    def _within_deadline(self, parsed: Deferred[T]) -> Deferred[T]:
+        """
+        C{parsed}, or a failure with L{RunnerTimeout} if it has not fired
+        within the deadline; its late result is then dropped.  (Not
+        C{Deferred.addTimeout}: that cancels C{parsed}, which a runner may
+        not expect.)
+        """
+        if parsed.called:
+            return parsed
+        result: Deferred[T] = Deferred()
+
+        def late() -> None:
+            result.errback(
+                RunnerTimeout(f"no answer from the parser in {self._deadline:g}s")
+            )
+
+        timer = self._reactor.callLater(self._deadline, late)
+
+        def answered(value: T | Failure) -> None:
+            if not timer.active():
+                return
+            timer.cancel()
+            if isinstance(value, Failure):
+                result.errback(value)
+            else:
+                result.callback(value)
+
+        parsed.addBoth(answered)
+        return result
 
     def _unchanged(self, current: Loaded[T], snapshot: Snapshot) -> Unchanged[T]:
         if snapshot.generation != current.generation:
@@ -263,29 +366,46 @@ class LiveConfigService(MultiService, Generic[T]):
         recovered = self.last_error is not None
         self.last_error = None
         self._failed_sha256 = None
+        self._retry_delay = RETRY_FIRST
         return Unchanged(current, recovered)
 
-    def _swapped(self, value: T, snapshot: Snapshot, now: float) -> Updated[T]:
+    def _swapped(
+        self, value: T, snapshot: Snapshot, now: float, fingerprint: Fingerprint
+    ) -> Updated[T]:
         new = Loaded(value, snapshot.sha256, snapshot.generation, now, self._source)
         old, self.current = self.current, new
         self.last_error = None
         self._failed_sha256 = None
+        self._retry_delay = RETRY_FIRST
+        self._drift.served(fingerprint)
         return Updated(old, new)
 
     def _refused(self, failure: Failure, snapshot: Snapshot) -> Failed[T]:
         if failure.check(ConfigError):
             error = _name_source(self._source, failure.getErrorMessage())
             return self._failed(snapshot.sha256, error)
-        # The parser crashed or could not run: not these bytes' fault for
-        # sure, so the same bytes are tried again next time.
+        # The parser crashed, timed out or could not run: not these bytes'
+        # fault for sure, so the same bytes are tried again.
         reason = failure.getErrorMessage().strip().replace("\n", " ")
-        return self._failed(None, f"{self._source}: cannot parse: {reason}")
+        if not reason:
+            reason = type(failure.value).__name__
+        return self._failed(None, f"{self._source}: cannot parse: {reason}", ours=True)
 
-    def _failed(self, sha256: str | None, error: str) -> Failed[T]:
+    def _failed(self, sha256: str | None, error: str, ours: bool = False) -> Failed[T]:
+        """
+        The outcome of a failed reload; C{ours} when the service, not the
+        file, is at fault, so that it is tried again after a while.
+        """
         repeated = error == self.last_error and sha256 == self._failed_sha256
         self.last_error = error
         self._failed_sha256 = sha256
-        return Failed(error, self.current, repeated)
+        retry_in: float | None = None
+        if ours and self.running:
+            retry_in = self._retry_delay
+            self._retry_delay = min(RETRY_MAX, self._retry_delay * 2)
+        else:
+            self._retry_delay = RETRY_FIRST
+        return Failed(error, self.current, repeated, retry_in)
 
     def _tell(self, outcome: Outcome[T]) -> Outcome[T]:
         for observer in list(self._observers):

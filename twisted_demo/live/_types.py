@@ -69,11 +69,16 @@ class Failed(Generic[T]):
     @ivar repeated: Whether this is the failure reported the time before
         (same bytes, or same read error): not worth logging or counting
         again.
+    @ivar retry_in: Seconds after which the service tries again by itself,
+        when the failure was its own (the parser died, timed out or could
+        not start; the read ran out of descriptors or memory); L{None} when
+        the file was refused, and only its next change is read.
     """
 
     error: str
     current: Loaded[T] | None
     repeated: bool = False
+    retry_in: float | None = None
 
 
 #: What a reload did.

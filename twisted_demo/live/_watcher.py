@@ -18,13 +18,15 @@ from twisted.python.filepath import FilePath
 
 from twisted_demo.live._reader import DATA_DIR_NAME, Fingerprint, Reader
 
-__all__ = ["REARM_INTERVAL", "WATCH_MASK", "Notifier", "Watch", "Watcher"]
+__all__ = ["REARM_INTERVAL", "SETTLE", "WATCH_MASK", "Notifier", "Watch", "Watcher"]
 
 #: Events are logged as C{twisted_demo.live}, whichever class logs them.
 _log = Logger(namespace="twisted_demo.live")
 
-# The events that can mean the config changed.  IN_MODIFY is left out on
-# purpose: a writer is finished only at IN_CLOSE_WRITE.
+# The events that can mean the config changed.  IN_MODIFY only says that a
+# writer has begun: the file is read once it is closed (IN_CLOSE_WRITE) or
+# has held still for the settle time.
+IN_MODIFY = 0x2
 IN_ATTRIB = 0x4
 IN_CLOSE_WRITE = 0x8
 IN_MOVED_FROM = 0x40
@@ -34,7 +36,8 @@ IN_DELETE = 0x200
 IN_DELETE_SELF = 0x400
 IN_MOVE_SELF = 0x800
 WATCH_MASK = (
-    IN_CREATE
+    IN_MODIFY
+    | IN_CREATE
     | IN_DELETE
     | IN_MOVED_FROM
     | IN_MOVED_TO
@@ -44,8 +47,16 @@ WATCH_MASK = (
     | IN_MOVE_SELF
 )
 
+#: Events after which a file being written is whole: closed, or replaced.
+_WRITE_ENDS = IN_CLOSE_WRITE | IN_MOVED_TO | IN_MOVED_FROM | IN_DELETE
+
 #: Seconds to wait before trying inotify again after it failed.
 REARM_INTERVAL = 5.0
+
+#: Seconds a file written in place must hold still before it is read when
+#: its writer has not closed it, or when no event says it was (an edit
+#: through the ConfigMap symlink, a lost event, no inotify).
+SETTLE = 1.0
 
 
 class Notifier(Protocol):
@@ -117,8 +128,12 @@ class Change(enum.Enum):
     QUIET = "quiet"
     #: An event came: reload at the next tick, once for the whole burst.
     DIRTY = "dirty"
+    #: A file was modified (C{IN_MODIFY}) and not closed since: reload once
+    #: it is closed or replaced, or has held still for the settle time.
+    WRITING = "writing"
     #: The fingerprint changed without an event; reload once it holds still
-    #: for a tick, so that a writer caught half-way is not read.
+    #: (for a tick when C{..data} moved, the kubelet's commit; else for the
+    #: settle time), so that a writer caught half-way is not read.
     SETTLING = "settling"
 
 
@@ -140,6 +155,11 @@ class Watcher(Service):
     word (twisted/twisted#6722), and edits made through the symlink land in
     a directory that is not watched.
 
+    A file is never read half-written: after an C{IN_MODIFY} it waits for
+    its C{IN_CLOSE_WRITE} (or for being replaced), and a change seen only
+    by the fingerprint waits until the fingerprint has held still; either
+    way, a file still for C{settle} seconds is read, closed or not.
+
     @ivar state: How changes are being watched for, a L{Watch}.
     """
 
@@ -150,18 +170,26 @@ class Watcher(Service):
         clock: IReactorTime,
         tick: float,
         notifier_factory: Callable[[], Notifier] | None,
+        settle: float = SETTLE,
+        on_fingerprint: Callable[[Fingerprint], object] | None = None,
+        served: Callable[[], Fingerprint | None] | None = None,
     ) -> None:
         self._reader = reader
         self._reload = reload
         self._clock = clock
         self._tick = tick
         self._notifier_factory = notifier_factory
+        self._settle = settle
+        self._on_fingerprint = on_fingerprint
+        self._served = served
         self._notifier: Notifier | None = None
         self._loop: LoopingCall | None = None
         self.state = Watch.STOPPED
         self._change = Change.QUIET
         self._seen: Fingerprint | None = None
         self._candidate: Fingerprint | None = None
+        self._dirty_at: Fingerprint | None = None
+        self._still_since = 0.0
         self._rearm_at = 0.0
         self._inotify_error: str | None = None
 
@@ -178,10 +206,18 @@ class Watcher(Service):
 
     def startService(self) -> None:
         super().startService()
-        # The first tick re-reads the file: it may have changed between the
-        # first load and now.
-        self._change = Change.DIRTY
-        self._seen = self._reader.fingerprint()
+        served = None if self._served is None else self._served()
+        if served is None:
+            # The first tick re-reads the file: it may have changed between
+            # the first load and now.
+            self._mark_dirty(None)
+            self._seen = self._reader.fingerprint()
+        else:
+            # The first tick compares the files with the fingerprint of the
+            # version served, and treats a difference as any change: a
+            # writer caught half-way at start is not read either.
+            self._change = Change.QUIET
+            self._seen = served
         if self._notifier_factory is None:
             self.state = Watch.POLLING
             _log.warn(
@@ -248,7 +284,9 @@ class Watcher(Service):
         self._notifier = notifier
         self.state = Watch.WATCHING
         self._inotify_error = None
-        self._change = Change.DIRTY
+        if was is not Watch.STOPPED:
+            # Events may have been missed while nothing watched.
+            self._mark_dirty(None)
         if was is Watch.STOPPED:
             _log.info(
                 "Watching {directory} for changes to {name} (tick {tick}s)",
@@ -271,15 +309,31 @@ class Watcher(Service):
             # The watched directory itself went away.
             self._disarm()
             self.state = Watch.LOST
-            self._change = Change.DIRTY
+            self._mark_dirty(None)
             return
         name = os.fsdecode(path.basename())
         if name == DATA_DIR_NAME and mask & IN_MOVED_TO:
             self._change = Change.QUIET
             self._seen = self._reader.fingerprint()
             self._reload()
+        elif name in self._reader.names and mask & IN_MODIFY:
+            # A writer has begun, or goes on: not whole before it closes.
+            self._change = Change.WRITING
+            self._candidate = None
+            self._still_since = self._clock.seconds()
+        elif name in self._reader.names and self._change is Change.WRITING:
+            if mask & _WRITE_ENDS:
+                self._mark_dirty(self._reader.fingerprint())
         elif name == DATA_DIR_NAME or name in self._reader.names:
-            self._change = Change.DIRTY
+            self._mark_dirty(self._reader.fingerprint())
+
+    def _mark_dirty(self, fingerprint: Fingerprint | None) -> None:
+        """
+        Reload at the next tick; C{fingerprint}, if given, is the files'
+        when the event that asks for it was handled.
+        """
+        self._change = Change.DIRTY
+        self._dirty_at = fingerprint
 
     def _on_tick(self) -> None:
         if self.state in (Watch.LOST, Watch.GONE) or (
@@ -287,16 +341,41 @@ class Watcher(Service):
         ):
             self._arm()
         fingerprint = self._reader.fingerprint()
-        if self._change is Change.DIRTY:
+        if self._on_fingerprint is not None:
+            self._on_fingerprint(fingerprint)
+        now = self._clock.seconds()
+        if self._change is Change.DIRTY and self._dirty_at not in (None, fingerprint):
+            # Changed again since the event was handled: a writer is at work
+            # whose events are still to come.  Read once it is done.
+            self._change = Change.WRITING
+            self._candidate, self._still_since = fingerprint, now
+        elif self._change is Change.DIRTY:
+            self._reload_at(fingerprint)
+        elif self._change is Change.SETTLING and fingerprint == self._seen:
+            # Changed back before it was read.
             self._change = Change.QUIET
-            self._seen = self._candidate = fingerprint
-            self._reload()
-        elif fingerprint == self._seen:
-            self._change = Change.QUIET
-        elif self._change is Change.SETTLING and fingerprint == self._candidate:
-            self._change = Change.QUIET
-            self._seen = fingerprint
-            self._reload()
-        else:
+        elif self._change in (Change.WRITING, Change.SETTLING):
+            if fingerprint != self._candidate:
+                self._candidate, self._still_since = fingerprint, now
+            elif now - self._still_since >= self._settle_time(fingerprint):
+                self._reload_at(fingerprint)
+        elif fingerprint != self._seen:
             self._change = Change.SETTLING
-            self._candidate = fingerprint
+            self._candidate, self._still_since = fingerprint, now
+
+    def _settle_time(self, fingerprint: Fingerprint) -> float:
+        """
+        How long a change seen by C{fingerprint} must hold still: no time
+        beyond the tick it was seen in when C{..data} was swapped (the
+        kubelet's atomic commit) and no file is being written, else the
+        settle time.
+        """
+        assert self._seen is not None
+        if self._change is Change.SETTLING and fingerprint[0] != self._seen[0]:
+            return 0.0
+        return self._settle
+
+    def _reload_at(self, fingerprint: Fingerprint) -> None:
+        self._change = Change.QUIET
+        self._seen = self._candidate = fingerprint
+        self._reload()
