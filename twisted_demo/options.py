@@ -9,6 +9,7 @@ from typing import NoReturn
 
 from twisted.python import usage
 
+from twisted_demo import server
 from twisted_demo.config import DEFAULT_MAX_BYTES
 
 DEFAULT_LISTEN = "tcp:8080"
@@ -86,6 +87,31 @@ class Options(usage.Options):
             "Largest config file accepted, in bytes (default: the 1 MiB "
             "ConfigMap limit).",
             _positive_integer,
+        ],
+        [
+            "max-connections",
+            None,
+            None,
+            "Most HTTP connections open at once (default and ceiling: the "
+            "file descriptor limit, RLIMIT_NOFILE, minus 64). When full, the "
+            "connection idle for longest, or else the slowest to send its "
+            "request, is closed to make room.",
+            server.connection_count,
+        ],
+        [
+            "idle-timeout",
+            None,
+            server.DEFAULT_IDLE_TIMEOUT,
+            "Seconds an HTTP connection may stay open with no request under way.",
+            _positive_number,
+        ],
+        [
+            "header-timeout",
+            None,
+            server.DEFAULT_HEADER_TIMEOUT,
+            "Seconds a client has to send the whole of a request (head and "
+            "body) once it has started it; then it gets 408 and is closed.",
+            _positive_number,
         ],
     ]
     compData = usage.Completions(optActions={"config": usage.CompleteFiles()})

@@ -14,7 +14,6 @@ from typing import Any, cast
 
 from twisted.application.service import IService, MultiService, Service
 from twisted.internet.defer import Deferred, maybeDeferred, succeed
-from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import (
     IReactorCore,
     IReactorProcess,
@@ -28,7 +27,7 @@ from twisted_demo.config import ConfigError
 from twisted_demo.metrics import ReloadMetrics
 from twisted_demo.options import Options, exit_with
 from twisted_demo.reload import Reloader
-from twisted_demo.server import WebService, make_site
+from twisted_demo.server import WebService, endpoint_for, make_site
 from twisted_demo.source import ConfigFile
 from twisted_demo.store import ConfigStore
 from twisted_demo.watcher import ConfigWatcher, default_notifier_factory
@@ -144,8 +143,8 @@ def makeService(options: Options) -> MultiService:
     except ConfigError as e:
         exit_with(str(e))
     try:
-        endpoint = serverFromString(reactor, options["listen"])
-    except (ValueError, KeyError, TypeError) as e:
+        endpoint = endpoint_for(reactor, options["listen"])
+    except ValueError as e:
         exit_with(f"--listen {options['listen']!r} is not a server endpoint: {e}")
 
     store = ConfigStore(config)
@@ -172,9 +171,18 @@ def makeService(options: Options) -> MultiService:
     )
 
     site = make_site(
-        ConfigApp(store, reloader, metrics).resource(), options["access-log"]
+        ConfigApp(store, reloader, metrics).resource(),
+        options["access-log"],
+        idle_timeout=options["idle-timeout"],
     )
-    WebService(options["listen"], endpoint, site, reactor).setServiceParent(service)
+    WebService(
+        options["listen"],
+        endpoint,
+        site,
+        reactor,
+        max_connections=options["max-connections"],
+        header_timeout=options["header-timeout"],
+    ).setServiceParent(service)
     ConfigWatcher(
         config_file,
         reloader.reload,
