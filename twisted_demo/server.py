@@ -418,9 +418,9 @@ class _Connection(ProtocolWrapper):
     pauses and resumes it through L{_SendBuffer}.
     """
 
-    factory: _Connections
+    factory: ConnectionGuard
 
-    def __init__(self, factory: _Connections, wrapped: Any) -> None:
+    def __init__(self, factory: ConnectionGuard, wrapped: Any) -> None:
         super().__init__(factory, wrapped)
         self._framing = _Framing(factory.max_body_bytes)
         self._registered = False
@@ -562,10 +562,10 @@ class _Connection(ProtocolWrapper):
     @property
     def idle(self) -> bool:
         """
-        Whether no request is under way: none is being answered and no part
-        of the next one has arrived.
+        Whether the connection is between requests: it has been answered at
+        least once, and no request is being answered nor has begun to arrive.
         """
-        return not self._answering and not self._framing.held
+        return self._started > 0 and not self._answering and not self._framing.held
 
     def close_when_idle(self) -> None:
         """
@@ -701,10 +701,12 @@ def _request_factory(channel: Any, *args: Any) -> Request:
     return request
 
 
-class _Connections(WrappingFactory[_Connection]):
+class ConnectionGuard(WrappingFactory[_Connection]):
     """
-    Wraps the site's connections in L{_Connection}, keeps at most
+    The factory to listen with: wraps each of the site's connections in the
+    guard described in this module's docstring, keeps at most
     C{max_connections} of them open, and drains them when the server stops.
+    C{clock} times the guard's timeouts.
     """
 
     protocol = _Connection
@@ -713,13 +715,13 @@ class _Connections(WrappingFactory[_Connection]):
         self,
         site: Site,
         clock: IReactorTime,
-        max_connections: int,
+        max_connections: int | None = None,
         header_timeout: float = DEFAULT_HEADER_TIMEOUT,
         max_body_bytes: int = MAX_BODY_BYTES,
     ) -> None:
         super().__init__(site)
         self.clock = clock
-        self.max_connections = max_connections
+        self.max_connections = connection_limit(max_connections)
         self.header_timeout = header_timeout
         self.max_body_bytes = max_body_bytes
         self.draining = False
@@ -749,6 +751,7 @@ class _Connections(WrappingFactory[_Connection]):
         """
         candidates = self.open
         idle = [c for c in candidates if c.idle]
+        # Those that have not sent a whole request yet, new ones included.
         arriving = [c for c in candidates if not c.idle and not c.answering]
         victims = idle or arriving
         now = self.clock.seconds()
@@ -826,9 +829,13 @@ class ConfigSite(Site):
         *,
         access_log: bool = True,
         idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
+        clock: IReactorTime | None = None,
     ) -> None:
         super().__init__(
-            resource, requestFactory=_request_factory, timeout=idle_timeout
+            resource,
+            requestFactory=_request_factory,
+            timeout=idle_timeout,
+            reactor=clock,
         )
         self.displayTracebacks = False
         self._access_log = access_log
@@ -852,14 +859,17 @@ def make_site(
     resource: IResource,
     access_log: bool = False,
     idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
+    clock: IReactorTime | None = None,
 ) -> ConfigSite:
     """
     The HTTP factory serving C{resource}.  The access log is off unless
     asked for: probes and scrapes would otherwise fill the log with a line
     every few seconds.  Connections with no request under way close after
-    C{idle_timeout} seconds.
+    C{idle_timeout} seconds of C{clock} (the reactor if not given).
     """
-    return ConfigSite(resource, access_log=access_log, idle_timeout=idle_timeout)
+    return ConfigSite(
+        resource, access_log=access_log, idle_timeout=idle_timeout, clock=clock
+    )
 
 
 class WebService(StreamServerEndpointService):
@@ -883,10 +893,10 @@ class WebService(StreamServerEndpointService):
         header_timeout: float = DEFAULT_HEADER_TIMEOUT,
         max_body_bytes: int = MAX_BODY_BYTES,
     ) -> None:
-        self.connections = _Connections(
+        self.connections = ConnectionGuard(
             site,
             reactor,
-            connection_limit(max_connections),
+            max_connections,
             header_timeout=header_timeout,
             max_body_bytes=max_body_bytes,
         )

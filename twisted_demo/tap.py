@@ -174,6 +174,7 @@ def makeService(options: Options) -> MultiService:
         ConfigApp(store, reloader, metrics).resource(),
         options["access-log"],
         idle_timeout=options["idle-timeout"],
+        clock=reactor,
     )
     WebService(
         options["listen"],
