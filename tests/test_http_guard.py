@@ -76,7 +76,8 @@ class Connected:
 
     @property
     def sent(self) -> bytes:
-        return self.transport.value()
+        sent: bytes = self.transport.value()
+        return sent
 
     @property
     def closed(self) -> bool:
