@@ -32,6 +32,7 @@ from twisted_demo.server import (
     DEFAULT_IDLE_TIMEOUT,
     FD_RESERVE,
     MAX_BODY_BYTES,
+    MAX_HELD_BYTES,
     ConnectionGuard,
     connection_limit,
     endpoint_for,
@@ -230,6 +231,30 @@ def test_body_still_arriving_counts_against_the_header_timeout() -> None:
     connection.send(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nab")
     clock.advance(5)
     assert connection.sent.startswith(b"HTTP/1.1 408 ")
+
+
+def test_requests_wait_and_reading_stops_while_the_client_reads_nothing() -> None:
+    clock = Clock()
+    resource = Recording()
+    connection = Connected(_guard(resource, clock, header_timeout=5))
+    # What the socket does when the client leaves 64 KiB of responses unread.
+    send_buffer = connection.transport.producer
+    assert send_buffer is not None
+    send_buffer.pauseProducing()
+    request = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+    connection.send(request * 2)
+    assert resource.seen == []
+    assert connection.transport.producerState == "producing"
+    # Not a slow request: the client is the one not reading.
+    clock.advance(5)
+    assert connection.sent == b""
+    connection.send(request * (MAX_HELD_BYTES // len(request)))
+    assert connection.transport.producerState == "paused"
+
+    send_buffer.resumeProducing()
+    assert len(resource.seen) == 2 + MAX_HELD_BYTES // len(request)
+    assert connection.transport.producerState == "producing"
+    assert not connection.closed
 
 
 def test_connection_with_no_request_under_way_closes_after_the_idle_timeout() -> None:

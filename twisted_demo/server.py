@@ -660,8 +660,10 @@ class _Connection(ProtocolWrapper):
         if self._refused or self.disconnecting or self._lost:
             return
         self._set_reading(self._framing.held <= MAX_HELD_BYTES)
+        # A request held back while the client leaves responses unread is
+        # the idle timeout's business, not this one's.
         arriving = self._framing.in_body or (
-            not self._answering and self._framing.held > 0
+            self._framing.held > 0 and not self._answering and not self._output_paused
         )
         if arriving and self._timer is None:
             self._timer = self._clock.callLater(
