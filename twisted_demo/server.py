@@ -31,6 +31,7 @@ from __future__ import annotations
 import enum
 import resource
 from typing import Any
+from urllib.parse import unquote_to_bytes
 
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import Service
@@ -52,8 +53,6 @@ from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.python.failure import Failure
-from twisted.web.iweb import IRequest
-from twisted.web.pages import errorPage
 from twisted.web.resource import IResource
 from twisted.web.server import Request, Site
 from zope.interface import implementer
@@ -212,6 +211,14 @@ class _State(enum.Enum):
     TRAILER = "trailer"
 
 
+def _utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 _HEX = frozenset(b"0123456789abcdefABCDEF")
 
 #: The longest chunk size line or trailer line read.
@@ -228,8 +235,8 @@ class _Framing:
 
     def __init__(self, max_body: int) -> None:
         self._max_body = max_body
-        self._buffer = bytearray()
-        self._state = _State.HEAD
+        self.buffer = bytearray()
+        self.state = _State.HEAD
         self._remaining = 0
         self._body = 0
 
@@ -238,7 +245,7 @@ class _Framing:
         """
         Bytes received and not yet handed on.
         """
-        return len(self._buffer)
+        return len(self.buffer)
 
     @property
     def in_body(self) -> bool:
@@ -246,10 +253,10 @@ class _Framing:
         Whether the current request's head has been handed on and its body
         has not ended yet.
         """
-        return self._state is not _State.HEAD
+        return self.state is not _State.HEAD
 
     def feed(self, data: bytes) -> None:
-        self._buffer += data
+        self.buffer += data
 
     def take_head(self) -> bytes | None:
         """
@@ -257,22 +264,27 @@ class _Framing:
 
         @raise _Refusal: if the head is too large or its framing is invalid.
         """
-        start = 2 if self._buffer.startswith(b"\r\n") else 0
-        end = self._buffer.find(b"\r\n\r\n", start)
+        start = 2 if self.buffer.startswith(b"\r\n") else 0
+        end = self.buffer.find(b"\r\n\r\n", start)
         if end < 0:
-            if len(self._buffer) > MAX_HEAD_BYTES + start:
+            if len(self.buffer) > MAX_HEAD_BYTES + start:
                 raise _Refusal(400, "request head too large")
             return None
         if end > MAX_HEAD_BYTES + start:
             raise _Refusal(400, "request head too large")
-        head = bytes(self._buffer[: end + 4])
+        head = bytes(self.buffer[: end + 4])
         self._frame(head[start : end + 2])
-        del self._buffer[: end + 4]
+        del self.buffer[: end + 4]
         return head
 
     def _frame(self, head: bytes) -> None:
+        lines = head.split(b"\r\n")
+        target = lines[0].split(b" ")
+        if len(target) == 3 and not _utf8(unquote_to_bytes(target[1].split(b"?")[0])):
+            # Klein would refuse it too, but log a traceback.
+            raise _Refusal(400, "URL is not UTF-8")
         headers: list[bytes] = []
-        for line in head.split(b"\r\n")[1:-1]:
+        for line in lines[1:-1]:
             if line[:1] in (b" ", b"\t") and headers:
                 headers[-1] += b" " + line.lstrip(b" \t")
             else:
@@ -284,6 +296,8 @@ class _Framing:
             name = name.lower()
             if name == b"content-length":
                 lengths.append(value.strip(b" \t"))
+            elif name == b"host" and not _utf8(value):
+                raise _Refusal(400, "Host is not UTF-8")
             elif name == b"transfer-encoding":
                 coding = value.strip(b" \t").lower()
                 if coding == b"chunked":
@@ -295,7 +309,7 @@ class _Framing:
             raise _Refusal(400, "more than one body length")
         self._body = 0
         if chunked:
-            self._state = _State.CHUNK_SIZE
+            self.state = _State.CHUNK_SIZE
             return
         if not lengths:
             return
@@ -306,7 +320,7 @@ class _Framing:
         if self._remaining > self._max_body:
             raise _Refusal(413, "request body too large")
         if self._remaining:
-            self._state = _State.BODY
+            self.state = _State.BODY
 
     def take_body(self) -> bytes:
         """
@@ -316,34 +330,34 @@ class _Framing:
         @raise _Refusal: if the body grows past the limit or its chunked
             framing is invalid.
         """
-        if self._state is _State.BODY:
-            taken = min(self._remaining, len(self._buffer))
+        if self.state is _State.BODY:
+            taken = min(self._remaining, len(self.buffer))
             self._remaining -= taken
             if not self._remaining:
-                self._state = _State.HEAD
+                self.state = _State.HEAD
         else:
             taken = self._chunks()
-        data = bytes(self._buffer[:taken])
-        del self._buffer[:taken]
+        data = bytes(self.buffer[:taken])
+        del self.buffer[:taken]
         return data
 
     def _chunks(self) -> int:
-        buffer = self._buffer
+        buffer = self.buffer
         position = 0
         while True:
-            if self._state is _State.CHUNK_SIZE or self._state is _State.TRAILER:
+            if self.state is _State.CHUNK_SIZE or self.state is _State.TRAILER:
                 end = buffer.find(b"\r\n", position)
                 if end < 0:
                     if len(buffer) - position > _MAX_LINE:
-                        raise _Refusal(400, f"{self._state.value} too long")
+                        raise _Refusal(400, f"{self.state.value} too long")
                     return position
                 if end - position > _MAX_LINE:
-                    raise _Refusal(400, f"{self._state.value} too long")
+                    raise _Refusal(400, f"{self.state.value} too long")
                 line = bytes(buffer[position:end])
                 position = end + 2
-                if self._state is _State.TRAILER:
+                if self.state is _State.TRAILER:
                     if not line:
-                        self._state = _State.HEAD
+                        self.state = _State.HEAD
                         return position
                     continue
                 size = line.partition(b";")[0]
@@ -355,21 +369,21 @@ class _Framing:
                 self._body += self._remaining
                 if self._body > self._max_body:
                     raise _Refusal(413, "request body too large")
-                self._state = _State.CHUNK_DATA if self._remaining else _State.TRAILER
-            elif self._state is _State.CHUNK_DATA:
+                self.state = _State.CHUNK_DATA if self._remaining else _State.TRAILER
+            elif self.state is _State.CHUNK_DATA:
                 taken = min(self._remaining, len(buffer) - position)
                 position += taken
                 self._remaining -= taken
                 if self._remaining:
                     return position
-                self._state = _State.CHUNK_END
+                self.state = _State.CHUNK_END
             else:
                 if len(buffer) - position < 2:
                     return position
                 if buffer[position : position + 2] != b"\r\n":
                     raise _Refusal(400, "chunk not followed by CRLF")
                 position += 2
-                self._state = _State.CHUNK_SIZE
+                self.state = _State.CHUNK_SIZE
 
 
 _REASONS = {400: b"Bad Request", 408: b"Request Timeout", 413: b"Content Too Large"}
@@ -449,6 +463,11 @@ class _Connection(ProtocolWrapper):
 
     def makeConnection(self, transport: Any) -> None:
         self._socket = transport
+        # Straight to the socket: these are called for every response.
+        self.write = transport.write  # type: ignore[method-assign]
+        self.writeSequence = transport.writeSequence  # type: ignore[method-assign]
+        self.getPeer = transport.getPeer  # type: ignore[method-assign]
+        self.getHost = transport.getHost  # type: ignore[method-assign]
         super().makeConnection(transport)
         transport.registerProducer(_SendBuffer(self), True)
         self._registered = True
@@ -508,6 +527,34 @@ class _Connection(ProtocolWrapper):
             self._producer.stopProducing()
 
     def dataReceived(self, data: bytes) -> None:
+        framing = self._framing
+        if (
+            self._passthrough is False
+            and not framing.buffer
+            and framing.state is _State.HEAD
+            and not (
+                self._answering
+                or self._output_paused
+                or self._pumping
+                or self._close_when_idle
+                or self._refused
+            )
+        ):
+            # The usual case, one whole request without a body, in ASCII
+            # with no escapes, is handed on without going through the
+            # framing.
+            end = data.find(b"\r\n\r\n")
+            if (
+                0 < end == len(data) - 4
+                and end <= MAX_HEAD_BYTES
+                and data.isascii()
+                and b"%" not in data
+            ):
+                lowered = data.lower()
+                if b"content-length" not in lowered:
+                    if b"transfer-encoding" not in lowered:
+                        self._start(data)
+                        return
         if self._refused or self.wrappedProtocol is None:
             return
         if self._passthrough is None:
@@ -538,9 +585,11 @@ class _Connection(ProtocolWrapper):
         self._request = request
         if self._close_when_idle:
             request.setHeader(b"connection", b"close")
-        request.notifyFinish().addBoth(self._request_finished)
 
-    def _request_finished(self, result: object) -> None:
+    def request_finished(self) -> None:
+        """
+        The response to the request being answered has ended.
+        """
         self._answering = False
         self._request = None
         self.since = self._clock.seconds()
@@ -548,7 +597,7 @@ class _Connection(ProtocolWrapper):
             return
         if self._close_when_idle:
             self.loseConnection()
-        else:
+        elif self._framing.buffer or not self._reading:
             self._pump()
 
     @property
@@ -607,31 +656,48 @@ class _Connection(ProtocolWrapper):
                     self._deliver(data)
                 if self._framing.in_body:
                     return
-            elif self._answering or self._output_paused or self._close_when_idle:
+            elif not self._ready:
                 return
             else:
                 head = self._framing.take_head()
                 if head is None:
                     return
-                self._answering = True
-                self.since = self._clock.seconds()
-                started = self._started
-                self._deliver(head)
-                if self._started == started and not self.disconnecting:
-                    # The channel made no request of it: nothing to wait for.
-                    self._answering = False
+                self._start(head)
+
+    @property
+    def _ready(self) -> bool:
+        """
+        Whether the next request may be handed to the channel.
+        """
+        return not (
+            self._answering
+            or self._output_paused
+            or self._close_when_idle
+            or self._framing.in_body
+        )
+
+    def _start(self, head: bytes) -> None:
+        self._answering = True
+        started = self._started
+        self._deliver(head)
+        if self._started == started and not self.disconnecting:
+            # The channel made no request of it: nothing to wait for.
+            self._answering = False
 
     def _deliver(self, data: bytes) -> None:
         try:
             self.wrappedProtocol.dataReceived(data)
         except Exception as e:
-            # Only the channel's parser can raise here (the site turns a
-            # resource's exception into a 500): a request it cannot read.
-            _log.warn(
-                "Refused a request Twisted's HTTP parser raised on: {error}",
-                error=repr(e)[:200],
-            )
-            raise _Refusal(400, "malformed request") from None
+            self._parser_failed(e)
+
+    def _parser_failed(self, error: Exception) -> None:
+        # Only the channel's parser can raise here (the site turns a
+        # resource's exception into a 500): a request it cannot read.
+        _log.warn(
+            "Refused a request Twisted's HTTP parser raised on: {error}",
+            error=repr(error)[:200],
+        )
+        self._refuse(400, "malformed request")
 
     def _refuse(self, status: int, reason: str) -> None:
         self._refused = True
@@ -691,12 +757,28 @@ class _Connection(ProtocolWrapper):
         self._refuse(408, "request not received in time")
 
 
+class _Request(Request):
+    """
+    A request that tells the guard of its connection (the channel's
+    transport) when its response has ended.  (A connection lost first tells
+    the guard itself.)  Overriding C{finish} costs less than the Deferred of
+    C{notifyFinish}, on every request.
+    """
+
+    def finish(self) -> None:
+        channel = self.channel
+        super().finish()
+        connection = getattr(channel, "transport", None)
+        if isinstance(connection, _Connection):
+            connection.request_finished()
+
+
 def _request_factory(channel: Any, *args: Any) -> Request:
     """
     A request as the site makes it, made known to the guard of its
-    connection (the channel's transport).
+    connection.
     """
-    request = Request(channel, *args)
+    request = _Request(channel, *args)
     connection = getattr(channel, "transport", None)
     if isinstance(connection, _Connection):
         connection.request_started(request)
@@ -821,8 +903,7 @@ class ConnectionGuard(WrappingFactory[_Connection]):
 class ConfigSite(Site):
     """
     The L{Site} serving the app: no tracebacks in responses, an optional
-    access log, and 400 rather than a logged traceback for a URL that is
-    not UTF-8.
+    access log, and an idle timeout.
     """
 
     def __init__(
@@ -845,16 +926,6 @@ class ConfigSite(Site):
     def log(self, request: Any) -> None:
         if self._access_log:
             super().log(request)
-
-    def getResourceFor(self, request: IRequest) -> IResource:
-        try:
-            b"/".join(request.postpath).decode("utf-8")
-            request.getRequestHostname().decode("utf-8")
-        except UnicodeDecodeError:
-            request.setHeader(b"x-content-type-options", b"nosniff")
-            return errorPage(400, "Bad Request", "The URL is not UTF-8.")
-        found: IResource = super().getResourceFor(request)
-        return found
 
 
 def make_site(
