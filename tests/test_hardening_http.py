@@ -398,3 +398,28 @@ def test_slow_clients_holding_every_descriptor_do_not_lock_out_a_request(
         for s in slow:
             s.close()
         running.close()
+
+
+def test_port_in_use_stops_twistd_with_one_line_and_no_traceback(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_bytes(CONFIG)
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        listen = f"tcp:{port}:interface=127.0.0.1"
+        running = TwistdServer(path, ["--listen", listen])
+        try:
+            assert running.process.wait(30) == 1
+            errors = [
+                line
+                for line in running.output.splitlines()
+                if "configmapdemo: error:" in line
+            ]
+            assert len(errors) == 1
+            assert f"cannot listen on {listen}: " in errors[0]
+            assert "Traceback" not in running.output
+        finally:
+            running.close()
