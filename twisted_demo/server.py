@@ -29,6 +29,7 @@ parser and that Twisted still needs it.
 from __future__ import annotations
 
 import enum
+import itertools
 import resource
 from typing import Any
 from urllib.parse import unquote_to_bytes
@@ -218,6 +219,9 @@ def _utf8(data: bytes) -> bool:
         return False
     return True
 
+
+#: Orders connections by when they opened or last finished a response.
+_events = itertools.count()
 
 _HEX = frozenset(b"0123456789abcdefABCDEF")
 
@@ -438,6 +442,7 @@ class _Connection(ProtocolWrapper):
         super().__init__(factory, wrapped)
         self._framing = _Framing(factory.max_body_bytes)
         self._registered = False
+        self._lone = b""
         self._clock = factory.clock
         #: The request being answered, from its head to its response's end.
         self._answering = False
@@ -455,8 +460,9 @@ class _Connection(ProtocolWrapper):
         self._producer: IPushProducer | None = None
         self._timer: IDelayedCall | None = None
         self._linger: IDelayedCall | None = None
-        #: When the connection became idle, or its current request began.
-        self.since = self._clock.seconds()
+        #: When, in order of events, the connection opened or its last
+        #: response ended.
+        self.since = next(_events)
         self.shed = False
 
     # The transport side, as the channel sees it.
@@ -539,22 +545,23 @@ class _Connection(ProtocolWrapper):
                 or self._close_when_idle
                 or self._refused
             )
+            # Clients on a kept-alive connection mostly send the same head
+            # again: checked once.
+            and (data == self._lone or _lone_head(data))
         ):
             # The usual case, one whole request without a body, in ASCII
-            # with no escapes, is handed on without going through the
-            # framing.
-            end = data.find(b"\r\n\r\n")
-            if (
-                0 < end == len(data) - 4
-                and end <= MAX_HEAD_BYTES
-                and data.isascii()
-                and b"%" not in data
-            ):
-                lowered = data.lower()
-                if b"content-length" not in lowered:
-                    if b"transfer-encoding" not in lowered:
-                        self._start(data)
-                        return
+            # with no escapes, goes straight to the channel, as _start and
+            # _deliver would hand it, one call fewer each.
+            self._lone = data
+            self._answering = True
+            started = self._started
+            try:
+                self.wrappedProtocol.dataReceived(data)
+            except Exception as e:
+                self._parser_failed(e)
+            if self._started == started and not self.disconnecting:
+                self._answering = False
+            return
         if self._refused or self.wrappedProtocol is None:
             return
         if self._passthrough is None:
@@ -577,14 +584,18 @@ class _Connection(ProtocolWrapper):
 
     # Requests.
 
-    def request_started(self, request: Request) -> None:
+    def new_request(self, channel: Any, queued: Any) -> Request:
         """
-        The channel built C{request} from a head the guard handed it.
+        The channel's C{requestFactory}: a request from a head the guard
+        handed it, which tells the guard when its response has ended.
         """
+        request = _Request(channel, queued)
+        request.guard = self
         self._started += 1
         self._request = request
         if self._close_when_idle:
             request.setHeader(b"connection", b"close")
+        return request
 
     def request_finished(self) -> None:
         """
@@ -592,7 +603,7 @@ class _Connection(ProtocolWrapper):
         """
         self._answering = False
         self._request = None
-        self.since = self._clock.seconds()
+        self.since = next(_events)
         if self._lost:
             return
         if self._close_when_idle:
@@ -757,32 +768,46 @@ class _Connection(ProtocolWrapper):
         self._refuse(408, "request not received in time")
 
 
+def _lone_head(data: bytes) -> bool:
+    """
+    Whether C{data} is exactly one request head, announcing no body, in
+    ASCII with no escapes (so with no URL or Host to check for UTF-8).
+    """
+    end = data.find(b"\r\n\r\n")
+    if not 0 < end == len(data) - 4 or end > MAX_HEAD_BYTES:
+        return False
+    if not data.isascii() or b"%" in data:
+        return False
+    lowered = data.lower()
+    return b"content-length" not in lowered and b"transfer-encoding" not in lowered
+
+
 class _Request(Request):
     """
-    A request that tells the guard of its connection (the channel's
-    transport) when its response has ended.  (A connection lost first tells
-    the guard itself.)  Overriding C{finish} costs less than the Deferred of
-    C{notifyFinish}, on every request.
+    A request that tells the guard of its connection, if any, when its
+    response has ended.  (A connection lost first tells the guard itself.)
+    Overriding C{finish} costs less than the Deferred of C{notifyFinish}, on
+    every request.
     """
+
+    guard: _Connection | None = None
 
     def finish(self) -> None:
-        channel = self.channel
         super().finish()
-        connection = getattr(channel, "transport", None)
-        if isinstance(connection, _Connection):
-            connection.request_finished()
-
-
-def _request_factory(channel: Any, *args: Any) -> Request:
-    """
-    A request as the site makes it, made known to the guard of its
-    connection.
-    """
-    request = _Request(channel, *args)
-    connection = getattr(channel, "transport", None)
-    if isinstance(connection, _Connection):
-        connection.request_started(request)
-    return request
+        guard = self.guard
+        if guard is not None:
+            # What request_finished does when nothing else is to be done:
+            # this runs for every request.
+            guard._answering = False
+            guard._request = None
+            guard.since = next(_events)
+            if (
+                guard._framing.buffer
+                or guard._close_when_idle
+                or guard._lost
+                or not guard._reading
+            ):
+                guard.request_finished()
 
 
 class ConnectionGuard(WrappingFactory[_Connection]):
@@ -826,7 +851,11 @@ class ConnectionGuard(WrappingFactory[_Connection]):
         if len(self.protocols) - self._shed_count >= self.max_connections:
             if not self._shed_one():
                 return None
-        return super().buildProtocol(addr)
+        connection = super().buildProtocol(addr)
+        # HTTPChannel's per-connection request factory: the guard's.
+        channel: Any = connection.wrappedProtocol
+        channel.requestFactory = connection.new_request
+        return connection
 
     def _shed_one(self) -> bool:
         """
@@ -916,7 +945,7 @@ class ConfigSite(Site):
     ) -> None:
         super().__init__(
             resource,
-            requestFactory=_request_factory,
+            requestFactory=_Request,
             timeout=idle_timeout,
             reactor=clock,
         )
