@@ -22,11 +22,13 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock, deferLater
 from twisted.internet.testing import StringTransport
+from twisted.python.usage import UsageError
 from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
 from tests.support import DEADLINE, until
+from twisted_demo.options import Options
 from twisted_demo.server import (
     DEFAULT_HEADER_TIMEOUT,
     DEFAULT_IDLE_TIMEOUT,
@@ -410,3 +412,25 @@ async def test_client_that_pipelines_and_never_reads_gets_few_responses_produced
         assert len([s for s in resource.seen if s[1] == b"/"]) >= 4
     finally:
         client.close()
+
+
+def test_connection_and_timeout_options_are_parsed_and_checked() -> None:
+    options = Options()
+    options.parseOptions(["--config", "c.yaml"])
+    assert options["max-connections"] is None
+    assert (options["idle-timeout"], options["header-timeout"]) == (60.0, 10.0)
+    given = Options()
+    given.parseOptions(
+        ["--config", "c.yaml", "--max-connections", "500", "--idle-timeout", "5",
+         "--header-timeout", "2.5"]
+    )  # fmt: skip
+    assert (given["max-connections"], given["idle-timeout"]) == (500, 5.0)
+    assert given["header-timeout"] == 2.5
+    for option, value in [
+        ("--max-connections", "0"),
+        ("--max-connections", "many"),
+        ("--idle-timeout", "0"),
+        ("--header-timeout", "-1"),
+    ]:
+        with pytest.raises(UsageError, match="expected a"):
+            Options().parseOptions(["--config", "c.yaml", option, value])

@@ -8,9 +8,9 @@ producer APIs.  It:
 
   - hands the channel one request at a time, and the next only once the
     response to the one before has been handed to the socket and the socket
-    is not holding more than Twisted's write buffer (64 KiB): a client that
-    pipelines requests and never reads makes the server stop reading, not
-    pile up responses;
+    is not holding more than Twisted's write buffer (64 KiB); past
+    L{MAX_HELD_BYTES} of requests waiting it stops reading: a client that
+    pipelines requests and never reads costs a fixed amount of memory;
   - refuses request bodies over L{MAX_BODY_BYTES} with 413 before the
     channel sees them, and malformed framing (such as a C{Content-Length}
     of thousands of digits) with 400;
