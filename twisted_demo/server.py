@@ -974,6 +974,16 @@ def make_site(
     )
 
 
+class StartFailed(SystemExit, Exception):
+    """
+    Ends C{twistd} with exit status C{code} and no traceback, like
+    L{SystemExit}, while C{twistd} also sees the L{Exception} it cleans up
+    after: it removes the pid file only when starting fails with one
+    (C{UnixApplicationRunner.postApplication}); a plain L{SystemExit} would
+    leave a stale C{twistd.pid} behind.
+    """
+
+
 class WebService(StreamServerEndpointService):
     """
     Serves the site through the connection guard, and stops C{twistd} with
@@ -1033,7 +1043,7 @@ class WebService(StreamServerEndpointService):
         starting = False
         if failed:
             self._cannot_listen(failed[0])
-            raise SystemExit(1)
+            raise StartFailed(1)
         _log.info(
             "Serving at most {limit} connections at once",
             limit=self.connections.max_connections,
