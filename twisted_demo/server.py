@@ -223,6 +223,9 @@ def _utf8(data: bytes) -> bool:
 #: Orders connections by when they opened or last finished a response.
 _events = itertools.count()
 
+#: Looked up on every request: a module global costs less than the member.
+_HEAD = _State.HEAD
+
 _HEX = frozenset(b"0123456789abcdefABCDEF")
 
 #: The longest chunk size line or trailer line read.
@@ -537,7 +540,7 @@ class _Connection(ProtocolWrapper):
         if (
             self._passthrough is False
             and not framing.buffer
-            and framing.state is _State.HEAD
+            and framing.state is _HEAD
             and not (
                 self._answering
                 or self._output_paused
@@ -793,7 +796,7 @@ class _Request(Request):
     guard: _Connection | None = None
 
     def finish(self) -> None:
-        super().finish()
+        Request.finish(self)
         guard = self.guard
         if guard is not None:
             # What request_finished does when nothing else is to be done:
