@@ -54,6 +54,7 @@ from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.python.failure import Failure
+from twisted.web.iweb import INonQueuedRequestFactory
 from twisted.web.resource import IResource
 from twisted.web.server import Request, Site
 from zope.interface import implementer
@@ -587,19 +588,6 @@ class _Connection(ProtocolWrapper):
 
     # Requests.
 
-    def new_request(self, channel: Any, queued: Any) -> Request:
-        """
-        The channel's C{requestFactory}: a request from a head the guard
-        handed it, which tells the guard when its response has ended.
-        """
-        request = _Request(channel, queued)
-        request.guard = self
-        self._started += 1
-        self._request = request
-        if self._close_when_idle:
-            request.setHeader(b"connection", b"close")
-        return request
-
     def request_finished(self) -> None:
         """
         The response to the request being answered has ended.
@@ -785,6 +773,30 @@ def _lone_head(data: bytes) -> bool:
     return b"content-length" not in lowered and b"transfer-encoding" not in lowered
 
 
+@implementer(INonQueuedRequestFactory)
+class _GuardedRequests:
+    """
+    The channel's C{requestFactory} on a guarded connection: requests from
+    the heads the guard hands it, each of which tells the guard when its
+    response has ended.  (An object that says it makes non-queued requests:
+    the channel asks that of its factory on every request, and a bound
+    method would answer through a raised AttributeError.)
+    """
+
+    def __init__(self, guard: _Connection) -> None:
+        self._guard = guard
+
+    def __call__(self, channel: Any) -> Request:
+        guard = self._guard
+        request = _Request(channel)
+        request.guard = guard
+        guard._started += 1
+        guard._request = request
+        if guard._close_when_idle:
+            request.setHeader(b"connection", b"close")
+        return request
+
+
 class _Request(Request):
     """
     A request that tells the guard of its connection, if any, when its
@@ -857,7 +869,7 @@ class ConnectionGuard(WrappingFactory[_Connection]):
         connection = super().buildProtocol(addr)
         # HTTPChannel's per-connection request factory: the guard's.
         channel: Any = connection.wrappedProtocol
-        channel.requestFactory = connection.new_request
+        channel.requestFactory = _GuardedRequests(connection)
         return connection
 
     def _shed_one(self) -> bool:
