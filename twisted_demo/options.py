@@ -10,6 +10,7 @@ from typing import NoReturn, TypeVar
 
 from twisted.python import usage
 
+from twisted_demo import server
 from twisted_demo.config import DEFAULT_MAX_BYTES
 from twisted_demo.logs import LOG_FORMATS, logs_to_stdout
 
@@ -147,6 +148,31 @@ class Options(usage.Options):
             "How each log line is written on standard output: text, or json "
             "for log shippers (one object per line).",
             _named("log-format", _log_format),
+        ],
+        [
+            "max-connections",
+            None,
+            None,
+            "Most HTTP connections open at once (default and ceiling: the "
+            "file descriptor limit, RLIMIT_NOFILE, minus 64). When full, the "
+            "connection idle for longest, or else the slowest to send its "
+            "request, is closed to make room.",
+            _named("max-connections", server.connection_count),
+        ],
+        [
+            "idle-timeout",
+            None,
+            server.DEFAULT_IDLE_TIMEOUT,
+            "Seconds an HTTP connection may stay open with no request under way.",
+            _named("idle-timeout", _positive_number),
+        ],
+        [
+            "header-timeout",
+            None,
+            server.DEFAULT_HEADER_TIMEOUT,
+            "Seconds a client has to send the whole of a request (head and "
+            "body) once it has started it; then it gets 408 and is closed.",
+            _named("header-timeout", _positive_number),
         ],
     ]
     compData = usage.Completions(optActions={"config": usage.CompleteFiles()})

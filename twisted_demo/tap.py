@@ -10,14 +10,13 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 from twisted.application.service import MultiService
-from twisted.internet.endpoints import serverFromString
 from twisted.web.resource import IResource
 
 from twisted_demo.config import parse_message
 from twisted_demo.live import ConfigError, LiveConfigMetrics, LiveConfigService
 from twisted_demo.logs import LogOutput
 from twisted_demo.options import Options, exit_with
-from twisted_demo.server import WebService, make_site
+from twisted_demo.server import WebService, endpoint_for, make_site
 from twisted_demo.signals import ReloadOnSignal, StopInOrder
 from twisted_demo.tls import (
     RotatingServerTLS,
@@ -88,8 +87,8 @@ def makeService(options: Options) -> MultiService:
     except ConfigError as e:
         exit_with(str(e))
     try:
-        endpoint = serverFromString(reactor, options["listen"])
-    except (ValueError, KeyError, TypeError) as e:
+        endpoint = endpoint_for(reactor, options["listen"])
+    except ValueError as e:
         exit_with(f"--listen {options['listen']!r} is not a server endpoint: {e}")
 
     # Stopped last added first: the web server finishes the responses under
@@ -97,11 +96,23 @@ def makeService(options: Options) -> MultiService:
     log_output = LogOutput.for_options(options["log-format"], options.parent, reactor)
     service = StopInOrder(reactor.callFromThread, log_output)
     live.setServiceParent(service)
-    site = make_site(resource, options["access-log"])
+    site = make_site(
+        resource,
+        options["access-log"],
+        idle_timeout=options["idle-timeout"],
+        clock=reactor,
+    )
     if pair is not None:
         pair.setServiceParent(service)
         endpoint = TLSServerEndpoint(endpoint, _served(pair))
-    WebService(options["listen"], endpoint, site, reactor).setServiceParent(service)
+    WebService(
+        options["listen"],
+        endpoint,
+        site,
+        reactor,
+        max_connections=options["max-connections"],
+        header_timeout=options["header-timeout"],
+    ).setServiceParent(service)
     ReloadOnSignal(signal.SIGHUP, live.reload, reactor.callFromThread).setServiceParent(
         service
     )

@@ -1,0 +1,443 @@
+"""
+The connection guard in front of Twisted's HTTP channel: backpressure on a
+client that pipelines and never reads, request framing that agrees with
+Twisted's, timeouts, the connection cap, and the listen backlog.
+
+Two tests here watch Twisted itself: they fail, loudly, the day Twisted
+limits request bodies or parses a huge C{Content-Length} without raising,
+and the guard's own framing (L{twisted_demo.server._Framing}) can go.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import pytest_twisted
+from twisted.internet import reactor as _reactor
+from twisted.internet.address import IPv4Address
+from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock, deferLater
+from twisted.internet.testing import StringTransport
+from twisted.web.iweb import IRequest
+from twisted.web.resource import Resource
+from twisted.web.server import Site
+
+from tests.support import DEADLINE, until
+from twisted_demo.options import Options
+from twisted_demo.server import (
+    DEFAULT_HEADER_TIMEOUT,
+    DEFAULT_IDLE_TIMEOUT,
+    FD_RESERVE,
+    MAX_BODY_BYTES,
+    MAX_HELD_BYTES,
+    ConnectionGuard,
+    connection_limit,
+    endpoint_for,
+    make_site,
+    with_backlog,
+)
+
+reactor: Any = _reactor
+
+
+class Recording(Resource):
+    """
+    Answers every request with C{size} bytes and records what it was asked.
+    """
+
+    isLeaf = True
+
+    def __init__(self, size: int = 2) -> None:
+        super().__init__()
+        self.size = size
+        self.seen: list[tuple[bytes, bytes, bytes]] = []
+
+    def render(self, request: IRequest) -> bytes:
+        body = request.content.read() if request.content is not None else b""
+        self.seen.append((request.method, request.uri, body))
+        return b"x" * self.size
+
+
+class Connected:
+    """
+    One connection to a guarded site, over an in-memory transport.
+    """
+
+    def __init__(self, guard: ConnectionGuard) -> None:
+        self.transport = StringTransport()
+        self.protocol = guard.buildProtocol(IPv4Address("TCP", "127.0.0.1", 4321))
+        assert self.protocol is not None
+        self.protocol.makeConnection(self.transport)
+
+    def send(self, data: bytes) -> None:
+        self.protocol.dataReceived(data)
+
+    @property
+    def sent(self) -> bytes:
+        sent: bytes = self.transport.value()
+        return sent
+
+    @property
+    def closed(self) -> bool:
+        return bool(self.transport.disconnecting)
+
+
+def _guard(
+    resource: Resource, clock: Clock | None = None, **options: Any
+) -> ConnectionGuard:
+    clock = Clock() if clock is None else clock
+    site = make_site(resource, clock=clock)
+    return ConnectionGuard(site, clock, **options)
+
+
+def _chunked(*chunks: bytes, trailer: bytes = b"") -> bytes:
+    return (
+        b"".join(b"%x;ext=1\r\n%s\r\n" % (len(c), c) for c in chunks)
+        + b"0\r\n"
+        + trailer
+        + b"\r\n"
+    )
+
+
+#: Pipelined requests whose framing the guard must read as Twisted does.
+PIPELINED = b"".join(
+    [
+        b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n",
+        # A body that looks like a request head.
+        b"POST /b HTTP/1.1\r\nHost: x\r\nContent-Length: 28\r\n\r\n"
+        b"GET /fake HTTP/1.1\r\nX: y\r\n\r\n",
+        # The extra empty line some clients send after a body.
+        b"\r\n",
+        b"POST /c HTTP/1.1\r\nHost: x\r\ntransfer-encoding: chunked\r\n\r\n"
+        + _chunked(b"he\r\n\r\nllo", b" world", trailer=b"X-Trailer: 1\r\n"),
+        # A Content-Length folded onto a continuation line.
+        b"POST /d HTTP/1.1\r\nHost: x\r\ncontent-length:\r\n 3\r\n\r\nabc",
+        b"GET /e HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
+        b"PUT /f HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: identity\r\n"
+        b"Content-Length: 1\r\n\r\nZ",
+    ]
+)
+EXPECTED = [
+    (b"GET", b"/a", b""),
+    (b"POST", b"/b", b"GET /fake HTTP/1.1\r\nX: y\r\n\r\n"),
+    (b"POST", b"/c", b"he\r\n\r\nllo world"),
+    (b"POST", b"/d", b"abc"),
+    (b"GET", b"/e", b""),
+    (b"PUT", b"/f", b"Z"),
+]
+
+
+def test_guard_reads_pipelined_framing_as_twisted_does() -> None:
+    # Twisted alone, the whole stream at once.
+    plain = Recording()
+    transport = StringTransport()
+    channel = Site(plain, reactor=Clock()).buildProtocol(None)
+    assert channel is not None
+    channel.makeConnection(transport)
+    channel.dataReceived(PIPELINED)
+    assert plain.seen == EXPECTED
+
+    # Through the guard, at once and a byte at a time.
+    for pieces in ([PIPELINED], [PIPELINED[i : i + 1] for i in range(len(PIPELINED))]):
+        guarded = Recording()
+        connection = Connected(_guard(guarded))
+        for piece in pieces:
+            connection.send(piece)
+        assert guarded.seen == EXPECTED
+        assert connection.sent.count(b"HTTP/1.1 200 OK") == len(EXPECTED)
+        assert not connection.closed
+
+
+def test_twisted_still_has_no_request_body_limit() -> None:
+    """
+    When this fails, Twisted limits request bodies itself
+    (https://github.com/twisted/twisted/issues/4898): use its limit and
+    drop the guard's body counting.
+    """
+    resource = Recording()
+    channel = Site(resource, reactor=Clock()).buildProtocol(None)
+    assert channel is not None
+    channel.makeConnection(StringTransport())
+    body = b"b" * (4 * 1024 * 1024)
+    channel.dataReceived(
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body) + body
+    )
+    assert resource.seen == [(b"POST", b"/", body)]
+
+
+def test_twisted_still_raises_on_a_content_length_past_the_digit_limit() -> None:
+    """
+    When this fails, Twisted answers a C{Content-Length} too long for
+    C{int()} itself: the guard's digit check can go.
+    """
+    channel = Site(Recording(), reactor=Clock()).buildProtocol(None)
+    assert channel is not None
+    channel.makeConnection(StringTransport())
+    with pytest.raises(ValueError):
+        channel.dataReceived(
+            b"POST / HTTP/1.1\r\nContent-Length: %s\r\n\r\n" % (b"9" * 5000,)
+        )
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status"),
+    [
+        (b"Content-Length: " + b"9" * 5000 + b"\r\n\r\n", 400),
+        (b"Content-Length: 1" + b"0" * 30 + b"\r\n\r\n", 400),
+        (b"Content-Length: 12abc\r\n\r\n", 400),
+        (b"Content-Length: 1\r\nContent-Length: 1\r\n\r\nx", 400),
+        (b"Content-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
+        (b"Transfer-Encoding: gzip\r\n\r\n", 400),
+        (b"Transfer-Encoding: chunked\r\n\r\nzz\r\n", 400),
+        (b"Transfer-Encoding: chunked\r\n\r\n" + b"f" * 100 + b"\r\n", 413),
+        (b"Transfer-Encoding: chunked\r\n\r\n" + b"f" * 5000, 400),
+        (b"Transfer-Encoding: chunked\r\n\r\n1\r\nab\r\n", 400),
+        (b"Content-Length: %d\r\n\r\n" % (MAX_BODY_BYTES + 1), 413),
+    ],
+)
+def test_malformed_or_oversized_request_is_answered_by_the_guard_alone(
+    request_bytes: bytes, status: int
+) -> None:
+    resource = Recording()
+    connection = Connected(_guard(resource))
+    connection.send(b"POST / HTTP/1.1\r\nHost: x\r\n" + request_bytes)
+    assert connection.sent.startswith(b"HTTP/1.1 %d " % status)
+    assert b"X-Content-Type-Options: nosniff\r\n" in connection.sent
+    assert b"Connection: close\r\n" in connection.sent
+    assert connection.closed
+    assert resource.seen == []
+
+
+def test_request_started_but_not_finished_in_time_gets_408() -> None:
+    clock = Clock()
+    resource = Recording()
+    connection = Connected(_guard(resource, clock, header_timeout=5))
+    connection.send(b"GET / HTTP/1.1\r\nHost: x\r\n")
+    clock.advance(4.9)
+    connection.send(b"X-Slow: 1\r\n")
+    assert connection.sent == b""
+    clock.advance(0.1)
+    assert connection.sent.startswith(b"HTTP/1.1 408 ")
+    assert connection.closed
+    assert resource.seen == []
+
+
+def test_body_still_arriving_counts_against_the_header_timeout() -> None:
+    clock = Clock()
+    connection = Connected(_guard(Recording(), clock, header_timeout=5))
+    connection.send(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nab")
+    clock.advance(5)
+    assert connection.sent.startswith(b"HTTP/1.1 408 ")
+
+
+def test_requests_wait_and_reading_stops_while_the_client_reads_nothing() -> None:
+    clock = Clock()
+    resource = Recording()
+    connection = Connected(_guard(resource, clock, header_timeout=5))
+    # What the socket does when the client leaves 64 KiB of responses unread.
+    send_buffer = connection.transport.producer
+    assert send_buffer is not None
+    send_buffer.pauseProducing()
+    request = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+    connection.send(request * 2)
+    assert resource.seen == []
+    assert connection.transport.producerState == "producing"
+    # Not a slow request: the client is the one not reading.
+    clock.advance(5)
+    assert connection.sent == b""
+    connection.send(request * (MAX_HELD_BYTES // len(request)))
+    assert connection.transport.producerState == "paused"
+
+    send_buffer.resumeProducing()
+    assert len(resource.seen) == 2 + MAX_HELD_BYTES // len(request)
+    assert connection.transport.producerState == "producing"
+    assert not connection.closed
+
+
+def test_connection_with_no_request_under_way_closes_after_the_idle_timeout() -> None:
+    clock = Clock()
+    site = make_site(Recording(), idle_timeout=30, clock=clock)
+    connection = Connected(ConnectionGuard(site, clock))
+    connection.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert connection.sent.startswith(b"HTTP/1.1 200 ")
+    clock.advance(29)
+    assert not connection.closed
+    clock.advance(1)
+    assert connection.closed
+
+
+def test_timeouts_have_sane_defaults() -> None:
+    assert (DEFAULT_HEADER_TIMEOUT, DEFAULT_IDLE_TIMEOUT) == (10.0, 60.0)
+
+
+def test_full_server_sheds_the_longest_idle_connection_first() -> None:
+    clock = Clock()
+    guard = _guard(Recording(), clock, max_connections=3)
+    slow = Connected(guard)
+    slow.send(b"GET / HTTP/1.1\r\n")
+    clock.advance(1)
+    first = Connected(guard)
+    first.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    clock.advance(1)
+    second = Connected(guard)
+    second.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    clock.advance(1)
+
+    fourth = Connected(guard)
+    assert (first.closed, slow.closed, second.closed) == (True, False, False)
+    fourth.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert fourth.sent.startswith(b"HTTP/1.1 200 ")
+
+
+def test_full_server_with_no_idle_connection_sheds_the_slowest_request() -> None:
+    clock = Clock()
+    guard = _guard(Recording(), clock, max_connections=3)
+    slowest = Connected(guard)
+    slowest.send(b"GET / HTTP/1.1\r\n")
+    clock.advance(1)
+    slow = Connected(guard)
+    slow.send(b"GET / HTTP/1.1\r\n")
+    clock.advance(1)
+    # Connected, and not a byte sent yet.
+    silent = Connected(guard)
+
+    fourth = Connected(guard)
+    assert (slowest.closed, slow.closed, silent.closed) == (True, False, False)
+    fourth.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert fourth.sent.startswith(b"HTTP/1.1 200 ")
+
+
+def test_connection_cap_stays_below_the_file_descriptor_limit() -> None:
+    import resource
+
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    assert connection_limit() == soft - FD_RESERVE
+    assert connection_limit(10) == 10
+    assert connection_limit(soft * 2) == soft - FD_RESERVE
+
+
+@pytest.mark.parametrize(
+    ("description", "expected"),
+    [
+        ("tcp:8080", "tcp:8080:backlog=4096"),
+        ("tcp6:8080:interface=\\:\\:", "tcp6:8080:interface=\\:\\::backlog=4096"),
+        ("unix:/run/demo.sock", "unix:/run/demo.sock:backlog=4096"),
+        ("tcp:8080:backlog=10", "tcp:8080:backlog=10"),
+        ("ssl:8443:backlog=7:privateKey=k.pem", "ssl:8443:backlog=7:privateKey=k.pem"),
+        ("systemd:domain=INET:index=0", "systemd:domain=INET:index=0"),
+    ],
+)
+def test_socket_endpoints_listen_with_the_given_backlog_unless_they_set_one(
+    description: str, expected: str
+) -> None:
+    assert with_backlog(description, 4096) == expected
+
+
+@pytest.mark.parametrize("description", ["carrier-pigeon:1", "tcp:port", "tcp"])
+def test_bad_endpoint_description_is_a_value_error_with_a_reason(
+    description: str,
+) -> None:
+    with pytest.raises(ValueError) as e:
+        endpoint_for(reactor, description)
+    assert str(e.value).strip()
+    assert "\n" not in str(e.value)
+
+
+def _nonblocking_client(port: int) -> socket.socket:
+    client = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    # A small receive buffer, fixed: the kernel then holds little of what
+    # the server sends, and the server's own buffer fills.
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    client.connect(("127.0.0.1", port))
+    client.setblocking(False)
+    return client
+
+
+async def _turn() -> None:
+    d: Deferred[None] = deferLater(reactor, 0.005, lambda: None)
+    await d
+
+
+@pytest.fixture
+def listening() -> Iterator[list[Any]]:
+    ports: list[Any] = []
+    yield ports
+    for port in ports:
+        port.stopListening()
+
+
+@pytest_twisted.ensureDeferred
+async def test_client_that_pipelines_and_never_reads_gets_few_responses_produced(
+    listening: list[Any],
+) -> None:
+    """
+    Issue 12, item 1: the server stops reading a connection while its
+    unsent responses fill the socket's buffer, instead of producing a
+    response for every request it has read.
+    """
+    size = 2 * 1024 * 1024
+    resource = Recording(size)
+    port = reactor.listenTCP(
+        0, _guard(resource, reactor), interface="127.0.0.1", backlog=8
+    )
+    listening.append(port)
+    client = _nonblocking_client(port.getHost().port)
+    try:
+        client.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n" * 100)
+        await until(reactor, lambda: len(resource.seen) >= 1, "the first response")
+        # A whole request on another connection: by its answer, the server
+        # has read what the first connection sent.
+        other = _nonblocking_client(port.getHost().port)
+        other.sendall(b"GET /other HTTP/1.1\r\nHost: x\r\n\r\n")
+        await until(
+            reactor, lambda: (b"GET", b"/other", b"") in resource.seen, "the other"
+        )
+        other.close()
+        assert len([s for s in resource.seen if s[1] == b"/"]) <= 2
+
+        # Reading resumes as the client reads.
+        received = 0
+        deadline = time.monotonic() + DEADLINE
+        # More than three whole responses (body and head): a fourth began.
+        enough = 3 * (size + 1024)
+        while received <= enough and time.monotonic() < deadline:
+            try:
+                received += len(client.recv(1 << 20))
+            except BlockingIOError:
+                await _turn()
+        assert received > enough
+        assert len([s for s in resource.seen if s[1] == b"/"]) >= 4
+    finally:
+        client.close()
+
+
+def test_connection_and_timeout_options_are_parsed_and_checked(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    options = Options()
+    options.parseOptions(["--config", "c.yaml"])
+    assert options["max-connections"] is None
+    assert (options["idle-timeout"], options["header-timeout"]) == (60.0, 10.0)
+    given = Options()
+    given.parseOptions(
+        ["--config", "c.yaml", "--max-connections", "500", "--idle-timeout", "5",
+         "--header-timeout", "2.5"]
+    )  # fmt: skip
+    assert (given["max-connections"], given["idle-timeout"]) == (500, 5.0)
+    assert given["header-timeout"] == 2.5
+    for option, value in [
+        ("--max-connections", "0"),
+        ("--max-connections", "many"),
+        ("--idle-timeout", "0"),
+        ("--header-timeout", "-1"),
+    ]:
+        with pytest.raises(SystemExit) as exited:
+            Options().parseOptions(["--config", "c.yaml", option, value])
+        assert exited.value.code == 1
+        error, _ = capsys.readouterr().err.splitlines()
+        assert error.startswith(f"configmapdemo: error: {option} ")
+        assert repr(value) in error
