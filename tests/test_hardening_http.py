@@ -392,6 +392,11 @@ def test_slow_clients_holding_every_descriptor_do_not_lock_out_a_request(
         with pytest.raises(BlockingIOError):
             slow[-1].recv(100)
         limit = 160 - FD_RESERVE
+        # The server's output arrives through a pipe, after the answer.
+        wait_for(
+            lambda: f"Connection limit of {limit} reached" in running.output,
+            "the connection limit's log line",
+        )
         assert running.output.count(f"Connection limit of {limit} reached") == 1
         assert "Traceback" not in running.output
     finally:
