@@ -9,6 +9,7 @@ import re
 
 from attrs import frozen
 
+from bench.parsecost import HOSTILE
 from twisted_demo.config import DEFAULT_MAX_BYTES
 
 
@@ -17,15 +18,6 @@ def good(message: str) -> bytes:
     A valid config serving C{message}.
     """
     return f"message: {message!r}\nother: 1\n".encode()
-
-
-def _alias_bomb() -> bytes:
-    lol = b",".join([b'"lol"'] * 9)
-    lines = [b"message: boom", b"a: &a [%s]" % (lol,)]
-    for previous, name in zip("abcdefgh", "bcdefghi", strict=True):
-        refs = b",".join([b"*" + previous.encode()] * 9)
-        lines.append(b"%s: &%s [%s]" % (name.encode(), name.encode(), refs))
-    return b"\n".join(lines) + b"\n"
 
 
 @frozen
@@ -87,7 +79,7 @@ BAD_CONTENT: dict[str, Bad] = {
         f"file is over the limit of {DEFAULT_MAX_BYTES} bytes",
     ),
     "alias_bomb": Bad(
-        _alias_bomb(), "aliases expand the document to more than 1000000 nodes"
+        HOSTILE["alias_bomb"], "aliases expand the document to more than 1000000 nodes"
     ),
     "recursive_alias": Bad(
         b"message: a\nx: &a [1, *a]\n",

@@ -40,8 +40,7 @@ from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
 from twisted.python.usage import UsageError
 from zope.interface import implementer
 
-from twisted_demo.live._errors import ConfigError
-from twisted_demo.live._types import Failed, Outcome, Unchanged, Updated
+from twisted_demo.live import ConfigError, Failed, Outcome, Unchanged, Updated
 from twisted_demo.tls_pair import (
     CERT_FILE,
     KEY_FILE,

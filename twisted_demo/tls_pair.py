@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.types import (
 )
 from OpenSSL import SSL
 
-from twisted_demo.live._errors import ConfigError
+from twisted_demo.live import ConfigError
 
 __all__ = [
     "CERT_FILE",
