@@ -71,8 +71,12 @@ class HTTPSServer(TwistdServer):
         self.ca = ca
 
     @contextmanager
-    def connection(self) -> Iterator[http.client.HTTPSConnection]:
+    def connection(
+        self, alpn: list[str] | None = None
+    ) -> Iterator[http.client.HTTPSConnection]:
         context = ssl.create_default_context(cadata=self.ca.cert_pem.decode("ascii"))
+        if alpn is not None:
+            context.set_alpn_protocols(alpn)
         connection = http.client.HTTPSConnection(
             "localhost", self.port, context=context, timeout=DEADLINE
         )
@@ -163,6 +167,19 @@ def server(config: Path, secret: AtomicWriter, ca: CA) -> Iterator[HTTPSServer]:
         yield server
     finally:
         server.close()
+
+
+def test_clients_offering_alpn_are_served_http_1_1(server: HTTPSServer) -> None:
+    """
+    Browsers, curl and most HTTP clients offer ALPN; the handshake used to
+    fail for them with an internal-error alert, since the protocols to
+    offer were asked of the connection guard rather than the site.
+    """
+    with server.connection(alpn=["h2", "http/1.1"]) as connection:
+        response = request(connection)
+        assert connection.sock is not None
+        assert connection.sock.selected_alpn_protocol() == "http/1.1"
+    assert (response.status, response.body) == (200, b"Hello HTTPS")
 
 
 def test_rotation_serves_new_connections_the_new_pair_and_open_ones_finish(

@@ -43,6 +43,7 @@ from twisted.internet.interfaces import (
     IDelayedCall,
     IListeningPort,
     INegotiated,
+    IProtocolNegotiationFactory,
     IPushProducer,
     IReactorCore,
     IReactorTime,
@@ -825,12 +826,17 @@ class _Request(Request):
                 guard.request_finished()
 
 
+@implementer(IProtocolNegotiationFactory)
 class ConnectionGuard(WrappingFactory[_Connection]):
     """
     The factory to listen with: wraps each of the site's connections in the
     guard described in this module's docstring, keeps at most
     C{max_connections} of them open, and drains them when the server stops.
     C{clock} times the guard's timeouts.
+
+    Over TLS, the protocols offered by ALPN are the site's: Twisted's TLS
+    asks the factory it wraps, which is this one, and a server that names
+    none fails every handshake with a client that offers ALPN.
     """
 
     protocol = _Connection
@@ -852,6 +858,14 @@ class ConnectionGuard(WrappingFactory[_Connection]):
         self._shed_count = 0
         self._full_logged_at: float | None = None
         self._drained: list[Deferred[None]] = []
+
+    def acceptableProtocols(self) -> list[bytes]:
+        """
+        The site's protocols for ALPN (C{http/1.1}, and C{h2} where Twisted
+        can speak it).
+        """
+        site = IProtocolNegotiationFactory(self.wrappedFactory, None)
+        return [] if site is None else list(site.acceptableProtocols())
 
     @property
     def open(self) -> list[_Connection]:
