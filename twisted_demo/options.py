@@ -81,7 +81,8 @@ class Options(usage.Options):
 
     synopsis = (
         "--config PATH [--listen ENDPOINT] [--tick SECONDS] [--max-bytes N] "
-        "[--log-format text|json]"
+        "[--log-format text|json] [--tls-cert PATH --tls-key PATH] "
+        "[--max-connections N] [--idle-timeout SECONDS] [--header-timeout SECONDS]"
     )
     longdesc = (
         "Serve the 'message' of a YAML config file at http://HOST:PORT/ and "
@@ -156,7 +157,8 @@ class Options(usage.Options):
             "Most HTTP connections open at once (default and ceiling: the "
             "file descriptor limit, RLIMIT_NOFILE, minus 64). When full, the "
             "connection idle for longest, or else the slowest to send its "
-            "request, is closed to make room.",
+            # Twisted adds ". " and the coerceDoc.
+            "request, is closed to make room",
             _named("max-connections", server.connection_count),
         ],
         [
