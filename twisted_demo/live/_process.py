@@ -49,7 +49,7 @@ from twisted.protocols.basic import Int32StringReceiver
 from twisted.python.failure import Failure
 
 from twisted_demo.live import _child
-from twisted_demo.live._errors import ConfigError
+from twisted_demo.live._errors import ConfigError, ParseCrashed
 
 __all__ = ["Limits", "ParseCrashed", "ParserProcess", "ParserUnavailable"]
 
@@ -66,14 +66,6 @@ STOP_TIMEOUT = 2.0
 #: Twisted's name for the signal a stuck child gets; SIGKILL also ends a
 #: child stopped by SIGSTOP.
 _KILL = "KILL"
-
-
-class ParseCrashed(Exception):
-    """
-    The parse function raised something other than L{ConfigError}, could
-    not be imported in the parser process, or returned a value that cannot
-    be sent back; the text is one line.
-    """
 
 
 class ParserUnavailable(Exception):
