@@ -92,10 +92,14 @@ def makeService(options: Options) -> MultiService:
         exit_with(f"--listen {options['listen']!r} is not a server endpoint: {e}")
 
     # Stopped last added first: the web server finishes the responses under
-    # way, which may still reload, before the live config stops.
+    # way, which may still reload, before the live configs stop.  These stop
+    # together, so that the stop timeouts of their parser processes overlap
+    # and the whole stop takes at most DRAIN_TIMEOUT + STOP_TIMEOUT (4.5 s).
     log_output = LogOutput.for_options(options["log-format"], options.parent, reactor)
     service = StopInOrder(reactor.callFromThread, log_output)
-    live.setServiceParent(service)
+    configs = MultiService()
+    configs.setServiceParent(service)
+    live.setServiceParent(configs)
     site = make_site(
         resource,
         options["access-log"],
@@ -103,7 +107,7 @@ def makeService(options: Options) -> MultiService:
         clock=reactor,
     )
     if pair is not None:
-        pair.setServiceParent(service)
+        pair.setServiceParent(configs)
         endpoint = TLSServerEndpoint(endpoint, _served(pair))
     WebService(
         options["listen"],

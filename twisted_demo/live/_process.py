@@ -60,8 +60,10 @@ _T = TypeVar("_T")
 In = TypeVar("In", bytes, Mapping[str, bytes], bytes | Mapping[str, bytes])
 
 #: How long a stopping service waits for the child to finish its parse
-#: and exit before killing it.
-STOP_TIMEOUT = 2.0
+#: and exit before killing it.  A child that is not stuck exits within
+#: milliseconds of the end of its input; 1.5 s leaves a program that first
+#: drains its connections for 3 s within a stop of 5 s in all.
+STOP_TIMEOUT = 1.5
 
 #: Twisted's name for the signal a stuck child gets; SIGKILL also ends a
 #: child stopped by SIGSTOP.
