@@ -25,7 +25,7 @@ from twisted_demo.tls import (
     TLSPair,
     TLSServerEndpoint,
 )
-from twisted_demo.web import ConfigApp
+from twisted_demo.web import ConfigApp, reload_all
 
 __all__ = ["Options", "demo_resource", "live_pair", "makeService"]
 
@@ -66,6 +66,7 @@ def makeService(options: Options) -> MultiService:
     """
     Load the config, refusing to start without a valid one, and build the
     live config, the web server and the SIGHUP handler as one service.
+    SIGHUP, like C{POST /-/reload}, re-reads the certificate pair too.
     """
     from twisted.internet import reactor as _reactor
 
@@ -117,7 +118,7 @@ def makeService(options: Options) -> MultiService:
         max_connections=options["max-connections"],
         header_timeout=options["header-timeout"],
     ).setServiceParent(service)
-    ReloadOnSignal(signal.SIGHUP, live.reload, reactor.callFromThread).setServiceParent(
-        service
-    )
+    ReloadOnSignal(
+        signal.SIGHUP, lambda: reload_all(live, pair), reactor.callFromThread
+    ).setServiceParent(service)
     return service
