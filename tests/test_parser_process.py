@@ -659,3 +659,34 @@ async def test_demo_stop_with_both_parsers_stuck_ends_within_five_seconds(
     # Whatever the real processes take to end, no more clock time passes.
     await until(reactor, lambda: bool(ended), "the stop to end by 4.9 s")
     assert gone(busy_pid) and gone(idle_pid)
+
+
+class CountingSpawns(ProcessesWithClock):
+    """
+    Counts the processes started.
+    """
+
+    spawned = 0
+
+    def spawnProcess(self, *args: Any, **kw: Any) -> IProcessTransport:
+        self.spawned += 1
+        return super().spawnProcess(*args, **kw)
+
+
+@pytest_twisted.ensureDeferred
+async def test_parse_asked_after_stop_fails_without_starting_a_child() -> None:
+    # As when a reload folded into one under way runs once that one ends,
+    # after the service stopped: no child outlives the stop.
+    processes = CountingSpawns(Clock())
+    parse = ParserProcess(processes)
+    parse.startService()
+    await within(parse(parsers.where, b""))
+    await within(parse.stopService())
+    error = await failure_of(parse(parsers.where, b""))
+    assert isinstance(error, ParserUnavailable)
+    assert "stopped" in str(error)
+    assert processes.spawned == 1
+    # Started again, it parses again.
+    parse.startService()
+    assert (await within(parse(parsers.echo, b"again"))) == b"again"
+    await within(parse.stopService())

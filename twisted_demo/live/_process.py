@@ -255,9 +255,11 @@ class ParserProcess(Service):
         self._child: _Child | None = None
         self._waiting: deque[_Request[object]] = deque()
         self._current: tuple[_Request[object], _Child, IDelayedCall] | None = None
+        self._stopped = False
 
     def startService(self) -> None:
         super().startService()
+        self._stopped = False
         try:
             self._running()
         except ParserUnavailable as e:
@@ -265,6 +267,7 @@ class ParserProcess(Service):
 
     def stopService(self) -> Deferred[None]:
         super().stopService()
+        self._stopped = True
         waiting, self._waiting = self._waiting, deque()
         for request in waiting:
             request.result.errback(ParserUnavailable("the parser process stopped"))
@@ -293,10 +296,15 @@ class ParserProcess(Service):
         @return: Fires with the value C{parse} returned (pickled and
             unpickled), or fails with L{ConfigError} (raised by C{parse},
             or the input went past a limit of the process),
-            L{ParseCrashed} or L{ParserUnavailable}.
+            L{ParseCrashed} or L{ParserUnavailable} (as every call does
+            once the service is stopped, until it is started again).
         """
         path = import_path(parse)
         message = _child.encode_request(path, data)
+        if self._stopped:
+            # A call made after the stop (a reload queued behind the one
+            # under way) would start a child that nothing ever stops.
+            return fail(ParserUnavailable("the parser process stopped"))
         if len(message) > _child.MAX_MESSAGE:
             return fail(
                 ConfigError(
