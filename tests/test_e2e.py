@@ -51,7 +51,7 @@ def test_last_update_of_a_storm_is_logged_by_the_time_the_server_stops(
         configmap.write({CONFIG_NAME: f"message: update {number}\n".encode()})
         twistd_server.wait_message(f"update {number}")
     assert twistd_server.metric(RELOADS) == count
-    twistd_server.stop(signal.SIGTERM, timeout=5)
+    twistd_server.stop(signal.SIGTERM)
     last = hashlib.sha256(f"message: update {count - 1}\n".encode()).hexdigest()
     updates = re.findall(r"Config file updated.*", twistd_server.output)
     assert f"-> {last[:12]} " in updates[-1]
@@ -62,7 +62,7 @@ def test_sigterm_stops_cleanly_within_five_seconds(
 ) -> None:
     # twistd re-raises SIGTERM by default after a clean shutdown, so the
     # process ends "killed by SIGTERM" (status -15 here, 143 in a shell).
-    assert twistd_server.stop(signal.SIGTERM, timeout=5) == -signal.SIGTERM
+    assert twistd_server.stop(signal.SIGTERM) == -signal.SIGTERM
     assert "Server Shut Down." in twistd_server.output
     assert "Traceback" not in twistd_server.output
 
@@ -76,7 +76,7 @@ def test_config_is_parsed_by_one_nicer_child_that_ends_with_the_server(
     wait_for(
         lambda: niceness_of(child) == server_niceness + 10, "the child to be nicer"
     )
-    assert twistd_server.stop(signal.SIGTERM, timeout=5) == -signal.SIGTERM
+    assert twistd_server.stop(signal.SIGTERM) == -signal.SIGTERM
     assert not Path(f"/proc/{child}").exists()
 
 

@@ -6,6 +6,7 @@ cannot be steered into reading another file.
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import json
 import socket
@@ -19,7 +20,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.support import TwistdServer, wait_for
-from twisted_demo.config import sha256_hex
 from twisted_demo.server import FD_RESERVE, MAX_BODY_BYTES
 from twisted_demo.testing import free_port
 
@@ -244,12 +244,12 @@ def test_reload_only_ever_rereads_the_configured_file(
     status, _, answer = _request(server, "POST", target, headers, body)
     assert b"root:" not in answer
     if status == 200:
-        assert json.loads(answer)["sha256"] == sha256_hex(CONFIG)
+        assert json.loads(answer)["sha256"] == hashlib.sha256(CONFIG).hexdigest()
     else:
         assert status == 404
     config = json.loads(server.get("/config").body)
     assert config["source"] == str(server.config)
-    assert config["sha256"] == sha256_hex(CONFIG)
+    assert config["sha256"] == hashlib.sha256(CONFIG).hexdigest()
     assert config["last_error"] is None
 
 

@@ -7,6 +7,7 @@ ends up serving the last good one.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -20,7 +21,7 @@ from hypothesis import strategies as st
 
 from tests.bad_configs import BAD_CONTENT, good
 from tests.support import CONFIG_NAME, TwistdServer, wait_for
-from twisted_demo.config import parse_message, sha256_hex
+from twisted_demo.config import parse_message
 from twisted_demo.live import ConfigError
 from twisted_demo.testing import AtomicWriter, write_in_place
 
@@ -80,7 +81,7 @@ class World:
             return None, f"{self.path}{' ' if located else ': '}{e}"
         self.good_messages.add(message)
         self.last_good = message
-        return sha256_hex(self.content), None
+        return hashlib.sha256(self.content).hexdigest(), None
 
     def settled(self, sha256: str | None, error: str | None) -> bool:
         """

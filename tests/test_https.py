@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from twisted.application.service import MultiService
 
 from tests.certs import CA, Leaf, key_pem, mismatched, new_key
 from tests.support import (
@@ -461,7 +462,9 @@ def test_https_service_follows_the_pair_too(tmp_path: Path, leaf_a: Leaf) -> Non
         "--tls-cert", str(tls / CERT_FILE), "--tls-key", str(tls / KEY_FILE),
     )  # fmt: skip
     service = makeService(parsed)
-    lives = [child for child in service if isinstance(child, LiveConfigService)]
+    # The config and the pair stop together: one parent holds both.
+    [configs] = [child for child in service if isinstance(child, MultiService)]
+    lives = [child for child in configs if isinstance(child, LiveConfigService)]
     assert len(lives) == 2
     pair = lives[1].current
     assert pair is not None and pair.value.sha256 == leaf_a.sha256

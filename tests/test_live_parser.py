@@ -15,7 +15,8 @@ from twisted.internet import reactor as _reactor
 from twisted.internet.interfaces import IReactorProcess, IReactorTime
 from zope.interface import implementer
 
-from tests.support import captured_log
+from tests import parsers
+from tests.support import captured_log, until
 from twisted_demo.config import parse_message
 from twisted_demo.live import Failed, LiveConfigService, Outcome, Updated
 from twisted_demo.live._process import ParserProcess
@@ -84,3 +85,27 @@ async def test_parser_that_cannot_start_fails_the_reload_and_a_later_one_works(
         "could not start (Resource temporarily unavailable)" in m
         for m in log.messages()
     )
+
+
+@pytest_twisted.ensureDeferred
+async def test_parse_that_crashes_in_the_parser_process_refuses_the_file(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_bytes(b"message: good\n")
+    # The default runner: a real parser process, where parsers.crash raises.
+    live = LiveConfigService(path, parsers.crash, reactor=reactor, tick=3600)
+    outcomes: list[Outcome[None]] = []
+    live.observe(outcomes.append)
+    with captured_log():
+        live.startService()
+        try:
+            await until(reactor, lambda: bool(outcomes), "the first reload")
+        finally:
+            await live.stopService()
+    [failed] = outcomes
+    assert isinstance(failed, Failed)
+    assert failed.error.startswith(f"{path}: cannot parse: ")
+    assert "KeyError" in failed.error
+    # The same bytes would crash it again: they wait for their next change.
+    assert failed.retry_in is None

@@ -24,6 +24,7 @@ from typing import Any, AnyStr, TypeVar, cast
 
 import pytest
 import pytest_twisted
+from twisted.application.service import MultiService, Service
 from twisted.internet import reactor as _reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import (
@@ -33,7 +34,7 @@ from twisted.internet.interfaces import (
     IReactorProcess,
     IReactorTime,
 )
-from twisted.internet.task import Clock
+from twisted.internet.task import Clock, deferLater
 from twisted.logger import ILogObserver, LogEvent, LogLevel, globalLogPublisher
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -50,6 +51,8 @@ from twisted_demo.live._process import (
     ParserProcess,
     ParserUnavailable,
 )
+from twisted_demo.server import DRAIN_TIMEOUT
+from twisted_demo.signals import StopInOrder
 
 reactor: Any = _reactor
 
@@ -614,3 +617,76 @@ def test_uses_no_private_twisted_names_and_the_child_no_twisted() -> None:
                 assert not any(part.startswith("_") for part in name.split(".")), (
                     f"{module.__name__} imports the private {name}"
                 )
+
+
+class Draining(Service):
+    """
+    Stands for the web server: its stop takes the whole drain timeout.
+    """
+
+    def __init__(self, clock: Clock) -> None:
+        self._clock = clock
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()
+        return deferLater(self._clock, DRAIN_TIMEOUT, lambda: None)
+
+
+@pytest_twisted.ensureDeferred
+async def test_demo_stop_with_both_parsers_stuck_ends_within_five_seconds(
+    services: Services, tmp_path: Path
+) -> None:
+    # The demo's parts as makeService stops them on SIGTERM: the web server
+    # first, for up to its drain timeout, then the config and the
+    # certificate pair, each with a parser process that cannot end at the
+    # end of its input: one stopped while idle, one in a parse.
+    busy = services.on_clock(deadline=NEVER)
+    _, busy_pid = await hang_in_child(busy, tmp_path)
+    idle = services.on_clock(deadline=NEVER)
+    idle_pid = (await within(idle(parsers.where, b""))).pid
+    os.kill(idle_pid, signal.SIGSTOP)
+    service = StopInOrder(reactor.callFromThread)
+    configs = MultiService()
+    configs.setServiceParent(service)
+    busy.setServiceParent(configs)
+    idle.setServiceParent(configs)
+    Draining(services.clock).setServiceParent(service)
+    service.startService()
+    ended: list[object] = []
+    service.stopService().addCallback(ended.append)
+    services.clock.advance(DRAIN_TIMEOUT)
+    services.clock.advance(4.9 - DRAIN_TIMEOUT)
+    # Whatever the real processes take to end, no more clock time passes.
+    await until(reactor, lambda: bool(ended), "the stop to end by 4.9 s")
+    assert gone(busy_pid) and gone(idle_pid)
+
+
+class CountingSpawns(ProcessesWithClock):
+    """
+    Counts the processes started.
+    """
+
+    spawned = 0
+
+    def spawnProcess(self, *args: Any, **kw: Any) -> IProcessTransport:
+        self.spawned += 1
+        return super().spawnProcess(*args, **kw)
+
+
+@pytest_twisted.ensureDeferred
+async def test_parse_asked_after_stop_fails_without_starting_a_child() -> None:
+    # As when a reload folded into one under way runs once that one ends,
+    # after the service stopped: no child outlives the stop.
+    processes = CountingSpawns(Clock())
+    parse = ParserProcess(processes)
+    parse.startService()
+    await within(parse(parsers.where, b""))
+    await within(parse.stopService())
+    error = await failure_of(parse(parsers.where, b""))
+    assert isinstance(error, ParserUnavailable)
+    assert "stopped" in str(error)
+    assert processes.spawned == 1
+    # Started again, it parses again.
+    parse.startService()
+    assert (await within(parse(parsers.echo, b"again"))) == b"again"
+    await within(parse.stopService())

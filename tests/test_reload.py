@@ -35,6 +35,7 @@ from twisted_demo.live import (
 )
 from twisted_demo.live._drift import DRIFT_WARNING
 from twisted_demo.live._log import LOG_BURST, LOG_INTERVAL
+from twisted_demo.live._process import ParseCrashed
 from twisted_demo.live._service import DEADLINE
 from twisted_demo.testing import AtomicWriter
 
@@ -665,3 +666,45 @@ def test_drift_shows_an_update_that_is_never_acted_on(tmp_path: Path) -> None:
         started.advance(10)
     assert started.served() == "first"
     assert 8 <= started.drift() <= 10
+
+
+def crashes_on_odd(data: bytes) -> str:
+    """
+    A parse with a bug: it crashes on some valid-looking bytes.
+    """
+    if b"odd" in data:
+        raise KeyError("odd")
+    return parse_message(data)
+
+
+@pytest.mark.parametrize("where", ["parser process", "inline"])
+def test_parse_that_crashes_on_the_file_is_refused_not_retried(
+    tmp_path: Path, where: str
+) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_bytes(b"message: first\n")
+    calls: list[bytes] = []
+
+    def runner(parse: Callable[[bytes], str], data: bytes) -> Deferred[str]:
+        calls.append(data)
+        if where == "inline":
+            return inline(crashes_on_odd, data)
+        if b"odd" in data:
+            # What the parser process answers when parse raises.
+            return fail(ParseCrashed("tests.test_reload:crashes_on_odd: KeyError"))
+        return inline(parse, data)
+
+    started = Started(path, runner, tick=3600)
+    path.write_bytes(b"message: odd\n")
+    with captured_log():
+        started.live.reload()
+        started.advance(120)
+    assert len(calls) == 1, "the bytes that crash the parse are not parsed again"
+    [failed] = [o for o in started.outcomes if isinstance(o, Failed)]
+    assert failed.retry_in is None
+    assert failed.error.startswith(f"{path}: cannot parse: ")
+    assert started.served() == "first"
+    # The next change is read as usual.
+    path.write_bytes(b"message: even\n")
+    started.live.reload()
+    assert started.served() == "even"

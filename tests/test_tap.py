@@ -11,10 +11,12 @@ from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import IServiceMaker, MultiService
 from twisted.plugin import getPlugins
 
+from tests.certs import CA
 from twisted_demo.config import DEFAULT_MAX_BYTES
 from twisted_demo.live import LiveConfigService
 from twisted_demo.options import DEFAULT_LISTEN, Options
 from twisted_demo.tap import makeService
+from twisted_demo.tls import CERT_FILE, KEY_FILE
 
 
 def _parse(*args: str) -> Options:
@@ -124,7 +126,26 @@ def test_service_holds_the_web_server_and_the_live_config(tmp_path: Path) -> Non
     assert isinstance(service, MultiService)
     kinds = [type(child) for child in service]
     assert any(issubclass(kind, StreamServerEndpointService) for kind in kinds)
-    assert LiveConfigService in kinds
+    [configs] = [child for child in service if isinstance(child, MultiService)]
+    assert [type(child) for child in configs] == [LiveConfigService]
+
+
+def test_config_and_certificate_pair_stop_together(tmp_path: Path) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_bytes(b"message: hi\n")
+    for name, contents in CA.make().issue("localhost").files().items():
+        (tmp_path / name).write_bytes(contents)
+    cert, key = (str(tmp_path / name) for name in (CERT_FILE, KEY_FILE))
+    service = makeService(
+        _parse(
+            *("--config", str(config), "--listen", "tcp:0"),
+            *("--tls-cert", cert, "--tls-key", key),
+        )
+    )
+    # One parent stops both at once: their parser processes' stop
+    # timeouts overlap rather than add up.
+    [configs] = [child for child in service if isinstance(child, MultiService)]
+    assert [type(child) for child in configs] == [LiveConfigService] * 2
 
 
 def test_invalid_listen_endpoint_exits_with_one_line(

@@ -6,10 +6,18 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
+from treq.testing import StubTreq
+from twisted.internet.task import Clock
 
+from tests.certs import CA
 from tests.support import InProcessService, result_of
+from twisted_demo.config import parse_message
+from twisted_demo.live import LiveConfigService, inline
+from twisted_demo.tap import demo_resource
+from twisted_demo.tls import CERT_FILE, KEY_FILE, tls_files
 
 
 @pytest.fixture
@@ -115,3 +123,32 @@ def test_unknown_path_is_404_without_traceback(service: InProcessService) -> Non
 )
 def test_wrong_method_is_405(service: InProcessService, method: str, path: str) -> None:
     assert service.request(method, path).status == 405
+
+
+def test_forced_reload_rereads_the_certificate_pair_too(tmp_path: Path) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_bytes(b"message: hi\n")
+    secret = tmp_path / "tls"
+    secret.mkdir()
+    ca = CA.make()
+    first, second = ca.issue("localhost"), ca.issue("localhost")
+    for name, contents in first.files().items():
+        (secret / name).write_bytes(contents)
+    clock = Clock()
+    live = LiveConfigService(config, parse_message, reactor=clock, runner=inline)
+    files = tls_files(str(secret / CERT_FILE), str(secret / KEY_FILE))
+    assert files is not None
+    pair = LiveConfigService(
+        files.directory, files.parse, files=files.names, reactor=clock, runner=inline
+    )
+    result_of(live.reload())
+    result_of(pair.reload())
+    client: Any = StubTreq(demo_resource(live, pair))
+    for name, contents in second.files().items():
+        (secret / name).write_bytes(contents)
+
+    reply = result_of(client.post("http://config.example/-/reload"))
+    assert reply.code == 200
+    # The new certificate is served from now on, as after SIGHUP.
+    assert pair.current is not None
+    assert pair.current.value.sha256 == second.sha256

@@ -22,15 +22,6 @@ _USAGE = (
 )
 
 
-def parse(data: bytes) -> object:
-    """
-    The service's parser on C{data}, refusing it with a reason that names
-    no file: the check names it.  The size limit is applied before, by the
-    reader, as in the service.
-    """
-    return parse_message(data)
-
-
 def tls_pair(paths: Sequence[str | None]) -> FileSet | None:
     """
     The certificate pair named by C{--tls-cert} and C{--tls-key}, to be
@@ -75,7 +66,7 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
         case ["check"]:
             raise SystemExit(
                 check_main(
-                    parse,
+                    parse_message,
                     args[1:],
                     prog="configmapdemo check",
                     key=CONFIG_KEY,

@@ -5,8 +5,6 @@ Only the message is kept; the rest of the file is allowed and ignored.
 
 from __future__ import annotations
 
-import hashlib
-
 from twisted_demo.live import ConfigError, parse_yaml
 
 #: The largest config accepted by default: Kubernetes' limit on a ConfigMap.
@@ -38,10 +36,3 @@ def parse_message(data: bytes) -> str:
             kind = "null"
         raise ConfigError(f"'message' must be a string, got {kind}")
     return message
-
-
-def sha256_hex(raw: bytes) -> str:
-    """
-    The hex SHA-256 by which C{/config} names a version of the file.
-    """
-    return hashlib.sha256(raw).hexdigest()

@@ -25,7 +25,7 @@ from twisted_demo.tls import (
     TLSPair,
     TLSServerEndpoint,
 )
-from twisted_demo.web import ConfigApp
+from twisted_demo.web import ConfigApp, reload_all
 
 __all__ = ["Options", "demo_resource", "live_pair", "makeService"]
 
@@ -66,6 +66,7 @@ def makeService(options: Options) -> MultiService:
     """
     Load the config, refusing to start without a valid one, and build the
     live config, the web server and the SIGHUP handler as one service.
+    SIGHUP, like C{POST /-/reload}, re-reads the certificate pair too.
     """
     from twisted.internet import reactor as _reactor
 
@@ -92,10 +93,14 @@ def makeService(options: Options) -> MultiService:
         exit_with(f"--listen {options['listen']!r} is not a server endpoint: {e}")
 
     # Stopped last added first: the web server finishes the responses under
-    # way, which may still reload, before the live config stops.
+    # way, which may still reload, before the live configs stop.  These stop
+    # together, so that the stop timeouts of their parser processes overlap
+    # and the whole stop takes at most DRAIN_TIMEOUT + STOP_TIMEOUT (4.5 s).
     log_output = LogOutput.for_options(options["log-format"], options.parent, reactor)
     service = StopInOrder(reactor.callFromThread, log_output)
-    live.setServiceParent(service)
+    configs = MultiService()
+    configs.setServiceParent(service)
+    live.setServiceParent(configs)
     site = make_site(
         resource,
         options["access-log"],
@@ -103,7 +108,7 @@ def makeService(options: Options) -> MultiService:
         clock=reactor,
     )
     if pair is not None:
-        pair.setServiceParent(service)
+        pair.setServiceParent(configs)
         endpoint = TLSServerEndpoint(endpoint, _served(pair))
     WebService(
         options["listen"],
@@ -113,7 +118,7 @@ def makeService(options: Options) -> MultiService:
         max_connections=options["max-connections"],
         header_timeout=options["header-timeout"],
     ).setServiceParent(service)
-    ReloadOnSignal(signal.SIGHUP, live.reload, reactor.callFromThread).setServiceParent(
-        service
-    )
+    ReloadOnSignal(
+        signal.SIGHUP, lambda: reload_all(live, pair), reactor.callFromThread
+    ).setServiceParent(service)
     return service

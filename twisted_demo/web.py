@@ -32,6 +32,26 @@ _JSON = b"application/json"
 _REASONS = {422: b"Unprocessable Content"}
 
 
+def reload_all(
+    live: LiveConfigService[str], tls: LiveConfigService[TLSPair] | None = None
+) -> Deferred[Outcome[str]]:
+    """
+    Re-read the config and, when serving HTTPS, the certificate pair: what
+    C{SIGHUP} and C{POST /-/reload} do.
+
+    @return: Fires with the config's outcome once both reloads are done.
+    """
+    config = live.reload()
+    if tls is None:
+        return config
+    pair = tls.reload()
+
+    def after_pair(outcome: Outcome[str]) -> Deferred[Outcome[str]]:
+        return pair.addCallback(lambda _: outcome)
+
+    return config.addCallback(after_pair)
+
+
 def _timestamp(seconds: float) -> str:
     return datetime.fromtimestamp(seconds, timezone.utc).isoformat()
 
@@ -137,8 +157,9 @@ class ConfigApp:
     @app.route("/-/reload", methods=["POST"])
     def reload(self, request: IRequest) -> Deferred[bytes]:
         """
-        Re-read the configured file now and answer with the outcome: 200
-        when the config is (still) valid, 422 when the file was refused.
+        Re-read the configured files now (the certificate pair too, when
+        serving HTTPS) and answer with the config's outcome: 200 when the
+        config is (still) valid, 422 when the file was refused.
         """
 
         def answer(outcome: Outcome[str]) -> bytes:
@@ -162,7 +183,7 @@ class ConfigApp:
                 code,
             )
 
-        return self._live.reload().addCallback(answer)
+        return reload_all(self._live, self._tls).addCallback(answer)
 
 
 class _Front(Resource):

@@ -12,7 +12,7 @@ from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from twisted_demo.live._errors import ConfigError
+from twisted_demo.live._errors import ConfigError, ParseCrashed
 
 __all__ = ["In", "Runner", "default_runner", "inline"]
 
@@ -22,8 +22,9 @@ T = TypeVar("T")
 In = bytes | Mapping[str, bytes]
 
 #: Calls C{parse(data)} somewhere, C{data} being an L{In}, and fires with
-#: its value, or fails with L{ConfigError} when parse refused the input, or
-#: with another exception when it could not run or crashed.  (C{data} is
+#: its value, or fails with L{ConfigError} when parse refused the input,
+#: with C{ParseCrashed} when parse crashed on it, or with another exception
+#: when it could not run.  (C{data} is
 #: typed C{Any}: a parse function takes C{bytes} or a mapping, never both.)
 Runner = Callable[[Callable[[Any], T], Any], "Deferred[T]"]
 
@@ -34,13 +35,16 @@ def inline(parse: Callable[[Any], T], data: Any) -> Deferred[T]:
     """
     A runner that calls C{parse(data)} at once, in this process and on the
     reactor: deterministic, for tests and for parse functions cheap enough
-    to hold the reactor for (a small file of a trusted format).
+    to hold the reactor for (a small file of a trusted format).  A parse
+    that raises anything but L{ConfigError} is logged with its traceback
+    and fails as C{ParseCrashed}, as it does in the parser process.
     """
 
     def crashed(failure: Failure) -> Failure:
-        if not failure.check(ConfigError):
-            _log.failure("Parse function {parse!r} crashed", failure, parse=parse)
-        return failure
+        if failure.check(ConfigError, ParseCrashed):
+            return failure
+        _log.failure("Parse function {parse!r} crashed", failure, parse=parse)
+        return Failure(ParseCrashed(failure.getErrorMessage()))
 
     return maybeDeferred(parse, data).addErrback(crashed)
 

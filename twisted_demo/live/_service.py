@@ -20,7 +20,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from twisted_demo.live._drift import Drift
-from twisted_demo.live._errors import ConfigError
+from twisted_demo.live._errors import ConfigError, ParseCrashed
 from twisted_demo.live._log import UpdateLog
 from twisted_demo.live._reader import (
     DEFAULT_MAX_BYTES,
@@ -97,11 +97,12 @@ class LiveConfigService(MultiService, Generic[T]):
         was not.
 
     A reload that failed for the service's own reasons (the runner failed
-    with anything but L{ConfigError}: the parser died, timed out or could
-    not start; or the read failed for want of descriptors or memory) is
-    tried again by itself, after C{RETRY_FIRST} seconds, then twice as
-    long each time up to C{RETRY_MAX}, until it succeeds or the file is
-    refused.  A refused file waits for its next change.
+    with anything but L{ConfigError} or C{ParseCrashed}: the parser died,
+    timed out or could not start; or the read failed for want of
+    descriptors or memory) is tried again by itself, after C{RETRY_FIRST}
+    seconds, then twice as long each time up to C{RETRY_MAX}, until it
+    succeeds or the file is refused.  A refused file, or one that C{parse}
+    crashed on, waits for its next change.
     """
 
     def __init__(
@@ -384,12 +385,17 @@ class LiveConfigService(MultiService, Generic[T]):
         if failure.check(ConfigError):
             error = _name_source(self._source, failure.getErrorMessage())
             return self._failed(snapshot.sha256, error)
-        # The parser crashed, timed out or could not run: not these bytes'
-        # fault for sure, so the same bytes are tried again.
         reason = failure.getErrorMessage().strip().replace("\n", " ")
         if not reason:
             reason = type(failure.value).__name__
-        return self._failed(None, f"{self._source}: cannot parse: {reason}", ours=True)
+        error = f"{self._source}: cannot parse: {reason}"
+        if failure.check(ParseCrashed):
+            # parse crashed on these bytes: it would again, so they wait
+            # for their next change, as refused bytes do.
+            return self._failed(snapshot.sha256, error)
+        # The parser died, timed out or could not run: not these bytes'
+        # fault for sure, so the same bytes are tried again.
+        return self._failed(None, error, ours=True)
 
     def _failed(self, sha256: str | None, error: str, ours: bool = False) -> Failed[T]:
         """
