@@ -26,7 +26,7 @@ from __future__ import annotations
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
-from twisted_demo.live._errors import ConfigError
+from twisted_demo.live._errors import ConfigError, ParseCrashed
 
 if TYPE_CHECKING:
     from twisted_demo.live._check import (
@@ -53,6 +53,7 @@ __all__ = [
     "LiveConfigService",
     "Loaded",
     "Outcome",
+    "ParseCrashed",
     "Runner",
     "Unchanged",
     "Updated",
