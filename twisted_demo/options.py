@@ -32,20 +32,25 @@ def _positive_number(value: str) -> float:
     return number
 
 
-def _positive_integer(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        raise ValueError(
-            f"must be a whole number of bytes above 0, got {value!r}"
-        ) from None
-    if number <= 0:
-        raise ValueError(f"must be a whole number of bytes above 0, got {value!r}")
-    return number
+def _positive_integer(unit: str) -> Callable[[str], int]:
+    """
+    The coercion of a whole number of C{unit} above 0.
+    """
+
+    def coerce(value: str) -> int:
+        try:
+            number = int(value)
+        except ValueError:
+            number = 0
+        if number <= 0:
+            raise ValueError(f"must be a whole number of {unit} above 0, got {value!r}")
+        return number
+
+    coerce.coerceDoc = "Must be a whole number above 0."  # type: ignore[attr-defined]
+    return coerce
 
 
 _positive_number.coerceDoc = "Must be a number above 0."  # type: ignore[attr-defined]
-_positive_integer.coerceDoc = "Must be a whole number above 0."  # type: ignore[attr-defined]
 
 
 def _log_format(value: str) -> str:
@@ -140,7 +145,7 @@ class Options(usage.Options):
             DEFAULT_MAX_BYTES,
             "Largest config file accepted, in bytes (default: the 1 MiB "
             "ConfigMap limit).",
-            _named("max-bytes", _positive_integer),
+            _named("max-bytes", _positive_integer("bytes")),
         ],
         [
             "log-format",
@@ -159,7 +164,7 @@ class Options(usage.Options):
             "connection idle for longest, or else the slowest to send its "
             # Twisted adds ". " and the coerceDoc.
             "request, is closed to make room",
-            _named("max-connections", server.connection_count),
+            _named("max-connections", _positive_integer("connections")),
         ],
         [
             "idle-timeout",

@@ -109,24 +109,6 @@ def connection_limit(requested: int | None = None) -> int:
     return ceiling if requested is None else min(requested, ceiling)
 
 
-def connection_count(value: str) -> int:
-    """
-    The value of C{--max-connections}: a whole number above 0.
-    """
-    try:
-        number = int(value)
-    except ValueError:
-        raise ValueError(
-            f"expected a whole number of connections, got {value!r}"
-        ) from None
-    if number <= 0:
-        raise ValueError(f"expected a number of connections above 0, got {value!r}")
-    return number
-
-
-connection_count.coerceDoc = "Must be a whole number above 0."  # type: ignore[attr-defined]
-
-
 def listen_backlog(somaxconn: str = "/proc/sys/net/core/somaxconn") -> int:
     """
     The kernel's largest listen backlog, or Twisted's default (50) where it

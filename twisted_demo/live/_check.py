@@ -27,7 +27,7 @@ import yaml
 from attrs import frozen
 
 from twisted_demo.live._errors import ConfigError
-from twisted_demo.live._reader import open_regular
+from twisted_demo.live._reader import DEFAULT_MAX_BYTES, open_regular
 
 __all__ = [
     "CheckResult",
@@ -53,10 +53,6 @@ ParseFunction = Callable[[bytes], object]
 #: The parse function of a config of several files: each file's bytes by
 #: name in, as C{LiveConfigService(directory, parse, files=[...])} gives it.
 FilesParseFunction = Callable[[Mapping[str, bytes]], object]
-
-#: The largest file accepted unless the caller says otherwise: Kubernetes'
-#: limit on a ConfigMap.
-DEFAULT_MAX_BYTES = 1024 * 1024
 
 #: How standard input is named in results.
 STDIN_NAME = "<stdin>"
