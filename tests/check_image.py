@@ -73,6 +73,22 @@ def podman(*args: str, timeout: float = 120) -> str:
     return result.stdout
 
 
+def image_python(*args: str) -> str:
+    """
+    The output of the image's Python run with C{args}, in a throwaway
+    container with a read-only root.
+    """
+    return podman(
+        "run",
+        "--rm",
+        "--pull=never",
+        "--read-only",
+        "--entrypoint=python",
+        image(),
+        *args,
+    )
+
+
 # -- the Deployment, as podman options ----------------------------------------
 
 
@@ -408,20 +424,7 @@ def test_container_reads_the_config_where_the_deployment_mounts_it() -> None:
 def test_image_holds_the_locked_versions_and_nothing_else() -> None:
     # Two builds of one commit hold the same packages: the lock's, the
     # project, and the pip that came with the base.
-    listed = json.loads(
-        podman(
-            "run",
-            "--rm",
-            "--pull=never",
-            "--read-only",
-            "--entrypoint=python",
-            image(),
-            "-m",
-            "pip",
-            "list",
-            "--format=json",
-        )
-    )
+    listed = json.loads(image_python("-m", "pip", "list", "--format=json"))
     installed: dict[str, Version] = {
         canonicalize_name(p["name"]): Version(p["version"]) for p in listed
     }
@@ -445,18 +448,7 @@ def test_plugin_cache_stays_fresh_whatever_the_builder_rounds_file_times() -> No
     # than the cache's; in a read-only image it cannot, and would try at
     # every start. Modules dated well before the cache keep it fresh when a
     # builder or registry rounds file times.
-    times = json.loads(
-        podman(
-            "run",
-            "--rm",
-            "--pull=never",
-            "--read-only",
-            "--entrypoint=python",
-            image(),
-            "-c",
-            _PLUGIN_TIMES,
-        )
-    )
+    times = json.loads(image_python("-c", _PLUGIN_TIMES))
     modules: dict[str, dict[str, float]] = {}
     for path, mtime in times.items():
         modules.setdefault(os.path.dirname(path), {})[path] = mtime
