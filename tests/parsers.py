@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import resource
+import signal
 import sys
 import time
 from collections.abc import Mapping
@@ -88,6 +89,14 @@ def hang(data: bytes) -> None:
     partial.rename(marker)
     while True:
         time.sleep(3600)
+
+
+def die(data: bytes) -> None:
+    """
+    Kill the process with the signal named by C{data}, as the OOM killer
+    or a crash in C would.
+    """
+    os.kill(os.getpid(), getattr(signal, data.decode()))
 
 
 def spin(data: bytes) -> None:

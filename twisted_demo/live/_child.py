@@ -54,15 +54,18 @@ MAX_MESSAGE = 2**20 + 2**16
 #: about a tenth of a CPU the server also wants, and all of an idle one.
 NICENESS = 10
 
-#: The child's address space limit (RLIMIT_AS, soft and hard).  Measured
-#: with Python 3.11 and PyYAML 6.0.4: the child starts at 16 MiB of VmSize
-#: (12 MiB RSS) with PyYAML loaded, 23 MiB with the demo's strict loader; a
-#: valid 1 MiB config of 51k C{keyN: valueN} lines peaks at 67 to 77 MiB;
-#: the hostile 1 MiB shapes (500k duplicate keys, a list of 524k items,
-#: 349k empty mappings) need 181 to 266 MiB.  128 MiB leaves a valid 1 MiB
-#: config 50 MiB of room and refuses every hostile one with a MemoryError,
-#: so the child never holds more than the pod's whole limit (128 MiB).
-ADDRESS_SPACE = 128 * 2**20
+#: The child's address space limit (RLIMIT_AS, soft and hard) unless the
+#: server gives another: the least that parses every ordinary 1 MiB config.
+#: Measured with Python 3.11 and PyYAML 6.0.4, the demo's parse function:
+#: the child starts at 17 MiB of VmSize (14 MiB RSS); a valid 1 MiB config
+#: of 51k C{keyN: valueN} lines, the costliest ordinary shape, peaks at
+#: 69 MiB of VmSize (65 MiB RSS); the hostile 1 MiB shapes (500k duplicate
+#: keys, a list of 524k items, 349k empty mappings) would need 151 to
+#: 259 MiB and are refused with a MemoryError.  Under the limit, RSS peaks
+#: 3 to 4 MiB below it: address space is a bound on RSS that the kernel
+#: enforces at each allocation, at no cost and with no overshoot, where a
+#: watch on RSS would have to poll and could not stop a parse in C.
+ADDRESS_SPACE = 72 * 2**20
 
 #: CPU seconds one parse may use (RLIMIT_CPU is raised to the CPU used so
 #: far plus this before each parse).  A valid 1 MiB config takes about

@@ -10,7 +10,9 @@ shares only the CPU, and at a lower priority the operating system gives
 the reactor that CPU first.  The child also contains the damage of a parse
 that crashes, hangs or eats memory on hostile input: it runs under an
 address space limit, a CPU limit per parse and a deadline, and the server
-reports the input and keeps serving.
+reports the input and keeps serving.  A child that dies on the same input
+L{DEATHS} times in a row (the OOM killer, a crash in C) refuses that input,
+as a parse that raises does: trying it again would only kill another.
 
 The child is the module L{twisted_demo.live._child}, run by the server's
 interpreter as C{python -m twisted_demo.live._child}, as Twisted trial's
@@ -25,6 +27,7 @@ format), framed by L{Int32StringReceiver} on the child's stdin and stdout.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pickle
 import signal
@@ -51,7 +54,7 @@ from twisted.python.failure import Failure
 from twisted_demo.live import _child
 from twisted_demo.live._errors import ConfigError, ParseCrashed
 
-__all__ = ["Limits", "ParseCrashed", "ParserProcess", "ParserUnavailable"]
+__all__ = ["DEATHS", "Limits", "ParseCrashed", "ParserProcess", "ParserUnavailable"]
 
 _T = TypeVar("_T")
 
@@ -69,6 +72,11 @@ STOP_TIMEOUT = 1.5
 #: child stopped by SIGSTOP.
 _KILL = "KILL"
 
+#: How many times in a row a child may die parsing the same input (killed
+#: by a signal, or exited, without being asked to) before that input is
+#: refused as crashing the parser, instead of being tried again.
+DEATHS = 3
+
 
 class ParserUnavailable(Exception):
     """
@@ -83,7 +91,9 @@ class Limits:
     """
     What one parse may cost the parser process.
 
-    @ivar address_space: RLIMIT_AS of the process, in bytes.
+    @ivar address_space: RLIMIT_AS of the process, in bytes: a bound on
+        its resident memory too, which stays a few MiB below it (the parts
+        of shared libraries never read are mapped but not resident).
     @ivar cpu_seconds: CPU seconds per parse (RLIMIT_CPU).
     """
 
@@ -197,6 +207,25 @@ class _Child(ProcessProtocol):
         self.ended.callback(None)
 
 
+def _cpu_seconds(pid: int | None) -> float | None:
+    """
+    The user and system CPU time process C{pid} has used, from
+    C{/proc/PID/stat}; L{None} where that cannot be read (no C{/proc}, or
+    the process has ended).
+    """
+    if pid is None:
+        return None
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    # The fields after the command name, which is in parentheses and may
+    # hold spaces: utime and stime are the 12th and 13th of them.
+    fields = stat[stat.rindex(b")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _how_it_ended(reason: Failure, last_line: str) -> str:
     value = reason.value
     if isinstance(value, ProcessTerminated):
@@ -215,10 +244,31 @@ class _Request(Generic[_T]):
     result: Deferred[_T]
 
 
+class _Parse:
+    """
+    The request a child is parsing, its deadline's timer, and the child's
+    CPU time when that timer was set.
+    """
+
+    def __init__(
+        self, request: _Request[object], child: _Child, timer: IDelayedCall
+    ) -> None:
+        self.request = request
+        self.child = child
+        self.timer = timer
+        self.cpu = _cpu_seconds(child.process.pid)
+
+
 class ParserProcess(Service):
     """
     Calls parse functions in a child process, one at a time (the rest
     wait in order), each with a deadline.
+
+    The deadline allows for the child's low priority: a parse that has not
+    answered when it passes, but has used CPU since it was set (a busy node
+    gives a nice child little CPU, not none), gets another C{deadline}
+    seconds; its CPU limit bounds how long it can go on.  A child that used
+    no CPU over a whole deadline (stopped, blocked, asleep) is killed.
 
     The child starts with the service, and again with the next call after
     one ended: past its deadline, killed, or after a parse that hit a
@@ -227,7 +277,8 @@ class ParserProcess(Service):
 
     @param reactor: Provides L{IReactorProcess} and L{IReactorTime}.
     @param deadline: Seconds each call may take, from its request to its
-        reply (the child's start included when it starts for it).
+        reply (the child's start included when it starts for it), again
+        and again for as long as the child uses CPU meanwhile.
     @param niceness: How much nicer than the server the child runs.
     @param limits: What one parse may cost the child.
     @param preload: Modules the child imports as it starts, before the
@@ -254,8 +305,11 @@ class ParserProcess(Service):
         self._limits = limits
         self._child: _Child | None = None
         self._waiting: deque[_Request[object]] = deque()
-        self._current: tuple[_Request[object], _Child, IDelayedCall] | None = None
+        self._current: _Parse | None = None
         self._stopped = False
+        #: The digest of the input the last child that died in a parse was
+        #: given, and how many children in a row died on it.
+        self._deaths: tuple[bytes, int] = (b"", 0)
 
     def startService(self) -> None:
         super().startService()
@@ -296,7 +350,8 @@ class ParserProcess(Service):
         @return: Fires with the value C{parse} returned (pickled and
             unpickled), or fails with L{ConfigError} (raised by C{parse},
             or the input went past a limit of the process),
-            L{ParseCrashed} or L{ParserUnavailable} (as every call does
+            L{ParseCrashed} (also when L{DEATHS} children in a row died
+            on this input) or L{ParserUnavailable} (as every call does
             once the service is stopped, until it is started again).
         """
         path = import_path(parse)
@@ -362,26 +417,27 @@ class ParserProcess(Service):
                 request.result.errback(e)
                 continue
             timer = self._clock.callLater(self._deadline, self._overdue)
-            self._current = (request, child, timer)
+            self._current = _Parse(request, child, timer)
             child.send(request.message)
 
     def _finish(self, child: _Child) -> _Request[object] | None:
         """
         The request C{child} was parsing, now no longer current.
         """
-        if self._current is None or self._current[1] is not child:
+        current = self._current
+        if current is None or current.child is not child:
             return None
-        request, _, timer = self._current
         self._current = None
-        if timer.active():
-            timer.cancel()
-        return request
+        if current.timer.active():
+            current.timer.cancel()
+        return current.request
 
     def _replied(self, child: _Child, reply: bytes) -> None:
         request = self._finish(child)
         if request is None:
             self._retire(child, kill=True, why="it replied to nothing")
             return
+        self._deaths = (b"", 0)
         tag, body = reply[:1], reply[1:]
         text = body.decode("utf-8", "replace")
         if tag == _child.VALUE:
@@ -426,8 +482,17 @@ class ParserProcess(Service):
         self._next()
 
     def _overdue(self) -> None:
-        assert self._current is not None
-        request, child, _ = self._current
+        current = self._current
+        assert current is not None
+        child = current.child
+        cpu = _cpu_seconds(child.process.pid)
+        if cpu is not None and current.cpu is not None and cpu > current.cpu:
+            # Slow, not stuck: at its priority on a busy node it gets what
+            # CPU the server leaves, and its CPU limit still bounds it.
+            current.cpu = cpu
+            current.timer = self._clock.callLater(self._deadline, self._overdue)
+            return
+        request = current.request
         self._current = None
         why = f"the parse passed its deadline of {self._deadline:g} s"
         self._retire(child, kill=True, why=why)
@@ -454,8 +519,7 @@ class ParserProcess(Service):
             self._child = None
         request = self._finish(child)
         if request is not None:
-            why = child.ending or f"the parser process ended ({how})"
-            request.result.errback(ParserUnavailable(why))
+            request.result.errback(self._death(request, child, how))
             self._next()
         elif child.ending is None and self.running:
             self._log.warn(
@@ -463,6 +527,26 @@ class ParserProcess(Service):
                 "with the next parse",
                 how=how,
             )
+
+    def _death(self, request: _Request[object], child: _Child, how: str) -> Exception:
+        """
+        Why C{request} failed when C{child} ended during its parse: the
+        input's fault once L{DEATHS} children in a row died on it
+        unasked, else the process's, to be tried again.
+        """
+        if child.ending is not None:
+            return ParserUnavailable(child.ending)
+        digest = hashlib.sha256(request.message).digest()
+        previous, count = self._deaths
+        count = count + 1 if previous == digest else 1
+        self._deaths = (digest, count)
+        if count >= DEATHS:
+            self._deaths = (b"", 0)
+            return ParseCrashed(
+                f"{request.path}: the parser process ended ({how}) parsing "
+                f"this input, {count} times in a row"
+            )
+        return ParserUnavailable(f"the parser process ended ({how})")
 
 
 def _interpreter() -> str:

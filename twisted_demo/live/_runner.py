@@ -49,12 +49,26 @@ def inline(parse: Callable[[Any], T], data: Any) -> Deferred[T]:
     return maybeDeferred(parse, data).addErrback(crashed)
 
 
-def default_runner(reactor: Any, parse: Callable[[Any], Any]) -> Any:
+def default_runner(
+    reactor: Any,
+    parse: Callable[[Any], Any],
+    *,
+    deadline: float,
+    memory: int | None = None,
+) -> Any:
     """
     The runner a service gets unless it names one: a parser process of its
     own, an C{IService} to be started and stopped with the service, which
     imports C{parse}'s module as it starts, before the first reload needs it.
-    """
-    from twisted_demo.live._process import ParserProcess
 
-    return ParserProcess(reactor, preload=[parse.__module__])
+    @param deadline: Seconds a parse may take while it uses no CPU (see
+        C{ParserProcess}).
+    @param memory: The parser process's address space limit in bytes, or
+        L{None} for C{ADDRESS_SPACE}.
+    """
+    from twisted_demo.live._process import Limits, ParserProcess
+
+    limits = Limits() if memory is None else Limits(address_space=memory)
+    return ParserProcess(
+        reactor, deadline=deadline, limits=limits, preload=[parse.__module__]
+    )

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from attrs import evolve
+from twisted.application.internet import backoffPolicy
 from twisted.application.service import IService, MultiService
 from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.internet.interfaces import IDelayedCall
@@ -31,19 +32,29 @@ from twisted_demo.live._reader import (
 )
 from twisted_demo.live._runner import Runner, default_runner, inline
 from twisted_demo.live._types import Failed, Loaded, Outcome, Unchanged, Updated
-from twisted_demo.live._watcher import SETTLE, Watcher, default_notifier_factory
+from twisted_demo.live._watcher import (
+    SETTLE,
+    Notifier,
+    Watcher,
+    default_notifier_factory,
+)
 
-__all__ = ["DEADLINE", "RETRY_FIRST", "RETRY_MAX", "LiveConfigService"]
+__all__ = ["DEADLINE", "RETRY_POLICY", "LiveConfigService"]
 
-#: Seconds a runner has to answer before the reload fails without it: a
-#: safety net for any runner, past the parser process's own deadline.
+#: Seconds a runner has to answer before the reload fails without it.  The
+#: default runner, the parser process, gets it as its own deadline, which
+#: it renews while the parse uses CPU; any other runner is given up on
+#: after it.
 DEADLINE = 30.0
 
-#: Seconds before the first retry of a reload that failed for the
-#: service's own reasons; each retry waits twice as long, up to
-#: L{RETRY_MAX}.
-RETRY_FIRST = 0.5
-RETRY_MAX = 30.0
+#: Seconds to wait before trying again a reload that failed for the
+#: service's own reasons, given how many have failed in a row (as
+#: C{ClientService} calls its C{retryPolicy}): 0.5 s after the first, then
+#: twice as long each time, up to 30 s.  No jitter: each pod's parser is
+#: its own, so the retries of several pods do not pile up anywhere.
+RETRY_POLICY = backoffPolicy(
+    initialDelay=0.25, maxDelay=30.0, factor=2.0, jitter=lambda: 0.0
+)
 
 
 class RunnerTimeout(Exception):
@@ -99,10 +110,26 @@ class LiveConfigService(MultiService, Generic[T]):
     A reload that failed for the service's own reasons (the runner failed
     with anything but L{ConfigError} or C{ParseCrashed}: the parser died,
     timed out or could not start; or the read failed for want of
-    descriptors or memory) is tried again by itself, after C{RETRY_FIRST}
-    seconds, then twice as long each time up to C{RETRY_MAX}, until it
-    succeeds or the file is refused.  A refused file, or one that C{parse}
-    crashed on, waits for its next change.
+    descriptors or memory) is tried again by itself, after
+    C{retry_policy(n)} seconds for the n-th such failure in a row
+    (L{RETRY_POLICY}: 0.5 s, then doubling up to 30 s), until it succeeds
+    or the file is refused.  A refused file, or one that C{parse} crashed
+    on, waits for its next change.
+
+    @param deadline: Seconds the runner has to answer.  The default runner
+        (a parser process) kills a parse that passes it having used no CPU
+        meanwhile, and gives one that used CPU (slowed, at its low
+        priority, by a busy node) another C{deadline}; any other runner's
+        answer after it is dropped.
+    @param parser_memory: The default runner's address space limit in
+        bytes, which bounds its resident memory too: what the program's
+        memory budget leaves for parsing.  L{None}: 72 MiB, enough for any
+        ordinary 1 MiB YAML config.
+    @param notifier_factory: Makes the inotify notifiers of the watcher
+        (each with C{watch} and C{loseConnection}, as
+        L{twisted.internet.inotify.INotify}); L{None}: inotify on
+        C{reactor}, where it has one.
+    @param retry_policy: Seconds to wait before the n-th retry in a row.
     """
 
     def __init__(
@@ -117,19 +144,30 @@ class LiveConfigService(MultiService, Generic[T]):
         runner: Runner[T] | None = None,
         settle: float = SETTLE,
         deadline: float = DEADLINE,
+        parser_memory: int | None = None,
+        notifier_factory: Callable[[], Notifier] | None = None,
+        retry_policy: Callable[[int], float] = RETRY_POLICY,
     ) -> None:
         super().__init__()
         if reactor is None:
             from twisted.internet import reactor
         self._reactor = reactor
+        if notifier_factory is None:
+            notifier_factory = default_notifier_factory(reactor)
+        self._notifier_factory = notifier_factory
+        self._retry_policy = retry_policy
         self._parse = parse
         self._reader = Reader(Path(os.path.abspath(path)), files, max_bytes)
         self._source = str(self._reader.path)
         self._tick = tick
         self._settle = settle
-        self._deadline = deadline
+        #: The service's own deadline, for a runner that has none of ours.
+        self._deadline: float | None = deadline
         if runner is None:
-            runner = default_runner(reactor, parse)
+            runner = default_runner(
+                reactor, parse, deadline=deadline, memory=parser_memory
+            )
+            self._deadline = None
         self._runner: Runner[T] = runner
         if IService.providedBy(runner):
             runner.setServiceParent(self)
@@ -142,7 +180,9 @@ class LiveConfigService(MultiService, Generic[T]):
         self._failed_sha256: str | None = None
         self._watcher: Watcher | None = None
         self._drift = Drift(reactor, self._source)
-        self._retry_delay = RETRY_FIRST
+        #: Reloads failed for our own reasons in a row, as ClientService
+        #: counts its failed connection attempts.
+        self._failed_attempts = 0
         self._retry: IDelayedCall | None = None
         self.current: Loaded[T] | None = None
         self.last_error: str | None = None
@@ -180,7 +220,7 @@ class LiveConfigService(MultiService, Generic[T]):
                 self.reload,
                 self._reactor,
                 self._tick,
-                default_notifier_factory(self._reactor),
+                self._notifier_factory,
                 settle=self._settle,
                 on_fingerprint=self._drift.check,
                 served=lambda: self._drift.fingerprint,
@@ -317,7 +357,6 @@ class LiveConfigService(MultiService, Generic[T]):
             self._drift.served(fingerprint)
             return succeed(self._tell(self._unchanged(current, snapshot)))
         if snapshot.sha256 == self._failed_sha256 and self.last_error is not None:
-            self._retry_delay = RETRY_FIRST
             return succeed(self._tell(Failed(self.last_error, current, repeated=True)))
         parsed = self._within_deadline(
             maybeDeferred(runner, self._parse, snapshot.data)
@@ -331,20 +370,19 @@ class LiveConfigService(MultiService, Generic[T]):
     def _within_deadline(self, parsed: Deferred[T]) -> Deferred[T]:
         """
         C{parsed}, or a failure with L{RunnerTimeout} if it has not fired
-        within the deadline; its late result is then dropped.  (Not
-        C{Deferred.addTimeout}: that cancels C{parsed}, which a runner may
-        not expect.)
+        within the service's own deadline, if it has one; its late result is
+        then dropped.  (Not C{Deferred.addTimeout}: that cancels C{parsed},
+        which a runner may not expect.)
         """
-        if parsed.called:
+        deadline = self._deadline
+        if parsed.called or deadline is None:
             return parsed
         result: Deferred[T] = Deferred()
 
         def late() -> None:
-            result.errback(
-                RunnerTimeout(f"no answer from the parser in {self._deadline:g}s")
-            )
+            result.errback(RunnerTimeout(f"no answer from the parser in {deadline:g}s"))
 
-        timer = self._reactor.callLater(self._deadline, late)
+        timer = self._reactor.callLater(deadline, late)
 
         def answered(value: T | Failure) -> None:
             if not timer.active():
@@ -367,7 +405,6 @@ class LiveConfigService(MultiService, Generic[T]):
         recovered = self.last_error is not None
         self.last_error = None
         self._failed_sha256 = None
-        self._retry_delay = RETRY_FIRST
         return Unchanged(current, recovered)
 
     def _swapped(
@@ -377,7 +414,6 @@ class LiveConfigService(MultiService, Generic[T]):
         old, self.current = self.current, new
         self.last_error = None
         self._failed_sha256 = None
-        self._retry_delay = RETRY_FIRST
         self._drift.served(fingerprint)
         return Updated(old, new)
 
@@ -407,13 +443,14 @@ class LiveConfigService(MultiService, Generic[T]):
         self._failed_sha256 = sha256
         retry_in: float | None = None
         if ours and self.running:
-            retry_in = self._retry_delay
-            self._retry_delay = min(RETRY_MAX, self._retry_delay * 2)
-        else:
-            self._retry_delay = RETRY_FIRST
+            retry_in = self._retry_policy(self._failed_attempts + 1)
         return Failed(error, self.current, repeated, retry_in)
 
     def _tell(self, outcome: Outcome[T]) -> Outcome[T]:
+        if isinstance(outcome, Failed) and outcome.retry_in is not None:
+            self._failed_attempts += 1
+        else:
+            self._failed_attempts = 0
         for observer in list(self._observers):
             try:
                 observer(outcome)
