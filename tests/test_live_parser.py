@@ -1,25 +1,29 @@
 """
 The live service with its default runner, the parser process: what a
-reload does when that process cannot start.
+reload does when that process cannot start, passes its deadline or dies,
+and the parameters the service hands it.
 """
 
 from __future__ import annotations
 
 import errno
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest_twisted
 from twisted.internet import reactor as _reactor
 from twisted.internet.interfaces import IReactorProcess, IReactorTime
+from twisted.internet.task import Clock
 from zope.interface import implementer
 
 from tests import parsers
 from tests.support import captured_log, until
+from tests.test_parser_process import ProcessesWithClock
 from twisted_demo.config import parse_message
 from twisted_demo.live import Failed, LiveConfigService, Outcome, Updated
-from twisted_demo.live._process import ParserProcess
+from twisted_demo.live._process import DEATHS, STOP_TIMEOUT, ParserProcess
 
 reactor: Any = _reactor
 
@@ -109,3 +113,111 @@ async def test_parse_that_crashes_in_the_parser_process_refuses_the_file(
     assert "KeyError" in failed.error
     # The same bytes would crash it again: they wait for their next change.
     assert failed.retry_in is None
+
+
+@pytest_twisted.ensureDeferred
+async def test_parser_memory_is_the_parser_process_limit(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_bytes(b"anything\n")
+    memory = 48 * 2**20
+    live = LiveConfigService(
+        path, parsers.where, reactor=reactor, tick=3600, parser_memory=memory
+    )
+    live.startService()
+    try:
+        loaded = await live.when_loaded()
+    finally:
+        await live.stopService()
+    assert loaded.value.address_space == (memory, memory)
+
+
+def _outcomes(live: LiveConfigService[Any]) -> list[Outcome[Any]]:
+    outcomes: list[Outcome[Any]] = []
+    live.observe(outcomes.append)
+    return outcomes
+
+
+@pytest_twisted.ensureDeferred
+async def test_service_deadline_is_the_parser_process_deadline(
+    tmp_path: Path,
+) -> None:
+    clock = Clock()
+    marker = tmp_path / "hanging.pid"
+    path = tmp_path / "config.yaml"
+    # parsers.hang's input is the file it marks once it hangs.
+    path.write_bytes(str(marker).encode())
+    live = LiveConfigService(
+        path, parsers.hang, reactor=ProcessesWithClock(clock), tick=3600, deadline=7
+    )
+    outcomes = _outcomes(live)
+    with captured_log():
+        live.startService()
+        try:
+            await until(reactor, marker.exists, "the parse to hang")
+            # Its first steps may have used CPU, which renews the deadline
+            # once; asleep, it uses none.
+            for _ in range(2):
+                clock.advance(7.0)
+                if outcomes:
+                    break
+        finally:
+            stopped = live.stopService()
+            clock.advance(STOP_TIMEOUT)
+            await stopped
+    [failed] = outcomes
+    assert failed == Failed(
+        f"{path}: cannot parse: the parse passed its deadline of 7 s; "
+        "the parser process was killed",
+        None,
+        retry_in=0.5,
+    )
+
+
+def has(outcomes: list[Outcome[Any]], count: int) -> Callable[[], bool]:
+    """
+    Whether C{outcomes} holds C{count} outcomes.
+    """
+    return lambda: len(outcomes) == count
+
+
+@pytest_twisted.ensureDeferred
+async def test_file_that_kills_the_parser_each_time_is_refused_after_three(
+    tmp_path: Path,
+) -> None:
+    clock = Clock()
+    path = tmp_path / "config.yaml"
+    path.write_bytes(b"SIGKILL")
+    live = LiveConfigService(
+        path, parsers.die, reactor=ProcessesWithClock(clock), tick=3600
+    )
+    outcomes = _outcomes(live)
+    with captured_log():
+        live.startService()
+        try:
+            # Tried again after 0.5 s and 1 s, as the service's own failure.
+            for count, retry in [(1, 0.5), (2, 1.0)]:
+                await until(reactor, has(outcomes, count), "a failure")
+                failed = outcomes[-1]
+                assert isinstance(failed, Failed)
+                assert failed.retry_in == retry
+                clock.advance(retry)
+            await until(reactor, has(outcomes, 3), "the third failure")
+            # No retry waits (only the watcher's hourly tick): the file is
+            # refused until it changes.
+            assert [c.getTime() for c in clock.getDelayedCalls()] == [3600]
+            path.write_bytes(b"SIGABRT")
+            second = await live.reload()
+        finally:
+            stopped = live.stopService()
+            clock.advance(STOP_TIMEOUT)
+            await stopped
+    refused = outcomes[2]
+    assert refused == Failed(
+        f"{path}: cannot parse: tests.parsers:die: the parser process ended "
+        f"(killed by SIGKILL) parsing this input, {DEATHS} times in a row",
+        None,
+        retry_in=None,
+    )
+    # Other bytes that kill it are tried again: the count starts afresh.
+    assert isinstance(second, Failed)
+    assert second.retry_in == 0.5

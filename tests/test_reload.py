@@ -22,6 +22,7 @@ from twisted.internet.task import Clock
 from twisted.logger import LogLevel
 
 from tests.support import captured_log, result_of
+from tests.test_watcher import FakeNotifier
 from twisted_demo.config import parse_message
 from twisted_demo.live import (
     Failed,
@@ -37,6 +38,7 @@ from twisted_demo.live._drift import DRIFT_WARNING
 from twisted_demo.live._log import LOG_BURST, LOG_INTERVAL
 from twisted_demo.live._process import ParseCrashed
 from twisted_demo.live._service import DEADLINE
+from twisted_demo.live._watcher import IN_CLOSE_WRITE, WATCH_MASK
 from twisted_demo.testing import AtomicWriter
 
 
@@ -410,12 +412,14 @@ class Started:
     (the first version is loaded inline, as L{load_blocking} does).
     """
 
-    def __init__(self, path: Path, runner: Any = inline, tick: float = 0.1) -> None:
+    def __init__(
+        self, path: Path, runner: Any = inline, tick: float = 0.1, **kw: Any
+    ) -> None:
         self.path = path
         self.clock = Clock()
         self.tick = tick
         self.live = LiveConfigService(
-            path, parse_message, reactor=self.clock, runner=runner, tick=tick
+            path, parse_message, reactor=self.clock, runner=runner, tick=tick, **kw
         )
         self.registry = CollectorRegistry()
         self.live.observe(
@@ -530,6 +534,52 @@ def test_retries_back_off_to_thirty_seconds(tmp_path: Path) -> None:
     assert set(delays[6:]) == {30}
     assert started.served() == "first"
     assert started.live.last_error == f"{path}: cannot parse: could not start"
+
+
+def test_retry_policy_given_sets_each_wait(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_bytes(b"message: first\n")
+    runner = FlakyRunner(0, lambda: ParserUnavailable("could not start"))
+    asked: list[int] = []
+
+    def policy(attempt: int) -> float:
+        asked.append(attempt)
+        return 10.0 * attempt
+
+    started = Started(path, runner, tick=3600, retry_policy=policy)
+    for message in [b"second", b"third"]:
+        runner.failures = len(runner.calls) + 3
+        path.write_bytes(b"message: " + message + b"\n")
+        started.live.reload()
+        started.advance(10 + 20 + 30 + 1)
+        assert started.served() == message.decode()
+    # As ClientService asks its retryPolicy: the failures in a row so far,
+    # counted afresh after a success.
+    assert asked == [1, 2, 3, 1, 2, 3]
+    failures = [o for o in started.outcomes if isinstance(o, Failed)]
+    assert [f.retry_in for f in failures] == [10, 20, 30] * 2
+
+
+def test_notifier_factory_given_is_the_one_the_watcher_uses(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_bytes(b"message: first\n")
+    notifiers: list[FakeNotifier] = []
+
+    def make() -> FakeNotifier:
+        notifiers.append(FakeNotifier())
+        return notifiers[-1]
+
+    # An hour's tick: only the notifier's event can make it reload.
+    started = Started(path, tick=3600, notifier_factory=make)
+    [notifier] = notifiers
+    assert started.live.watching
+    assert notifier.watched == [(str(tmp_path), WATCH_MASK)]
+    path.write_bytes(b"message: second\n")
+    notifier.event("config.yaml", IN_CLOSE_WRITE)
+    started.clock.advance(3600)
+    assert started.served() == "second"
+    started.live.stopService()
+    assert not notifier.connected
 
 
 def test_refused_file_is_not_retried_until_it_changes(tmp_path: Path) -> None:
