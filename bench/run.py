@@ -16,14 +16,25 @@ import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
+from string import ascii_lowercase
 
-from bench import bigconfig, parsecost, readpath, reload, soak, startup, throughput
+from bench import (
+    bigconfig,
+    parsecost,
+    readpath,
+    reload,
+    soak,
+    startup,
+    throughput,
+    treepeak,
+)
 from bench.context import Context, Row
 from bench.load import wrk_available, wrk_version
 
 BENCHMARKS: list[tuple[str, Callable[[Context], None]]] = [
     ("B7", readpath.run),
     ("B9", parsecost.run),
+    ("B10", treepeak.run),
     ("B8", startup.run),
     ("B1", reload.run),
     ("B3", throughput.run),
@@ -122,8 +133,8 @@ def main(argv: list[str] | None = None) -> int:
             " so figures from runs at different times are not comparable",
         )
     )
-    order = {f"B{i}": i for i in range(1, 10)}
-    ctx.rows.sort(key=lambda r: (order.get(r.id[:2], 9), r.id))
+    # By number (B10 after B9), then a row's letter (B1e after B1).
+    ctx.rows.sort(key=lambda r: (int(r.id[1:].rstrip(ascii_lowercase)), r.id))
 
     print()
     print(f"{'id':5} {'result':6} measured")
