@@ -131,25 +131,40 @@ async def test_parser_memory_is_the_parser_process_limit(tmp_path: Path) -> None
     assert loaded.value.address_space == (memory, memory)
 
 
-def _outcomes(live: LiveConfigService[Any]) -> list[Outcome[Any]]:
+def _on_clock(
+    path: Path, parse: Callable[[bytes], Any], **kw: Any
+) -> tuple[Clock, LiveConfigService[Any], list[Outcome[Any]]]:
+    """
+    A service with an hour's tick whose time is a L{Clock}, parsing in
+    real parser processes, and the list of the outcomes it reports.
+    """
+    clock = Clock()
+    live = LiveConfigService(
+        path, parse, reactor=ProcessesWithClock(clock), tick=3600, **kw
+    )
     outcomes: list[Outcome[Any]] = []
     live.observe(outcomes.append)
-    return outcomes
+    return clock, live, outcomes
+
+
+async def _stop(live: LiveConfigService[Any], clock: Clock) -> None:
+    """
+    Stop C{live}, killing a parser process still in a parse.
+    """
+    stopped = live.stopService()
+    clock.advance(STOP_TIMEOUT)
+    await stopped
 
 
 @pytest_twisted.ensureDeferred
 async def test_service_deadline_is_the_parser_process_deadline(
     tmp_path: Path,
 ) -> None:
-    clock = Clock()
     marker = tmp_path / "hanging.pid"
     path = tmp_path / "config.yaml"
     # parsers.hang's input is the file it marks once it hangs.
     path.write_bytes(str(marker).encode())
-    live = LiveConfigService(
-        path, parsers.hang, reactor=ProcessesWithClock(clock), tick=3600, deadline=7
-    )
-    outcomes = _outcomes(live)
+    clock, live, outcomes = _on_clock(path, parsers.hang, deadline=7)
     with captured_log():
         live.startService()
         try:
@@ -161,9 +176,7 @@ async def test_service_deadline_is_the_parser_process_deadline(
                 if outcomes:
                     break
         finally:
-            stopped = live.stopService()
-            clock.advance(STOP_TIMEOUT)
-            await stopped
+            await _stop(live, clock)
     [failed] = outcomes
     assert failed == Failed(
         f"{path}: cannot parse: the parse passed its deadline of 7 s; "
@@ -184,13 +197,9 @@ def has(outcomes: list[Outcome[Any]], count: int) -> Callable[[], bool]:
 async def test_file_that_kills_the_parser_each_time_is_refused_after_three(
     tmp_path: Path,
 ) -> None:
-    clock = Clock()
     path = tmp_path / "config.yaml"
     path.write_bytes(b"SIGKILL")
-    live = LiveConfigService(
-        path, parsers.die, reactor=ProcessesWithClock(clock), tick=3600
-    )
-    outcomes = _outcomes(live)
+    clock, live, outcomes = _on_clock(path, parsers.die)
     with captured_log():
         live.startService()
         try:
@@ -208,9 +217,7 @@ async def test_file_that_kills_the_parser_each_time_is_refused_after_three(
             path.write_bytes(b"SIGABRT")
             second = await live.reload()
         finally:
-            stopped = live.stopService()
-            clock.advance(STOP_TIMEOUT)
-            await stopped
+            await _stop(live, clock)
     refused = outcomes[2]
     assert refused == Failed(
         f"{path}: cannot parse: tests.parsers:die: the parser process ended "
