@@ -31,8 +31,7 @@ from zope.interface import implementer
 from bench.proc import process_tree, stat_fields
 from twisted_demo.config import DEFAULT_MAX_BYTES, parse_message
 from twisted_demo.live import LiveConfigService, inline
-from twisted_demo.live._reader import Reader
-from twisted_demo.live._watcher import Notifier, Watcher
+from twisted_demo.live._watcher import Notifier
 from twisted_demo.tap import demo_resource
 from twisted_demo.testing import configmapdemo_argv, free_port
 
@@ -304,7 +303,9 @@ class InProcessService:
     The demo as C{makeService} builds it, parsing C{inline} and answering
     over an in-memory HTTP connection, so every step is synchronous and
     deterministic.  It is not started: reloads happen when a test asks, or
-    through a L{watcher} the test drives.
+    through the watcher of the started L{live} service, with the notifiers
+    C{notifier_factory} makes (by default inotify on C{clock}, where it is
+    a reactor that has one, as in production).
     """
 
     def __init__(
@@ -312,34 +313,22 @@ class InProcessService:
         path: Path,
         clock: IReactorTime | None = None,
         max_bytes: int = DEFAULT_MAX_BYTES,
+        tick: float = 0.1,
+        notifier_factory: Callable[[], Notifier] | None = None,
     ) -> None:
         self.clock = Clock() if clock is None else clock
         self.path = path
-        self._max_bytes = max_bytes
         self.live = LiveConfigService(
             path,
             parse_message,
             reactor=self.clock,
             max_bytes=max_bytes,
             runner=inline,
-        )
-        # StubTreq makes its methods at run time, so mypy cannot see them.
-        self._client: Any = StubTreq(demo_resource(self.live))
-
-    def watcher(
-        self, tick: float, notifier_factory: Callable[[], Notifier] | None
-    ) -> Watcher:
-        """
-        A watcher, with the notifiers C{notifier_factory} makes, that
-        reloads this service.
-        """
-        return Watcher(
-            Reader(self.path, max_bytes=self._max_bytes),
-            self.live.reload,
-            clock=self.clock,
             tick=tick,
             notifier_factory=notifier_factory,
         )
+        # StubTreq makes its methods at run time, so mypy cannot see them.
+        self._client: Any = StubTreq(demo_resource(self.live))
 
     def request(
         self,

@@ -43,8 +43,6 @@ from twisted_demo.live._watcher import (
     REARM_INTERVAL,
     SETTLE,
     Notifier,
-    Watcher,
-    default_notifier_factory,
 )
 from twisted_demo.tap import Options, makeService
 from twisted_demo.testing import AtomicWriter, write_in_place
@@ -62,26 +60,25 @@ Start = Callable[[Path], InProcessService]
 @pytest.fixture
 def watched() -> Iterator[Start]:
     """
-    Start the service on a path with a real inotify watcher on the test
-    reactor; every watcher started is stopped after the test.
+    Start the service on a path on the test reactor, watched with inotify
+    as in production; every service started is stopped after the test.
     """
-    watchers: list[Watcher] = []
+    started: list[InProcessService] = []
 
     def start(path: Path) -> InProcessService:
-        service = InProcessService(path, clock=reactor)
+        service = InProcessService(path, clock=reactor, tick=TICK)
         result_of(service.live.reload())
         assert service.live.current is not None
-        watcher = service.watcher(TICK, default_notifier_factory(reactor))
-        watchers.append(watcher)
-        watcher.startService()
-        assert watcher.watching
+        started.append(service)
+        service.live.startService()
+        assert service.live.watching
         return service
 
     try:
         yield start
     finally:
-        for watcher in watchers:
-            watcher.stopService()
+        for service in started:
+            service.live.stopService()
 
 
 def _serves(service: InProcessService, message: str) -> bool:
@@ -262,11 +259,22 @@ class _FakeNotifier:
         self.connected = 0
 
 
-def _clocked(tmp_path: Path, message: str) -> tuple[Path, Clock, InProcessService]:
+def _clocked(
+    tmp_path: Path,
+    message: str,
+    notifier_factory: Callable[[], Notifier] | None = None,
+) -> tuple[Path, Clock, InProcessService]:
+    """
+    The service on a L{Clock}, whose watcher's notifiers C{notifier_factory}
+    makes (by default none: a L{Clock} has no inotify), with C{message}
+    loaded.
+    """
     path = tmp_path / "config.yaml"
     path.write_bytes(good(message))
     clock = Clock()
-    service = InProcessService(path, clock=clock)
+    service = InProcessService(
+        path, clock=clock, tick=TICK, notifier_factory=notifier_factory
+    )
     result_of(service.live.reload())
     return path, clock, service
 
@@ -301,24 +309,24 @@ _INOTIFY_FAULTS: dict[str, tuple[Callable[[], Notifier], str]] = {
 def test_inotify_failure_falls_back_to_polling_and_rearms_when_it_clears(
     tmp_path: Path, fault: str
 ) -> None:
-    path, clock, service = _clocked(tmp_path, "one")
     failing, error = _INOTIFY_FAULTS[fault]
     working = _FakeNotifier()
     factory: list[Callable[[], Notifier]] = [failing]
-    watcher = service.watcher(TICK, lambda: factory[0]())
+    path, clock, service = _clocked(tmp_path, "one", lambda: factory[0]())
     with captured_log() as log:
-        watcher.startService()
+        service.live.startService()
         try:
-            assert not watcher.watching
+            assert not service.live.watching
             write_in_place(path, good("polled change"))
-            _ticks(clock, 3)
+            # No event says the writer is done: read once still for SETTLE.
+            _ticks(clock, round(SETTLE / TICK) + 2)
             assert _serves(service, "polled change")
 
             factory[0] = lambda: working
             clock.advance(REARM_INTERVAL)
-            assert watcher.watching
+            assert service.live.watching
         finally:
-            watcher.stopService()
+            service.live.stopService()
     assert (
         f"Cannot watch {tmp_path} with inotify ({error}); checking {path} "
         f"every {TICK}s instead"
@@ -331,15 +339,15 @@ def test_inotify_failure_falls_back_to_polling_and_rearms_when_it_clears(
 
 def test_no_inotify_at_all_polls_and_says_so(tmp_path: Path) -> None:
     path, clock, service = _clocked(tmp_path, "one")
-    watcher = service.watcher(TICK, None)
     with captured_log() as log:
-        watcher.startService()
+        service.live.startService()
         try:
             write_in_place(path, good("polled change"))
-            _ticks(clock, 3)
+            # No event says the writer is done: read once still for SETTLE.
+            _ticks(clock, round(SETTLE / TICK) + 2)
             assert _serves(service, "polled change")
         finally:
-            watcher.stopService()
+            service.live.stopService()
     assert log.messages(at_least=LogLevel.warn) == [
         f"inotify is not available here; checking {path} every {TICK}s"
     ]
@@ -348,13 +356,12 @@ def test_no_inotify_at_all_polls_and_says_so(tmp_path: Path) -> None:
 def test_events_lost_to_queue_overflow_are_caught_by_the_tick(tmp_path: Path) -> None:
     # Twisted drops IN_Q_OVERFLOW without telling anyone; a notifier that
     # reports nothing at all is the worst case of it.
-    path, clock, service = _clocked(tmp_path, "one")
     deaf = _FakeNotifier()
-    watcher = service.watcher(TICK, lambda: deaf)
-    watcher.startService()
+    path, clock, service = _clocked(tmp_path, "one", lambda: deaf)
+    service.live.startService()
     try:
         _ticks(clock, 1)
-        assert watcher.watching
+        assert service.live.watching
         reloads = service.metric("configmapdemo_config_reloads_total")
         write_in_place(path, good("changed while events were dropped"))
         # No event says the writer is done: read once still for SETTLE.
@@ -363,9 +370,9 @@ def test_events_lost_to_queue_overflow_are_caught_by_the_tick(tmp_path: Path) ->
         _ticks(clock, round(SETTLE / TICK))
         assert _serves(service, "changed while events were dropped")
         assert service.metric("configmapdemo_config_reloads_total") == reloads + 1
-        assert watcher.watching
+        assert service.live.watching
     finally:
-        watcher.stopService()
+        service.live.stopService()
 
 
 @pytest.fixture
@@ -422,15 +429,14 @@ async def test_configmap_update_arrives_through_inotify_not_only_the_tick(
     # With a tick far longer than the test, only an inotify event can
     # trigger the reload: the kubelet's rename of ..data reloads at once.
     path = configmap.target_dir / CONFIG_NAME
-    service = InProcessService(path, clock=reactor)
+    service = InProcessService(path, clock=reactor, tick=3600)
     result_of(service.live.reload())
-    watcher = service.watcher(3600, default_notifier_factory(reactor))
-    watcher.startService()
+    service.live.startService()
     try:
         configmap.write({CONFIG_NAME: b"message: Via inotify\n"})
         await until(reactor, lambda: _serves(service, "Via inotify"), "the event")
     finally:
-        watcher.stopService()
+        service.live.stopService()
 
 
 @contextmanager
