@@ -72,9 +72,11 @@ STOP_TIMEOUT = 1.5
 #: child stopped by SIGSTOP.
 _KILL = "KILL"
 
-#: How many times in a row a child may die parsing the same input (killed
-#: by a signal, or exited, without being asked to) before that input is
-#: refused as crashing the parser, instead of being tried again.
+#: How many times in a row a child may be killed by a signal we did not
+#: send while parsing the same input (the OOM killer, a crash in C) before
+#: that input is refused as crashing the parser, instead of being tried
+#: again.  A child that exits (one that cannot start) is not counted: that
+#: is never the input's fault.
 DEATHS = 3
 
 
@@ -157,6 +159,8 @@ class _Child(ProcessProtocol):
         self.ending: str | None = None
         self._stderr = b""
         self.last_line = ""
+        #: Whether it ended by a signal (the OOM killer, a crash in C).
+        self.signalled = False
 
     @property
     def process(self) -> IProcessTransport:
@@ -201,6 +205,8 @@ class _Child(ProcessProtocol):
 
     def processEnded(self, reason: Failure) -> None:
         self.alive = False
+        value = reason.value
+        self.signalled = isinstance(value, ProcessTerminated) and bool(value.signal)
         if self._stderr:
             self._log_stderr(b"\n")
         self.owner._ended(self, _how_it_ended(reason, self.last_line))
@@ -531,11 +537,13 @@ class ParserProcess(Service):
     def _death(self, request: _Request[object], child: _Child, how: str) -> Exception:
         """
         Why C{request} failed when C{child} ended during its parse: the
-        input's fault once L{DEATHS} children in a row died on it
-        unasked, else the process's, to be tried again.
+        input's fault once L{DEATHS} children in a row were killed on it
+        by signals we did not send, else the process's, to be tried again.
         """
         if child.ending is not None:
             return ParserUnavailable(child.ending)
+        if not child.signalled:
+            return ParserUnavailable(f"the parser process ended ({how})")
         digest = hashlib.sha256(request.message).digest()
         previous, count = self._deaths
         count = count + 1 if previous == digest else 1

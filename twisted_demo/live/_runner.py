@@ -61,8 +61,8 @@ def default_runner(
     own, an C{IService} to be started and stopped with the service, which
     imports C{parse}'s module as it starts, before the first reload needs it.
 
-    @param deadline: Seconds a parse may take while it uses no CPU (see
-        C{ParserProcess}).
+    @param deadline: Seconds a parse may take, renewed while it uses CPU
+        (see C{ParserProcess}).
     @param memory: The parser process's address space limit in bytes, or
         L{None} for C{ADDRESS_SPACE}.
     """
