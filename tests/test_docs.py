@@ -23,7 +23,7 @@ from typing import Any
 import yaml
 from attrs import frozen
 
-from tests.support import CONFIG_NAME, DEADLINE, TwistdServer, http, wait_for
+from tests.support import CONFIG_NAME, DEADLINE, TwistdServer, git, http, wait_for
 from twisted_demo.testing import AtomicWriter
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -188,17 +188,6 @@ def check_quoted_log(block: Block, text: TwistdServer, as_json: TwistdServer) ->
         _wait_in_log(line, as_json if line.startswith("{") else text)
 
 
-def _git(checkout: Path, *args: str) -> str:
-    return subprocess.run(
-        ["git", "-c", "user.name=docs", "-c", "user.email=docs@localhost", *args],
-        cwd=checkout,
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=DEADLINE,
-    ).stdout
-
-
 def _checkout_of_examples(directory: Path) -> None:
     """
     A git checkout in C{directory} holding the repository's C{examples/},
@@ -207,9 +196,9 @@ def _checkout_of_examples(directory: Path) -> None:
     """
     shutil.copytree(ROOT / "examples", directory / "examples", symlinks=True)
     (directory / ".venv").symlink_to(Path(sys.executable).parent.parent)
-    _git(directory, "init", "-q")
-    _git(directory, "add", "examples")
-    _git(directory, "commit", "-q", "-m", "examples")
+    git(directory, "init", "-q")
+    git(directory, "add", "examples")
+    git(directory, "commit", "-q", "-m", "examples")
 
 
 def test_readme_demo_logs_and_errors_print_what_is_quoted(tmp_path: Path) -> None:
@@ -230,7 +219,7 @@ def test_readme_demo_logs_and_errors_print_what_is_quoted(tmp_path: Path) -> Non
             else:
                 check_quoted_log(block, text, as_json)
         # The last block put the example back: nothing changed, nothing new.
-        assert _git(tmp_path, "status", "--porcelain", "examples") == ""
+        assert git(tmp_path, "status", "--porcelain", "examples") == ""
         text.wait_message("Hello World")
     [refused] = blocks(section(readme, "Options"))
     run_console(refused, tmp_path, text.port)
@@ -290,7 +279,7 @@ def test_readme_pre_commit_snippet_names_a_commit_with_its_hooks() -> None:
     # What pre-commit fetches and checks out: a commit of this repository.
     rev = repo["rev"]
     assert re.fullmatch(r"[0-9a-f]{40}", rev), rev
-    hooks = yaml.safe_load(_git(ROOT, "show", f"{rev}:.pre-commit-hooks.yaml"))
+    hooks = yaml.safe_load(git(ROOT, "show", f"{rev}:.pre-commit-hooks.yaml"))
     ids = {hook["id"] for hook in hooks}
     for hook in repo["hooks"]:
         assert hook["id"] in ids

@@ -26,8 +26,17 @@ MONITORING = DEPLOY / "monitoring"
 TESTS = Path(__file__).resolve().parent / "alerts-test.yaml"
 
 
-def promtool() -> str:
-    return tool("promtool", "apt-get install -y prometheus")
+def promtool(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """
+    The real promtool run with C{args} in C{cwd}.
+    """
+    return subprocess.run(
+        [tool("promtool", "apt-get install -y prometheus"), *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -79,12 +88,7 @@ def test_rules_pass_promtool_check(
     rendered: dict[str, dict[str, Any]], tmp_path: Path
 ) -> None:
     rules = _rules_file(rendered, tmp_path)
-    result = subprocess.run(
-        [promtool(), "check", "rules", str(rules)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = promtool("check", "rules", rules.name, cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SUCCESS: 6 rules found" in result.stdout
 
@@ -93,13 +97,7 @@ def test_every_alert_passes_its_promtool_unit_tests(
     rendered: dict[str, dict[str, Any]], tmp_path: Path
 ) -> None:
     _rules_file(rendered, tmp_path)
-    result = subprocess.run(
-        [promtool(), "test", "rules", TESTS.name],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = promtool("test", "rules", TESTS.name, cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     [group] = rendered["PrometheusRule"]["spec"]["groups"]
     alerts = {rule["alert"] for rule in group["rules"]}
@@ -112,13 +110,7 @@ def test_a_broken_alert_fails_its_unit_test(
 ) -> None:
     rules = _rules_file(rendered, tmp_path)
     rules.write_text(rules.read_text().replace("> 180", "> 1800"))
-    result = subprocess.run(
-        [promtool(), "test", "rules", TESTS.name],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = promtool("test", "rules", TESTS.name, cwd=tmp_path)
     assert result.returncode == 1
 
 
