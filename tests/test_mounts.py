@@ -9,15 +9,42 @@ C{twistd}.
 from __future__ import annotations
 
 import json
+import ssl
+from http.client import HTTPSConnection
 from pathlib import Path
+from typing import Any
 
-from tests.support import CONFIG_NAME, TwistdServer, http, wait_for
+from tests.certs import CA
+from tests.support import CONFIG_NAME, DEADLINE, TwistdServer, http, wait_for
 from twisted_demo.live._mounts import mount_points, never_updated
 from twisted_demo.testing import AtomicWriter
+from twisted_demo.tls import CERT_FILE, KEY_FILE
 
-#: Runs the command after it with C{$1} bind-mounted onto C{$2}, in a
-#: mount namespace of its own, as the kubelet mounts a subPath.
-_SUBPATH = 'mount --bind "$1" "$2" && shift 2 && exec "$@"'
+#: Runs the command after C{--} with each pair of files before it
+#: bind-mounted, the first onto the second, in a mount namespace of its
+#: own, as the kubelet mounts a subPath.
+_SUBPATH = """
+while [ "$1" != -- ]; do mount --bind "$1" "$2" && shift 2 || exit 1; done
+shift && exec "$@"
+"""
+
+
+def _subpath(volume: AtomicWriter, names: list[str], directory: Path) -> list[str]:
+    """
+    The arguments of L{_SUBPATH} that mount the keys C{names} of C{volume}
+    as files of C{directory}, where C{subPath} mounts would put them.
+    """
+    directory.mkdir()
+    pairs = []
+    for name in names:
+        (directory / name).touch()
+        pairs += [str((volume.target_dir / name).resolve()), str(directory / name)]
+    return pairs
+
+
+def _in_namespace(*pairs: str) -> list[str]:
+    namespace = ["unshare", "--mount", "--propagation", "private"]
+    return [*namespace, "bash", "-c", _SUBPATH, "bash", *pairs, "--"]
 
 
 def _subpath_mounted(configmap: AtomicWriter, tmp_path: Path) -> TwistdServer:
@@ -25,13 +52,9 @@ def _subpath_mounted(configmap: AtomicWriter, tmp_path: Path) -> TwistdServer:
     The service on a file onto which the ConfigMap's key is bind-mounted,
     where a C{subPath} mount would put it.
     """
-    target = tmp_path / "etc" / CONFIG_NAME
-    target.parent.mkdir()
-    target.touch()
-    source = (configmap.target_dir / CONFIG_NAME).resolve()
-    wrapper = ["unshare", "--mount", "--propagation", "private"]
-    wrapper += ["bash", "-c", _SUBPATH, "bash", str(source), str(target)]
-    return TwistdServer(target, wrapper=wrapper)
+    etc = tmp_path / "etc"
+    pairs = _subpath(configmap, [CONFIG_NAME], etc)
+    return TwistdServer(etc / CONFIG_NAME, wrapper=_in_namespace(*pairs))
 
 
 def test_a_subpath_mounted_config_is_reported_once_with_the_fix(
@@ -87,3 +110,48 @@ def test_a_file_listed_as_a_mount_point_is_reported(tmp_path: Path) -> None:
     assert warning.startswith(f"{config} is a mount point of its own")
     table.write_text(f"37 35 0:5 / {tmp_path} ro - tmpfs tmpfs rw\n")
     assert never_updated([str(config)], mountinfo=str(table)) is None
+
+
+def test_a_subpath_mounted_certificate_pair_is_reported_under_tls(
+    configmap: AtomicWriter, tmp_path: Path
+) -> None:
+    ca = CA.make()
+    secret = AtomicWriter(tmp_path / "secret")
+    secret.write(ca.issue("localhost").files())
+    tls = tmp_path / "tls"
+    pairs = _subpath(secret, [CERT_FILE, KEY_FILE], tls)
+    server = TwistdServer(
+        configmap.target_dir / CONFIG_NAME,
+        extra=["--tls-cert", str(tls / CERT_FILE), "--tls-key", str(tls / KEY_FILE)],
+        wrapper=_in_namespace(*pairs),
+    )
+    context = ssl.create_default_context(cadata=ca.cert_pem.decode("ascii"))
+
+    def config() -> dict[str, Any] | None:
+        if server.process.poll() is not None:
+            raise AssertionError(f"twistd exited early:\n{server.output}")
+        connection = HTTPSConnection(
+            "localhost", server.port, context=context, timeout=DEADLINE
+        )
+        try:
+            connection.request("GET", "/config")
+            body: dict[str, Any] = json.loads(connection.getresponse().read())
+            return body
+        except OSError:
+            return None
+        finally:
+            connection.close()
+
+    try:
+        status = wait_for(config, "GET /config over HTTPS")
+        # The config is a ConfigMap directory; only the pair is subPath.
+        assert status["never_updated"] is None
+        warning = status["tls"]["never_updated"]
+        assert warning.startswith(
+            f"{tls / CERT_FILE}, {tls / KEY_FILE} are mount points of their own"
+        )
+        assert "without subPath" in warning
+        server.stop()
+        assert server.output.count(warning) == 1
+    finally:
+        server.close()
