@@ -41,8 +41,20 @@ def _version(package: str) -> str:
         return "not installed"
 
 
-def _commit() -> str:
-    root = Path(__file__).resolve().parent.parent
+#: How long C{--quick} takes, which it reports only on its last line: 73 s
+#: and 83 s in two runs on the 2-core machine of BENCHMARKS.md, the second
+#: beside other work (1-minute load average 11 to 12).
+QUICK_DURATION = "1 to 2 minutes"
+
+
+#: The checkout the benchmarks run from.
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def commit_of(root: Path = ROOT) -> str:
+    """
+    The commit checked out at C{root}, marked when files differ from it.
+    """
     try:
         head = subprocess.run(
             ["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
@@ -51,7 +63,9 @@ def _commit() -> str:
             check=True,
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            # New files not yet committed count too: the code run is not
+            # the commit's.
+            ["git", "-C", str(root), "status", "--porcelain"],
             capture_output=True,
             text=True,
             check=True,
@@ -84,7 +98,7 @@ def environment(ctx: Context, load_description: str) -> list[tuple[str, str]]:
             f" attrs {_version('attrs')},"
             f" prometheus-client {_version('prometheus-client')}",
         ),
-        ("Commit", _commit()),
+        ("Commit", commit_of()),
         ("Load", load_description),
         (
             "CPUs",
@@ -115,9 +129,9 @@ def markdown(ctx: Context, env: list[tuple[str, str]], elapsed: float) -> str:
         " the suite's own load generator is used",
         "pip install --require-hashes -r requirements/test.txt",
         "pip install --no-deps --no-build-isolation -e .",
-        "python -m bench            # from the checkout root, about 6 minutes;"
-        " writes BENCHMARKS.md",
-        "python -m bench --quick    # under a minute; fails only on correctness",
+        "python -m bench            # from the checkout root, writes"
+        f" BENCHMARKS.md: {elapsed / 60:.0f} minutes this time",
+        f"python -m bench --quick    # {QUICK_DURATION}; fails only on correctness",
         "```",
         "",
         "## Machine",

@@ -30,6 +30,7 @@ from bench import (
 )
 from bench.context import Context, Row
 from bench.load import wrk_available, wrk_version
+from bench.report import QUICK_DURATION
 
 BENCHMARKS: list[tuple[str, Callable[[Context], None]]] = [
     ("B7", readpath.run),
@@ -59,7 +60,9 @@ def _pinning(enabled: bool) -> tuple[str | None, str | None]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument(
-        "--quick", action="store_true", help="the reduced run for CI (< 60 s)"
+        "--quick",
+        action="store_true",
+        help=f"the reduced run for CI ({QUICK_DURATION})",
     )
     parser.add_argument(
         "--output",

@@ -306,7 +306,9 @@ class Container:
             "run",
             "--detach",
             "--pull=never",
-            f"--label={LABEL}",
+            # Whose container it is: deploy/test-image removes only those
+            # of runs that have ended.
+            f"--label={LABEL}={os.environ.get('CONFIGMAPDEMO_RUN', '')}",
             f"--name={self.name}",
             *run_options(configmap.target_dir, self.port),
             *entrypoint_option(),

@@ -367,3 +367,18 @@ class InProcessService:
         """
         body: dict[str, Any] = json.loads(self.get("/config").body)
         return body
+
+
+def git(checkout: Path, *args: str) -> str:
+    """
+    Run C{git args} in C{checkout}, as a committer of its own, and return
+    what it printed; fail if git does.
+    """
+    return subprocess.run(
+        ["git", "-c", "user.name=tests", "-c", "user.email=tests@localhost", *args],
+        cwd=checkout,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=DEADLINE,
+    ).stdout

@@ -10,9 +10,12 @@ from pathlib import Path
 import pytest
 
 from bench.configs import CONFIG_KEY, TimedAtomicWriter, config_yaml
+from bench.context import Context
 from bench.load import parse_result
 from bench.loadgen import _parse_response
+from bench.report import QUICK_DURATION, commit_of, markdown
 from bench.stats import percentile
+from tests.support import git
 from twisted_demo.config import parse_message
 
 
@@ -77,3 +80,30 @@ def test_builtin_generator_parses_fixed_and_chunked_bodies() -> None:
     assert _parse_response(chunked) == (503, b"abcde", b"")
     assert _parse_response(fixed[:-1]) is None
     assert _parse_response(chunked[:-3]) is None
+
+
+def test_report_states_its_own_runs_duration(tmp_path: Path) -> None:
+    ctx = Context(
+        quick=False,
+        workdir=tmp_path,
+        load_tool="builtin",
+        server_cpus=None,
+        client_cpus=None,
+    )
+    text = markdown(ctx, [("Commit", "abc1234")], elapsed=423.4)
+    assert "in 423 s." in text
+    assert "writes BENCHMARKS.md: 7 minutes this time" in text
+    assert f"python -m bench --quick    # {QUICK_DURATION};" in text
+    assert "under a minute" not in text
+
+
+def test_report_marks_a_checkout_that_differs_from_its_commit(tmp_path: Path) -> None:
+    git(tmp_path, "init", "-q")
+    (tmp_path / "a.py").write_text("a = 1\n")
+    git(tmp_path, "add", "a.py")
+    git(tmp_path, "commit", "-q", "-m", "a")
+    head = git(tmp_path, "rev-parse", "--short", "HEAD").strip()
+    assert commit_of(tmp_path) == head
+    # A new module not yet committed is code the run used, too.
+    (tmp_path / "b.py").write_text("b = 1\n")
+    assert commit_of(tmp_path) == f"{head} (with uncommitted changes)"

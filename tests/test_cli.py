@@ -10,12 +10,13 @@ import re
 import signal
 import socket
 import subprocess
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
 
-from tests.support import CONFIG_NAME, TwistdServer, http, wait_for
+from tests.support import CONFIG_NAME, DEADLINE, TwistdServer, http, wait_for
 from twisted_demo.logs import REPEAT_BURST
 from twisted_demo.testing import (
     AtomicWriter,
@@ -234,3 +235,98 @@ def test_refused_connections_at_the_descriptor_limit_are_summed_up(
         for connection in held:
             connection.close()
         server.close()
+
+
+def _access_lines(server: TwistdServer, count: int) -> list[str]:
+    def found() -> list[str] | None:
+        lines = [
+            line
+            for line in server.output.splitlines()
+            if "configmapdemo.access" in line
+        ]
+        return lines if len(lines) >= count else None
+
+    return wait_for(found, f"{count} access-log line(s)")
+
+
+def test_json_access_log_lines_carry_the_request_as_fields(
+    configmap: AtomicWriter,
+) -> None:
+    server = TwistdServer(
+        configmap.target_dir / CONFIG_NAME,
+        extra=["--access-log", "--log-format", "json"],
+    )
+    try:
+        server.wait_ready()
+        response = http(
+            server.url + "/nowhere?a={b}", headers={"User-Agent": "probe/1.0"}
+        )
+        assert response.status == 404
+        [record] = [
+            json.loads(line)
+            for line in _access_lines(server, 2)
+            if '"/nowhere"' in line
+        ]
+    finally:
+        server.close()
+    assert record["logger"] == "configmapdemo.access"
+    assert record["level"] == "info"
+    assert {key: record[key] for key in record if key not in ("time", "duration")} == {
+        "level": "info",
+        "logger": "configmapdemo.access",
+        "message": record["message"],
+        "method": "GET",
+        "path": "/nowhere",
+        "protocol": "HTTP/1.1",
+        "status": 404,
+        "bytes": len(response.body),
+        "client": "127.0.0.1",
+        "referrer": None,
+        "user_agent": "probe/1.0",
+    }
+    assert isinstance(record["duration"], float)
+    assert 0 <= record["duration"] < 10
+    # The message is the combined log format, as in the text log.
+    assert re.fullmatch(
+        r'"127\.0\.0\.1" - - \[\d\d/\w{3}/\d{4}:\d\d:\d\d:\d\d \+0000\] '
+        rf'"GET /nowhere\?a=\{{b\}} HTTP/1\.1" 404 {len(response.body)} '
+        r'"-" "probe/1\.0"',
+        record["message"],
+    )
+
+
+def test_text_access_log_keeps_the_combined_format_and_every_request(
+    configmap: AtomicWriter,
+) -> None:
+    server = TwistdServer(configmap.target_dir / CONFIG_NAME, extra=["--access-log"])
+    try:
+        server.wait_ready()
+        # Past the burst of identical lines that other lines are rationed to.
+        for _ in range(REPEAT_BURST + 5):
+            assert server.get("/").text == "Hello World"
+        lines = _access_lines(server, REPEAT_BURST + 5)
+    finally:
+        server.close()
+    served = [line for line in lines if '"GET / HTTP/1.1"' in line]
+    assert len(served) == REPEAT_BURST + 5
+    for line in served:
+        assert re.fullmatch(
+            r"\S+ \[configmapdemo\.access#info\] "
+            r'"127\.0\.0\.1" - - \[\d\d/\w{3}/\d{4}:\d\d:\d\d:\d\d \+0000\] '
+            r'"GET / HTTP/1\.1" 200 11 "-" "Python-urllib/3\.\d+"',
+            line,
+        ), line
+    assert "repeated" not in "\n".join(lines)
+
+
+def test_metrics_carry_the_process_and_platform_collectors(
+    twistd_server: TwistdServer,
+) -> None:
+    exposition = twistd_server.get("/metrics").text
+    started = twistd_server.metric("process_start_time_seconds")
+    assert time.time() - DEADLINE * 6 < started <= time.time()
+    assert twistd_server.metric("process_resident_memory_bytes") > 1_000_000
+    assert twistd_server.metric("process_open_fds") >= 3
+    assert twistd_server.metric("process_max_fds") >= 64
+    assert twistd_server.metric("process_cpu_seconds_total") > 0
+    assert re.search(r"^python_info\{.*implementation=", exposition, re.MULTILINE)

@@ -20,9 +20,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import yaml
 from attrs import frozen
 
-from tests.support import CONFIG_NAME, DEADLINE, TwistdServer, http, wait_for
+from tests.support import CONFIG_NAME, DEADLINE, TwistdServer, git, http, wait_for
 from twisted_demo.testing import AtomicWriter
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -187,21 +188,39 @@ def check_quoted_log(block: Block, text: TwistdServer, as_json: TwistdServer) ->
         _wait_in_log(line, as_json if line.startswith("{") else text)
 
 
+def _checkout_of_examples(directory: Path) -> None:
+    """
+    A git checkout in C{directory} holding the repository's C{examples/},
+    and this interpreter's environment as C{.venv}, as in a clone where
+    the README's set-up was run.
+    """
+    shutil.copytree(ROOT / "examples", directory / "examples", symlinks=True)
+    (directory / ".venv").symlink_to(Path(sys.executable).parent.parent)
+    git(directory, "init", "-q")
+    git(directory, "add", "examples")
+    git(directory, "commit", "-q", "-m", "examples")
+
+
 def test_readme_demo_logs_and_errors_print_what_is_quoted(tmp_path: Path) -> None:
     readme = (ROOT / "README.md").read_text()
-    shutil.copytree(ROOT / "examples", tmp_path / "examples", symlinks=True)
+    _checkout_of_examples(tmp_path)
     config = tmp_path / "examples" / "config" / CONFIG_NAME
     with servers(config) as (text, as_json):
         # The Logs section quotes the start-up, before the demo's edits.
         for block in blocks(section(readme, "Logs")):
             check_quoted_log(block, text, as_json)
         demo = blocks(section(readme, "The 30-second demo"))
-        assert [block.language for block in demo] == ["console", "", "console"]
+        assert [block.language for block in demo] == [
+            *["console", "", "console", "console", "console"]
+        ]
         for block in demo:
             if block.language == "console":
                 run_console(block, tmp_path, text.port)
             else:
                 check_quoted_log(block, text, as_json)
+        # The last block put the example back: nothing changed, nothing new.
+        assert git(tmp_path, "status", "--porcelain", "examples") == ""
+        text.wait_message("Hello World")
     [refused] = blocks(section(readme, "Options"))
     run_console(refused, tmp_path, text.port)
 
@@ -247,3 +266,48 @@ def test_benchmarks_md_carries_the_analysis_as_it_stands() -> None:
     benchmarks = (ROOT / "BENCHMARKS.md").read_text()
     analysis = (ROOT / "bench" / "analysis.md").read_text().strip()
     assert benchmarks.rstrip().endswith("\n" + analysis)
+
+
+def test_readme_pre_commit_snippet_names_a_commit_with_its_hooks() -> None:
+    readme = (ROOT / "README.md").read_text()
+    [snippet] = [
+        block
+        for block in blocks(section(readme, "Validate before you apply"))
+        if block.language == "yaml"
+    ]
+    [repo] = yaml.safe_load("\n".join(snippet.lines))["repos"]
+    # What pre-commit fetches and checks out: a commit of this repository.
+    rev = repo["rev"]
+    assert re.fullmatch(r"[0-9a-f]{40}", rev), rev
+    hooks = yaml.safe_load(git(ROOT, "show", f"{rev}:.pre-commit-hooks.yaml"))
+    ids = {hook["id"] for hook in hooks}
+    for hook in repo["hooks"]:
+        assert hook["id"] in ids
+        assert re.search(hook["files"], "deploy/configmap.yaml")
+
+
+def test_kubelet_command_swaps_data_and_refuses_a_bad_command_line(
+    tmp_path: Path,
+) -> None:
+    def kubelet(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "twisted_demo.kubelet", *args],
+            capture_output=True,
+            text=True,
+            timeout=DEADLINE,
+        )
+
+    done = kubelet(str(tmp_path), "a.yaml=message: one", "b.yaml=message: two")
+    assert done.returncode == 0, done.stderr
+    generation = os.readlink(tmp_path / "..data")
+    assert done.stdout == f"..data -> {generation}\n"
+    assert (tmp_path / "a.yaml").read_bytes() == b"message: one\n"
+    assert os.readlink(tmp_path / "a.yaml") == "..data/a.yaml"
+    again = kubelet(str(tmp_path), "a.yaml=message: three")
+    assert again.returncode == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["..data", os.readlink(tmp_path / "..data"), "a.yaml"]
+    )
+    refused = kubelet(str(tmp_path), "a.yaml")
+    assert (refused.returncode, refused.stdout) == (2, "")
+    assert refused.stderr.startswith("usage: python -m twisted_demo.kubelet ")

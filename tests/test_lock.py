@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -80,3 +81,28 @@ def test_every_locked_package_carries_hashes(lock: str) -> None:
 def test_service_lock_pins_the_same_versions_as_the_test_lock() -> None:
     service, test = pins(LOCKS["service"]), pins(LOCKS["test"])
     assert {name: test.get(name) for name in service} == service
+
+
+def _setup_keyword(name: str) -> object:
+    tree = ast.parse((ROOT / "setup.py").read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.keyword) and node.arg == name:
+            return ast.literal_eval(node.value)
+    raise AssertionError(f"setup.py has no {name}=")
+
+
+def test_setup_states_the_one_python_that_is_tested() -> None:
+    # The version the locks are compiled for, the image's base is, and this
+    # suite runs on: the one setup.py names.
+    compile_script = (ROOT / "requirements" / "compile").read_text()
+    [locked] = re.findall(r"--python-version (\d+\.\d+)", compile_script)
+    [base] = set(
+        re.findall(r"^FROM python:(\d+\.\d+)-", (ROOT / "Dockerfile").read_text(), re.M)
+    )
+    running = f"{sys.version_info[0]}.{sys.version_info[1]}"
+    assert locked == base == running
+    assert _setup_keyword("python_requires") == f">={locked}"
+    classifiers = _setup_keyword("classifiers")
+    assert isinstance(classifiers, list)
+    versions = [c for c in classifiers if re.fullmatch(r".* :: Python :: 3\.\d+", c)]
+    assert versions == [f"Programming Language :: Python :: {locked}"]

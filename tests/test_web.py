@@ -72,6 +72,7 @@ def test_config_describes_the_version_but_never_its_values(
         "loaded_at": "1970-01-01T00:00:00+00:00",
         "source": str(service.path),
         "last_error": None,
+        "never_updated": None,
     }
     assert b"hunter2" not in reply.body and b"Hello World" not in reply.body
 

@@ -1,7 +1,8 @@
 """
 The service's log output: text or one JSON object per line on standard
 output, with repeated identical lines summed up rather than written one by
-one, and the hook that makes C{twistd} log through it.
+one, the access log's lines, and the hook that makes C{twistd} log through
+it.
 """
 
 from __future__ import annotations
@@ -15,16 +16,19 @@ from typing import IO, Any
 
 from attrs import define
 from twisted.application.service import Service
+from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import (
     FileLogObserver,
     ILogObserver,
     LogEvent,
+    Logger,
     formatEvent,
     textFileLogObserver,
 )
 from twisted.python.components import Componentized
 from twisted.python.failure import Failure
+from twisted.web.http import combinedLogFormatter, datetimeToLogString
 from zope.interface import implementer
 
 #: The values of C{--log-format}.
@@ -40,6 +44,11 @@ REPEAT_INTERVAL = 1.0
 #: Distinct lines whose recent count is remembered; past it, the longest
 #: unused are forgotten, so that varied lines cannot grow the memory.
 REPEAT_KEYS = 1024
+
+#: The logger of the access log's lines (C{--access-log}).
+ACCESS_NAMESPACE = "configmapdemo.access"
+
+_access = Logger(namespace=ACCESS_NAMESPACE)
 
 _REPEATED = (
     " (repeated {repeated} times in {repeated_seconds:.1f}s, logged as one line)"
@@ -84,6 +93,42 @@ def event_as_json(event: LogEvent) -> str:
     # The record's own keys first, and they win over a field of that name.
     fields = {key: value for key, value in fields.items() if key not in record}
     return json.dumps({**record, **fields}, default=str) + "\n"
+
+
+def _text(value: bytes | None) -> str | None:
+    return None if value is None else value.decode("utf-8", "backslashreplace")
+
+
+def log_request(request: Any, seconds: float, duration: float) -> None:
+    """
+    The access-log line of C{request}, answered at POSIX time C{seconds}
+    in C{duration} seconds: its text in the combined log format, as
+    Twisted's own access log writes it, and the request as fields for JSON
+    lines: C{method}, C{path}, C{protocol}, C{status}, C{bytes} (of the
+    response body), C{duration}, C{client} (the peer's address, or the
+    socket's path), C{referrer} and C{user_agent}.
+    """
+    line = combinedLogFormatter(datetimeToLogString(seconds), request)
+    address = request.getClientAddress()
+    client: str | None = None
+    if isinstance(address, IPv4Address | IPv6Address):
+        client = address.host
+    elif isinstance(address, UNIXAddress) and address.name is not None:
+        client = (
+            _text(address.name) if isinstance(address.name, bytes) else address.name
+        )
+    _access.info(
+        line.replace("{", "{{").replace("}", "}}"),
+        method=_text(request.method),
+        path=_text(request.path),
+        protocol=_text(request.clientproto),
+        status=request.code,
+        bytes=request.sentLength,
+        duration=round(duration, 6),
+        client=client,
+        referrer=_text(request.getHeader(b"referer")),
+        user_agent=_text(request.getHeader(b"user-agent")),
+    )
 
 
 def json_file_log_observer(out: IO[str]) -> FileLogObserver:
@@ -182,6 +227,9 @@ class RepeatLimiter:
     update log's, applied to every line, so that no repeated cause
     (signals, refused connections) can flood the log.
 
+    The access log's lines all pass: each is one request, which a summary
+    would lose.
+
     Call it on the reactor thread, as C{twistd}'s logging does.
     """
 
@@ -193,6 +241,9 @@ class RepeatLimiter:
         self._lines: dict[tuple[object, object, str], _Repeats] = {}
 
     def __call__(self, event: LogEvent) -> None:
+        if event.get("log_namespace") == ACCESS_NAMESPACE:
+            self._observer(event)
+            return
         line = _line_of(event)
         now = self._clock.seconds()
         repeats = self._lines.pop(line, None)

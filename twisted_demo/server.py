@@ -31,6 +31,7 @@ from __future__ import annotations
 import enum
 import itertools
 import resource
+import time
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
@@ -59,6 +60,8 @@ from twisted.web.iweb import INonQueuedRequestFactory
 from twisted.web.resource import IResource
 from twisted.web.server import Request, Site
 from zope.interface import implementer
+
+from twisted_demo.logs import log_request
 
 _log = Logger(namespace="configmapdemo")
 
@@ -790,6 +793,11 @@ class _Request(Request):
 
     guard: _Connection | None = None
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # For the access log's duration.
+        self.started = time.monotonic()
+
     def finish(self) -> None:
         Request.finish(self)
         guard = self.guard
@@ -965,7 +973,11 @@ class ConfigSite(Site):
 
     def log(self, request: Any) -> None:
         if self._access_log:
-            super().log(request)
+            log_request(
+                request,
+                self.reactor.seconds(),
+                time.monotonic() - request.started,
+            )
 
 
 def make_site(

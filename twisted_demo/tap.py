@@ -8,7 +8,7 @@ from __future__ import annotations
 import signal
 from typing import Any
 
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
 from twisted.application.service import MultiService
 from twisted.web.resource import IResource
 
@@ -37,9 +37,12 @@ def demo_resource(
     The demo's HTTP interface to C{live}, and to the certificate pair
     C{tls} when serving HTTPS, with their metrics (named
     C{configmapdemo_config_...} and C{configmapdemo_tls_...}) counting from
-    now on.
+    now on, and the process's own (C{process_...}, C{python_info}) that
+    dashboards and alerts expect of any Prometheus client.
     """
     registry = CollectorRegistry()
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
     live.observe(LiveConfigMetrics(registry, "configmapdemo", drift=lambda: live.drift))
     if tls is not None:
         tls.observe(TLSMetrics(registry, "configmapdemo"))

@@ -135,11 +135,13 @@ class ConfigApp:
                 loaded_at=_timestamp(current.loaded_at),
                 source=current.path,
             )
+        body["never_updated"] = live.never_updated
         if self._tls is not None:
             pair = self._tls.current
             body["tls"] = tls_status(
                 None if pair is None else pair.value, self._tls.last_error
             )
+            body["tls"]["never_updated"] = self._tls.never_updated
         return _json(request, body)
 
     @app.route("/metrics", methods=["GET"])

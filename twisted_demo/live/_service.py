@@ -23,6 +23,7 @@ from twisted.python.failure import Failure
 from twisted_demo.live._drift import Drift
 from twisted_demo.live._errors import ConfigError, ParseCrashed
 from twisted_demo.live._log import UpdateLog
+from twisted_demo.live._mounts import never_updated
 from twisted_demo.live._reader import (
     DEFAULT_MAX_BYTES,
     Fingerprint,
@@ -106,6 +107,10 @@ class LiveConfigService(MultiService, Generic[T]):
     @ivar current: The version being served, or L{None} before the first.
     @ivar last_error: Why the last reload was refused, or L{None} if it
         was not.
+    @ivar never_updated: Why the files will never be seen to change (one
+        is a mount point of its own, as a C{subPath} mount is), with the
+        fix; L{None} if they can be.  Found, and logged once, when the
+        service starts.
 
     A reload that failed for the service's own reasons (the runner failed
     with anything but L{ConfigError} or C{ParseCrashed}: the parser died,
@@ -186,6 +191,7 @@ class LiveConfigService(MultiService, Generic[T]):
         self._retry: IDelayedCall | None = None
         self.current: Loaded[T] | None = None
         self.last_error: str | None = None
+        self.never_updated: str | None = None
 
     @property
     def generation(self) -> str | None:
@@ -226,9 +232,17 @@ class LiveConfigService(MultiService, Generic[T]):
                 served=lambda: self._drift.fingerprint,
             )
             self._watcher.setServiceParent(self)
+            self._check_mounts()
         super().startService()
         if self.current is None:
             self.reload()
+
+    def _check_mounts(self) -> None:
+        reader = self._reader
+        paths = [os.path.join(reader.directory, name) for name in reader.names]
+        self.never_updated = never_updated(paths)
+        if self.never_updated is not None:
+            _log.warn("{reason}", reason=self.never_updated, paths=paths)
 
     def stopService(self) -> Deferred[Any]:
         self._cancel_retry()
