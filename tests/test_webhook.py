@@ -13,6 +13,7 @@ import hashlib
 import http.client
 import json
 import os
+import socket
 import ssl
 import subprocess
 import tempfile
@@ -57,24 +58,37 @@ SECRET = "s3cr3t-value"
 
 class WebhookServer:
     """
-    C{twistd -n configmapdemo-webhook} with the pair in the Secret volume
-    C{secret}, asked by a client that trusts only C{ca}.
+    C{twistd -n configmapdemo-webhook} serving the pair C{cert} and C{key},
+    asked by a client that trusts only the CA C{ca_pem}.
     """
 
-    def __init__(self, secret: AtomicWriter, ca: CA, *options: str) -> None:
-        self.ca = ca
+    def __init__(
+        self,
+        cert: Path,
+        key: Path,
+        ca_pem: bytes,
+        *options: str,
+    ) -> None:
+        self.ca_pem = ca_pem
         self.port = free_port()
         self._output: IO[bytes] = tempfile.TemporaryFile()
         self.process = subprocess.Popen(
-            webhook_argv(
-                self.port,
-                secret.target_dir / CERT_FILE,
-                secret.target_dir / KEY_FILE,
-                *options,
-            ),
+            webhook_argv(self.port, cert, key, *options),
             stdout=self._output,
             stderr=subprocess.STDOUT,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+
+    @classmethod
+    def of_secret(cls, secret: AtomicWriter, ca: CA, *options: str) -> WebhookServer:
+        """
+        The webhook serving the pair of the Secret volume C{secret}.
+        """
+        return cls(
+            secret.target_dir / CERT_FILE,
+            secret.target_dir / KEY_FILE,
+            ca.cert_pem,
+            *options,
         )
 
     @property
@@ -83,10 +97,33 @@ class WebhookServer:
         return self._output.read().decode("utf-8", "replace")
 
     def connection(self) -> http.client.HTTPSConnection:
-        context = ssl.create_default_context(cadata=self.ca.cert_pem.decode("ascii"))
+        context = ssl.create_default_context(cadata=self.ca_pem.decode("ascii"))
         return http.client.HTTPSConnection(
             "localhost", self.port, context=context, timeout=DEADLINE
         )
+
+    def post_as(self, hostname: str, body: bytes) -> Response:
+        """
+        C{POST /validate} to a server whose certificate must name
+        C{hostname}, as the API server checks the Service's DNS name.
+        """
+        context = ssl.create_default_context(cadata=self.ca_pem.decode("ascii"))
+        head = (
+            f"POST /validate HTTP/1.1\r\nHost: {hostname}\r\n"
+            "Content-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+        )
+        with socket.create_connection(("127.0.0.1", self.port), DEADLINE) as raw:
+            with context.wrap_socket(raw, server_hostname=hostname) as tls:
+                tls.sendall(head.encode("ascii") + body)
+                received = b""
+                while chunk := tls.recv(65536):
+                    received += chunk
+        head_bytes, _, content = received.partition(b"\r\n\r\n")
+        status = int(head_bytes.split(b" ", 2)[1])
+        lines = head_bytes.decode("latin-1").split("\r\n")[1:]
+        headers = dict(line.split(": ", 1) for line in lines)
+        return Response(status, headers, content)
 
     def request(
         self, method: str, path: str, body: bytes | None = None
@@ -156,7 +193,7 @@ def webhook(secret: AtomicWriter, ca: CA) -> Iterator[WebhookServer]:
     """
     One webhook process for the reviews below, with a small --max-bytes.
     """
-    server = WebhookServer(secret, ca, "--max-bytes", str(MAX_BYTES))
+    server = WebhookServer.of_secret(secret, ca, "--max-bytes", str(MAX_BYTES))
     try:
         server.wait_ready()
         yield server
@@ -387,7 +424,7 @@ def test_a_rotated_certificate_serves_new_connections(
 ) -> None:
     secret = AtomicWriter(tmp_path / "tls")
     secret.write(leaf.files())
-    server = WebhookServer(secret, ca)
+    server = WebhookServer.of_secret(secret, ca)
     try:
         server.wait_ready()
         renewed = ca.issue("localhost")
