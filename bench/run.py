@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -17,7 +18,16 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from bench import bigconfig, parsecost, readpath, reload, soak, startup, throughput
+from bench import (
+    bigconfig,
+    parsecost,
+    readpath,
+    reload,
+    soak,
+    startup,
+    throughput,
+    webhook,
+)
 from bench.context import Context, Row
 from bench.load import wrk_available, wrk_version
 
@@ -29,6 +39,7 @@ BENCHMARKS: list[tuple[str, Callable[[Context], None]]] = [
     ("B3", throughput.run),
     ("B5", bigconfig.run),
     ("B6", soak.run),
+    ("B10", webhook.run),
 ]
 
 
@@ -122,8 +133,8 @@ def main(argv: list[str] | None = None) -> int:
             " so figures from runs at different times are not comparable",
         )
     )
-    order = {f"B{i}": i for i in range(1, 10)}
-    ctx.rows.sort(key=lambda r: (order.get(r.id[:2], 9), r.id))
+    # By number (B10 after B9), then B1 before B1e.
+    ctx.rows.sort(key=lambda r: (int(re.sub(r"\D.*", "", r.id[1:]) or 0), r.id))
 
     print()
     print(f"{'id':5} {'result':6} measured")

@@ -5,6 +5,7 @@ a correctness failure must be right, whatever the timings.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from bench.configs import CONFIG_KEY, TimedAtomicWriter, config_yaml
 from bench.load import parse_result
 from bench.loadgen import _parse_response
 from bench.stats import percentile
+from twisted_demo.check import CONFIG_KEY as CONFIG_KEY_OF_SERVICE
 from twisted_demo.config import parse_message
 
 
@@ -77,3 +79,22 @@ def test_builtin_generator_parses_fixed_and_chunked_bodies() -> None:
     assert _parse_response(chunked) == (503, b"abcde", b"")
     assert _parse_response(fixed[:-1]) is None
     assert _parse_response(chunked[:-3]) is None
+
+
+def test_webhook_reviews_hold_configs_the_service_would_judge_as_expected() -> None:
+    from bench.webhook import reviews
+    from twisted_demo.config import DEFAULT_MAX_BYTES
+    from twisted_demo.live import ConfigError
+    from twisted_demo.live._webhook import review_limit
+
+    for name, (body, allowed) in reviews().items():
+        request = json.loads(body)["request"]
+        config = request["object"]["data"][CONFIG_KEY_OF_SERVICE].encode()
+        assert len(config) <= DEFAULT_MAX_BYTES, name
+        assert len(body) <= review_limit(DEFAULT_MAX_BYTES), name
+        try:
+            parse_message(config)
+        except ConfigError:
+            assert not allowed, name
+        else:
+            assert allowed, name
