@@ -1,6 +1,6 @@
 """
 B10: the admission webhook's answer time for a 1 MiB ConfigMap, the
-largest the API server stores, against the 5 s C{timeoutSeconds} of
+largest the API server stores, against the 10 s C{timeoutSeconds} of
 deploy/webhook/, and the webhook's memory.
 
 A real C{twistd -n configmapdemo-webhook} over HTTPS, with the certificate
@@ -27,6 +27,7 @@ from bench.proc import holdings
 from bench.server import REPO_ROOT
 from bench.stats import Summary, ms
 from twisted_demo.check import CONFIG_KEY
+from twisted_demo.live._webhook import DEFAULT_DEADLINE
 from twisted_demo.testing import (
     admission_review,
     configmap_object,
@@ -38,7 +39,7 @@ from twisted_demo.testing import (
 SIZE = 1024 * 1024 - 1024
 
 #: The C{timeoutSeconds} of deploy/webhook/validatingwebhookconfiguration.yaml.
-TIMEOUT_SECONDS = 5.0
+TIMEOUT_SECONDS = 10.0
 
 _MiB = 1024 * 1024
 
@@ -143,6 +144,7 @@ def run(ctx: Context) -> None:
     documents = reviews()
     webhook = _Webhook(ctx)
     timings: dict[str, Summary] = {}
+    late: dict[str, int] = {}
     try:
         idle = holdings(webhook.process.pid).rss_each
         # The first review starts nothing: the parser process started with
@@ -152,6 +154,11 @@ def run(ctx: Context) -> None:
             for _ in range(rounds):
                 took, status, answer = webhook.post(body)
                 seconds.append(took)
+                if status == 503 and b"deadline" in answer:
+                    # Past the webhook's own deadline: a timing, not a
+                    # wrong answer.
+                    late[name] = late.get(name, 0) + 1
+                    continue
                 verdict = status == 200 and json.loads(answer)["response"]["allowed"]
                 if status != 200 or verdict is not allowed:
                     ctx.fail(f"B10 {name}: answered {status} {answer[:200]!r}")
@@ -182,8 +189,13 @@ def run(ctx: Context) -> None:
             f"max <= {TIMEOUT_SECONDS / 2:g} s, half the webhook's timeoutSeconds",
             "; ".join(
                 f"{name} p50 {ms(t.p50)} / max {ms(t.max)} ms"
+                + (
+                    f" ({late[name]} past the {DEFAULT_DEADLINE:g} s deadline: 503)"
+                    if name in late
+                    else ""
+                )
                 for name, t in timings.items()
             ),
-            "pass" if worst <= TIMEOUT_SECONDS / 2 else "miss",
+            "pass" if worst <= TIMEOUT_SECONDS / 2 and not late else "miss",
         )
     )

@@ -289,7 +289,7 @@ def made_cert(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def made_cert_server(made_cert: Path) -> Iterator[WebhookServer]:
-    server = WebhookServer(
+    server = WebhookServer.of_pair(
         made_cert / "tls.crt",
         made_cert / "tls.key",
         (made_cert / "ca.crt").read_bytes(),

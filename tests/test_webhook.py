@@ -42,9 +42,12 @@ from twisted_demo.testing import (
     admission_review,
     configmap_object,
     free_port,
+    twistd_executable,
     webhook_argv,
 )
 from twisted_demo.tls import CERT_FILE, KEY_FILE
+
+ROOT = Path(__file__).resolve().parent.parent
 
 KEY = "configmap-microservice-demo.yaml"
 
@@ -58,33 +61,48 @@ SECRET = "s3cr3t-value"
 
 class WebhookServer:
     """
-    C{twistd -n configmapdemo-webhook} serving the pair C{cert} and C{key},
-    asked by a client that trusts only the CA C{ca_pem}.
+    A webhook process run with C{argv} (in C{cwd}, with C{env} added to the
+    environment), serving HTTPS on 127.0.0.1:C{port}, asked by a client
+    that trusts only the CA C{ca_pem}.
     """
 
     def __init__(
         self,
-        cert: Path,
-        key: Path,
+        argv: list[str],
+        port: int,
         ca_pem: bytes,
-        *options: str,
+        *,
+        cwd: Path | None = None,
+        env: dict[str, str] | None = None,
     ) -> None:
         self.ca_pem = ca_pem
-        self.port = free_port()
+        self.port = port
         self._output: IO[bytes] = tempfile.TemporaryFile()
         self.process = subprocess.Popen(
-            webhook_argv(self.port, cert, key, *options),
+            argv,
+            cwd=cwd,
             stdout=self._output,
             stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
         )
+
+    @classmethod
+    def of_pair(
+        cls, cert: Path, key: Path, ca_pem: bytes, *options: str
+    ) -> WebhookServer:
+        """
+        C{twistd -n configmapdemo-webhook} serving the pair C{cert}, C{key}.
+        """
+        port = free_port()
+        return cls(webhook_argv(port, cert, key, *options), port, ca_pem)
 
     @classmethod
     def of_secret(cls, secret: AtomicWriter, ca: CA, *options: str) -> WebhookServer:
         """
-        The webhook serving the pair of the Secret volume C{secret}.
+        C{twistd -n configmapdemo-webhook} serving the pair of the Secret
+        volume C{secret}.
         """
-        return cls(
+        return cls.of_pair(
             secret.target_dir / CERT_FILE,
             secret.target_dir / KEY_FILE,
             ca.cert_pem,
@@ -575,3 +593,60 @@ def test_the_body_limit_holds_an_update_of_the_largest_configmap() -> None:
     configmap = configmap_object({KEY: value})
     body = admission_review(configmap, operation="UPDATE", old=configmap)
     assert len(body.replace(b"<", b"\\u003c")) <= review_limit(MAX_BYTES)
+
+
+def test_a_runner_that_cannot_parse_is_a_503_naming_why() -> None:
+    from twisted_demo.live._process import ParserUnavailable
+
+    def unavailable(parse: object, data: object) -> Deferred[object]:
+        d: Deferred[object] = Deferred()
+        d.errback(ParserUnavailable("the parser process could not start (EAGAIN)"))
+        return d
+
+    webhook = AdmissionWebhook(parse_message, key=KEY, runner=unavailable)
+    answer = answer_of(webhook, admission_review(configmap_object({KEY: GOOD})))
+    assert (answer.status, answer.verdict, answer.body) == (
+        503,
+        "failed",
+        b"could not check the ConfigMap: the parser process could not start (EAGAIN)\n",
+    )
+
+
+def test_the_librarys_webhook_example_runs_as_written(
+    tmp_path: Path, ca: CA, leaf: Leaf
+) -> None:
+    from tests.test_docs import blocks, section
+
+    text = section(
+        (ROOT / "docs" / "library.md").read_text(),
+        "An admission webhook for your parser",
+    )
+    tac, quoted = [b for b in blocks(text) if b.language in ("python", "")]
+    port = free_port()
+    (tmp_path / "flags-webhook.tac").write_text(
+        "\n".join(tac.lines).replace("ssl:8443:", f"ssl:{port}:interface=127.0.0.1:")
+    )
+    for name, content in leaf.files().items():
+        (tmp_path / name).write_bytes(content)
+    server = WebhookServer(
+        [twistd_executable(), "-ny", "flags-webhook.tac", "--pidfile="],
+        port,
+        ca.cert_pem,
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(ROOT / "examples")},
+    )
+    bad = configmap_object({"flags.yaml": "beta: true\nbeta: false\n"}, name="flags")
+
+    def answered() -> Response | None:
+        if server.process.poll() is not None:
+            raise AssertionError(server.output)
+        try:
+            return server.post(admission_review(bad))
+        except OSError:
+            return None
+
+    try:
+        response = response_of(wait_for(answered, "the example to answer"))
+    finally:
+        server.close()
+    assert [response["status"]["message"]] == quoted.lines
