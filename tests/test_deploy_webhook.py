@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +19,7 @@ import kubernetes_validate  # type: ignore[import-untyped]
 import pytest
 import yaml
 
-from tests.support import wait_for
+from tests.support import result_of, wait_for
 from tests.test_deploy import (
     CONFIG_KEY,
     DEPLOY,
@@ -28,7 +29,10 @@ from tests.test_deploy import (
     kustomize,
     manifest,
 )
+from tests.test_docs import blocks, section
 from tests.test_webhook import WebhookServer, response_of
+from twisted_demo.config import parse_message
+from twisted_demo.live import AdmissionWebhook, inline
 from twisted_demo.live._webhook import DEFAULT_DEADLINE
 from twisted_demo.options import WebhookOptions
 from twisted_demo.testing import admission_review, configmap_object
@@ -318,3 +322,36 @@ def test_make_cert_makes_a_pair_the_api_server_can_trust(
     response = wait_for(answered, "the webhook to answer")
     assert response["allowed"] is True
     assert json.loads(review)["request"]["uid"] == response["uid"]
+
+
+def test_the_configuration_is_applied_after_the_webhook_it_calls(
+    rendered: list[dict[str, Any]],
+) -> None:
+    kinds = [d["kind"] for d in rendered]
+    assert kinds[-1] == "ValidatingWebhookConfiguration"
+    assert kinds.count("ValidatingWebhookConfiguration") == 1
+
+
+def test_readme_denial_is_what_the_webhook_answers_for_the_quoted_edit(
+    rendered: list[dict[str, Any]],
+) -> None:
+    text = section(
+        (DEPLOY / "README.md").read_text(),
+        "Refuse a broken ConfigMap at the API server (optional)",
+    )
+    edit, quoted = (b for b in blocks(text) if b.language in ("console", ""))
+    # The sed line quoted: a second message under the first.
+    assert edit.lines[0].startswith(
+        "$ sed 's/^    message: .*/&\\n    message: again/' deploy/configmap.yaml"
+    )
+    bad = re.sub(
+        r"^    message: .*",
+        r"\g<0>\n    message: again",
+        (DEPLOY / "configmap.yaml").read_text(),
+        flags=re.MULTILINE,
+    )
+    webhook = AdmissionWebhook(parse_message, key=CONFIG_KEY, runner=inline)
+    answer = result_of(webhook.answer(admission_review(yaml.safe_load(bad))))
+    message = json.loads(answer.body)["response"]["status"]["message"]
+    name = configuration(webhook_objects(rendered))["name"]
+    assert quoted.lines == [f'admission webhook "{name}" denied the request: {message}']

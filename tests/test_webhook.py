@@ -515,21 +515,20 @@ def test_a_parse_with_no_answer_by_the_deadline_is_a_503() -> None:
         parses.append(d)
         return d
 
-    webhook = AdmissionWebhook(
-        parse_message_like, key=KEY, reactor=clock, runner=never, deadline=3.0
-    )
+    # The default deadline, as the docs give it.
+    webhook = AdmissionWebhook(parse_message_like, key=KEY, reactor=clock, runner=never)
     seen: list[tuple[str, float]] = []
     webhook.observe(lambda answered: seen.append((answered.verdict, answered.seconds)))
     answering = webhook.answer(admission_review(configmap_object({KEY: GOOD})))
-    clock.advance(2.9)
+    clock.advance(5.9)
     assert not answering.called
     clock.advance(0.1)
     answer = result_of(answering)
     assert (answer.status, answer.body) == (
         503,
-        b"could not check the ConfigMap: no answer from the parser in 3s\n",
+        b"could not check the ConfigMap: no answer from the parser in 6s\n",
     )
-    assert seen == [("failed", 3.0)]
+    assert seen == [("failed", 6.0)]
     # The runner's late answer changes nothing.
     parses[0].callback(None)
 
@@ -585,6 +584,10 @@ def test_check_configmap_gives_the_line_and_column_of_the_failure() -> None:
         2,
         1,
     )
+
+
+def test_the_body_limit_is_13_mib_for_the_default_max_bytes() -> None:
+    assert review_limit(1024 * 1024) == 13 * 1024 * 1024
 
 
 def test_the_body_limit_holds_an_update_of_the_largest_configmap() -> None:
