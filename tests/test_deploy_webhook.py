@@ -95,9 +95,27 @@ def the_one(rendered: list[dict[str, Any]], kind: str, name: str) -> dict[str, A
 
 
 def webhook_container(objects: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    [only] = objects["Deployment"]["spec"]["template"]["spec"]["containers"]
+    [only] = pod_of(objects)["containers"]
     assert isinstance(only, dict)
     return only
+
+
+def pod_of(objects: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    spec: dict[str, Any] = objects["Deployment"]["spec"]["template"]["spec"]
+    return spec
+
+
+def mounted(
+    objects: dict[str, dict[str, Any]], path: str
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """
+    The webhook container's mount at C{path}, and the pod's volume it mounts.
+    """
+    [mount] = [
+        m for m in webhook_container(objects)["volumeMounts"] if m["mountPath"] == path
+    ]
+    [volume] = [v for v in pod_of(objects)["volumes"] if v["name"] == mount["name"]]
+    return mount, volume
 
 
 def configuration(objects: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -202,12 +220,10 @@ def test_pod_reads_the_pair_from_the_certificates_secret(
     rendered: list[dict[str, Any]],
 ) -> None:
     objects = webhook_objects(rendered)
-    served = webhook_container(objects)
-    pod = objects["Deployment"]["spec"]["template"]["spec"]
-    files = webhook_options(served)["tls"]
-    [mount] = [m for m in served["volumeMounts"] if m["mountPath"] == files.directory]
+    pod = pod_of(objects)
+    files = webhook_options(webhook_container(objects))["tls"]
+    mount, volume = mounted(objects, files.directory)
     assert mount["readOnly"] is True and "subPath" not in mount
-    [volume] = [v for v in pod["volumes"] if v["name"] == mount["name"]]
     serving = the_one(rendered, "Certificate", "configmapdemo-webhook")
     assert volume["secret"]["secretName"] == serving["spec"]["secretName"]
     assert volume["secret"]["defaultMode"] == 0o440
@@ -220,10 +236,8 @@ def test_pod_has_a_writable_tmp_for_large_review_bodies(
     objects = webhook_objects(rendered)
     served = webhook_container(objects)
     assert served["securityContext"]["readOnlyRootFilesystem"] is True
-    [mount] = [m for m in served["volumeMounts"] if m["mountPath"] == "/tmp"]
+    mount, volume = mounted(objects, "/tmp")
     assert not mount.get("readOnly", False)
-    pod = objects["Deployment"]["spec"]["template"]["spec"]
-    [volume] = [v for v in pod["volumes"] if v["name"] == mount["name"]]
     assert "emptyDir" in volume
 
 
@@ -232,7 +246,7 @@ def test_pod_runs_locked_down_as_the_services_pods(
 ) -> None:
     objects = webhook_objects(rendered)
     served = webhook_container(objects)
-    pod = objects["Deployment"]["spec"]["template"]["spec"]
+    pod = pod_of(objects)
     base = manifest("deployment.yaml")["spec"]["template"]["spec"]
     for field in ("runAsNonRoot", "runAsUser", "runAsGroup", "seccompProfile"):
         assert pod["securityContext"][field] == base["securityContext"][field]

@@ -12,14 +12,12 @@ import base64
 import hashlib
 import http.client
 import json
-import os
 import socket
 import ssl
 import subprocess
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
@@ -27,7 +25,14 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 
 from tests.certs import CA, Leaf
-from tests.support import DEADLINE, Response, metric_value, result_of, wait_for
+from tests.support import (
+    DEADLINE,
+    Response,
+    ServerProcess,
+    metric_value,
+    result_of,
+    wait_for,
+)
 from twisted_demo.config import parse_message
 from twisted_demo.live import (
     AdmissionWebhook,
@@ -59,11 +64,11 @@ DUPLICATE = "message: Hello\nmessage: again\n"
 SECRET = "s3cr3t-value"
 
 
-class WebhookServer:
+class WebhookServer(ServerProcess):
     """
-    A webhook process run with C{argv} (in C{cwd}, with C{env} added to the
-    environment), serving HTTPS on 127.0.0.1:C{port}, asked by a client
-    that trusts only the CA C{ca_pem}.
+    A webhook process run with C{argv} (as L{ServerProcess} runs it),
+    serving HTTPS on 127.0.0.1:C{port}, asked by a client that trusts only
+    the CA C{ca_pem}.
     """
 
     def __init__(
@@ -77,14 +82,7 @@ class WebhookServer:
     ) -> None:
         self.ca_pem = ca_pem
         self.port = port
-        self._output: IO[bytes] = tempfile.TemporaryFile()
-        self.process = subprocess.Popen(
-            argv,
-            cwd=cwd,
-            stdout=self._output,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
-        )
+        super().__init__(argv, cwd=cwd, env=env)
 
     @classmethod
     def of_pair(
@@ -108,11 +106,6 @@ class WebhookServer:
             ca.cert_pem,
             *options,
         )
-
-    @property
-    def output(self) -> str:
-        self._output.seek(0)
-        return self._output.read().decode("utf-8", "replace")
 
     def connection(self) -> http.client.HTTPSConnection:
         context = ssl.create_default_context(cadata=self.ca_pem.decode("ascii"))
@@ -168,25 +161,8 @@ class WebhookServer:
     def post(self, body: bytes) -> Response:
         return self.request("POST", "/validate", body)[0]
 
-    def get(self, path: str) -> Response:
+    def get(self, path: str = "/") -> Response:
         return self.request("GET", path)[0]
-
-    def wait_ready(self) -> None:
-        def ready() -> bool:
-            if self.process.poll() is not None:
-                raise AssertionError(f"twistd exited early:\n{self.output}")
-            try:
-                return self.get("/readyz").status == 200
-            except OSError:
-                return False
-
-        wait_for(ready, "the webhook to become ready")
-
-    def close(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
-        self._output.close()
 
 
 @pytest.fixture(scope="module")
