@@ -56,8 +56,8 @@ __all__ = [
 #: Seconds a review may take, from its arrival to its answer; past them it
 #: is answered 503 and the API server applies the webhook's failurePolicy.
 #: The costliest 1 MiB config takes 0.8 s of CPU to parse: the rest is for a
-#: pod that gets less than a core.  Well inside the 10 s timeoutSeconds of
-#: deploy/webhook/, which leaves the API server time to hear the 503.
+#: pod that gets less than a core.  Well inside the API server's default
+#: timeoutSeconds of 10 s, which leaves it time to hear the 503.
 DEFAULT_DEADLINE = 6.0
 
 #: What a review's source is named in results: it is no file.
@@ -260,6 +260,11 @@ def _text(status: int, text: str, verdict: str) -> Answer:
     return Answer(status, _TEXT, text.encode("utf-8") + b"\n", verdict)
 
 
+def _malformed(why: str) -> Answer:
+    _log.warn("Refused a request that is not a review: {why}", why=why)
+    return _text(400, why, "malformed")
+
+
 class AdmissionWebhook(MultiService):
     """
     Answers C{AdmissionReview}s of ConfigMaps with C{parse} run on C{key}:
@@ -338,8 +343,7 @@ class AdmissionWebhook(MultiService):
         try:
             request = _review(body)
         except _Malformed as e:
-            _log.warn("Refused a request that is not a review: {why}", why=str(e))
-            return succeed(answered(_text(400, str(e), "malformed")))
+            return succeed(answered(_malformed(str(e))))
         return self._judge(request).addCallback(answered)
 
     def _judge(self, request: dict[str, Any]) -> Deferred[Answer]:
@@ -358,9 +362,7 @@ class AdmissionWebhook(MultiService):
             return succeed(_json(_response(uid), "skipped"))
         configmap = request.get("object")
         if not isinstance(configmap, dict):
-            return succeed(
-                _text(400, f"the {operation} review has no object", "malformed")
-            )
+            return succeed(_malformed(f"the {operation} review has no object"))
         checking = check_configmap(
             self._parse,
             configmap,
