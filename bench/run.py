@@ -27,6 +27,7 @@ from bench import (
     startup,
     throughput,
     treepeak,
+    webhook,
 )
 from bench.context import Context, Row
 from bench.load import wrk_available, wrk_version
@@ -41,6 +42,7 @@ BENCHMARKS: list[tuple[str, Callable[[Context], None]]] = [
     ("B3", throughput.run),
     ("B5", bigconfig.run),
     ("B6", soak.run),
+    ("B10", webhook.run),
 ]
 
 

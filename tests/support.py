@@ -130,29 +130,27 @@ def http(
         return Response(e.code, dict(e.headers.items()), e.read())
 
 
-class TwistdServer:
+class ServerProcess:
     """
-    C{twistd -n configmapdemo} running in a subprocess on a free loopback
-    port, with its output kept in a file for inspection.  C{extra} are
-    options of C{configmapdemo}; C{wrapper} is a command that runs twistd
-    (such as C{setpriv} to run it as another user).
+    A server run with C{argv} in a subprocess (in C{cwd}, with C{env} added
+    to the environment), with its output kept in a file for inspection.  A
+    subclass says how to C{get} a path from it.
     """
 
     def __init__(
         self,
-        config: Path,
-        extra: Sequence[str] = (),
-        wrapper: Sequence[str] = (),
+        argv: Sequence[str],
+        *,
+        cwd: Path | None = None,
+        env: dict[str, str] | None = None,
     ) -> None:
-        self.config = config
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
         self._output: IO[bytes] = tempfile.TemporaryFile()
         self.process = subprocess.Popen(
-            [*wrapper, *configmapdemo_argv(config, self.port, *extra)],
+            list(argv),
+            cwd=cwd,
             stdout=self._output,
             stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
         )
 
     @property
@@ -164,16 +162,7 @@ class TwistdServer:
         return self._output.read().decode("utf-8", "replace")
 
     def get(self, path: str = "/") -> Response:
-        return http(self.url + path)
-
-    def metric(self, name: str) -> float:
-        return metric_value(self.get("/metrics").text, name)
-
-    def children(self) -> list[int]:
-        """
-        The process ids of twistd's descendants (its parser process).
-        """
-        return sorted(process_tree(self.process.pid)[1:])
+        raise NotImplementedError
 
     def wait_ready(self) -> None:
         """
@@ -189,12 +178,6 @@ class TwistdServer:
                 return False
 
         wait_for(ready, "the server to become ready")
-
-    def wait_message(self, message: str) -> None:
-        """
-        Wait until C{GET /} serves C{message}.
-        """
-        wait_for(lambda: self.get("/").text == message, f"GET / to serve {message!r}")
 
     def stop(self, signum: int = signal.SIGTERM, timeout: float = 30.0) -> int:
         """
@@ -221,6 +204,44 @@ class TwistdServer:
             self.process.kill()
             self.process.wait()
         self._output.close()
+
+
+class TwistdServer(ServerProcess):
+    """
+    C{twistd -n configmapdemo} running in a subprocess on a free loopback
+    port, with its output kept in a file for inspection.  C{extra} are
+    options of C{configmapdemo}; C{wrapper} is a command that runs twistd
+    (such as C{setpriv} to run it as another user).
+    """
+
+    def __init__(
+        self,
+        config: Path,
+        extra: Sequence[str] = (),
+        wrapper: Sequence[str] = (),
+    ) -> None:
+        self.config = config
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        super().__init__([*wrapper, *configmapdemo_argv(config, self.port, *extra)])
+
+    def get(self, path: str = "/") -> Response:
+        return http(self.url + path)
+
+    def metric(self, name: str) -> float:
+        return metric_value(self.get("/metrics").text, name)
+
+    def children(self) -> list[int]:
+        """
+        The process ids of twistd's descendants (its parser process).
+        """
+        return sorted(process_tree(self.process.pid)[1:])
+
+    def wait_message(self, message: str) -> None:
+        """
+        Wait until C{GET /} serves C{message}.
+        """
+        wait_for(lambda: self.get("/").text == message, f"GET / to serve {message!r}")
 
 
 @implementer(ILogObserver)

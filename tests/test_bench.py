@@ -5,6 +5,7 @@ a correctness failure must be right, whatever the timings.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ from bench.loadgen import _parse_response
 from bench.report import QUICK_DURATION, commit_of, markdown
 from bench.stats import percentile
 from tests.support import git
+from twisted_demo.check import CONFIG_KEY as CONFIG_KEY_OF_SERVICE
 from twisted_demo.config import parse_message
 
 
@@ -107,3 +109,22 @@ def test_report_marks_a_checkout_that_differs_from_its_commit(tmp_path: Path) ->
     # A new module not yet committed is code the run used, too.
     (tmp_path / "b.py").write_text("b = 1\n")
     assert commit_of(tmp_path) == f"{head} (with uncommitted changes)"
+
+
+def test_webhook_reviews_hold_configs_the_service_would_judge_as_expected() -> None:
+    from bench.webhook import reviews
+    from twisted_demo.config import DEFAULT_MAX_BYTES
+    from twisted_demo.live import ConfigError
+    from twisted_demo.live._webhook import review_limit
+
+    for name, (body, allowed) in reviews().items():
+        request = json.loads(body)["request"]
+        config = request["object"]["data"][CONFIG_KEY_OF_SERVICE].encode()
+        assert len(config) <= DEFAULT_MAX_BYTES, name
+        assert len(body) <= review_limit(DEFAULT_MAX_BYTES), name
+        try:
+            parse_message(config)
+        except ConfigError:
+            assert not allowed, name
+        else:
+            assert allowed, name

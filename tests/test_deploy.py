@@ -12,6 +12,7 @@ import re
 import shlex
 import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -733,6 +734,27 @@ def image_install() -> Iterator[Path]:
         shutil.rmtree(top, ignore_errors=True)
 
 
+def as_in_the_image(
+    argv: list[str], image_install: Path
+) -> tuple[list[str], dict[str, str]]:
+    """
+    C{argv}, whose first word is a command of the install, and the
+    environment to run it with, as the image runs it.
+    """
+    # The image puts its install first on PATH; twistd is found there.
+    argv = [str(image_install / "bin" / argv[0]), *argv[1:]]
+    if os.getuid() == 0:
+        # Root ignores file modes; run as an unprivileged user, as the pod
+        # does, so that any write to the install fails as it would there.
+        argv = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *argv]
+    env = {
+        "PATH": f"{image_install / 'bin'}:/usr/local/bin:/usr/bin:/bin",
+        "HOME": "/nonexistent",
+        **runtime_env(),
+    }
+    return argv, env
+
+
 def _get(url: str) -> tuple[int, bytes]:
     try:
         with urllib.request.urlopen(url, timeout=5) as response:
@@ -759,17 +781,7 @@ def test_image_entrypoint_serves_the_message_from_a_read_only_install(
         "--listen",
         f"tcp:{port}:interface=127.0.0.1",
     ]
-    # The image puts its install first on PATH; twistd is found there.
-    argv[0] = str(image_install / "bin" / argv[0])
-    if os.getuid() == 0:
-        # Root ignores file modes; run as an unprivileged user, as the pod
-        # does, so that any write to the install fails as it would there.
-        argv = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *argv]
-    env = {
-        "PATH": f"{image_install / 'bin'}:/usr/local/bin:/usr/bin:/bin",
-        "HOME": "/nonexistent",
-        **runtime_env(),
-    }
+    argv, env = as_in_the_image(argv, image_install)
     before = _tree_state(image_install)
 
     # Files, not pipes: nothing reads the output until the process has ended.
@@ -822,4 +834,65 @@ def test_image_entrypoint_serves_the_message_from_a_read_only_install(
     logged = stdout.decode(errors="replace")
     assert f"starting on {port}" in logged, output
     assert "Server Shut Down." in logged, output
+    assert _tree_state(image_install) == before
+
+
+def test_image_install_runs_the_webhook_plugin_read_only(image_install: Path) -> None:
+    # The image's second plugin, as deploy/webhook/deployment.yaml runs it:
+    # its ENTRYPOINT with the plugin's name in place of configmapdemo's.
+    certs = Path(tempfile.mkdtemp(prefix="configmapdemo-webhook-"))
+    try:
+        subprocess.run(
+            [str(DEPLOY / "webhook" / "make-cert"), str(certs)],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+        for path in [certs, *certs.iterdir()]:
+            path.chmod(0o755 if path.is_dir() else 0o644)
+        port = free_port()
+        argv = [
+            *exec_form("ENTRYPOINT")[:-1],
+            "configmapdemo-webhook",
+            "--listen",
+            f"tcp:{port}:interface=127.0.0.1",
+            "--tls-cert",
+            str(certs / "tls.crt"),
+            "--tls-key",
+            str(certs / "tls.key"),
+        ]
+        argv, env = as_in_the_image(argv, image_install)
+        before = _tree_state(image_install)
+        context = ssl.create_default_context(cafile=str(certs / "ca.crt"))
+        context.check_hostname = False
+        with tempfile.TemporaryFile() as output:
+            process = subprocess.Popen(
+                argv, cwd="/", env=env, stdout=output, stderr=subprocess.STDOUT
+            )
+
+            def ready() -> bool:
+                if process.poll() is not None:
+                    output.seek(0)
+                    raise AssertionError(output.read().decode(errors="replace"))
+                try:
+                    url = f"https://127.0.0.1:{port}/readyz"
+                    with urllib.request.urlopen(url, context=context, timeout=5) as r:
+                        return bool(r.status == 200)
+                except OSError:
+                    return False
+
+            try:
+                deadline = time.monotonic() + 30
+                while not ready():
+                    assert time.monotonic() < deadline, "the webhook never got ready"
+                    time.sleep(0.05)
+            finally:
+                process.send_signal(signal.SIGTERM)
+                process.wait(timeout=15)
+            output.seek(0)
+            logged = output.read().decode(errors="replace")
+    finally:
+        shutil.rmtree(certs, ignore_errors=True)
+    assert "Unable to write to plugin cache" not in logged
+    assert "Traceback" not in logged
     assert _tree_state(image_install) == before

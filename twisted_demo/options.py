@@ -11,10 +11,12 @@ from typing import NoReturn, TypeVar
 from twisted.python import usage
 
 from twisted_demo import server
+from twisted_demo.check import CONFIG_KEY
 from twisted_demo.config import DEFAULT_MAX_BYTES
 from twisted_demo.logs import LOG_FORMATS, logs_to_stdout
 
 DEFAULT_LISTEN = "tcp:8080"
+DEFAULT_WEBHOOK_LISTEN = "tcp:8443"
 DEFAULT_TICK = 0.1
 
 _T = TypeVar("_T")
@@ -79,7 +81,54 @@ def _named(option: str, coerce: Callable[[str], _T]) -> Callable[[str], _T]:
     return named
 
 
-class Options(usage.Options):
+#: C{--max-bytes}, for the service and the webhook alike.
+MAX_BYTES_OPTION = [
+    "max-bytes",
+    None,
+    DEFAULT_MAX_BYTES,
+    "Largest config file accepted, in bytes (default: the 1 MiB ConfigMap limit).",
+    _named("max-bytes", _positive_integer("bytes")),
+]
+
+#: C{--log-format}, for the service and the webhook alike.
+LOG_FORMAT_OPTION = [
+    "log-format",
+    None,
+    "text",
+    "How each log line is written on standard output: text, or json for log "
+    "shippers (one object per line).",
+    _named("log-format", _log_format),
+]
+
+
+class _RefusedInOneLine(usage.Options):
+    """
+    Options that refuse a command line with one line naming the problem.
+    """
+
+    #: The plugin's name, which starts each refusal.
+    prog = "configmapdemo"
+
+    def parseOptions(self, options: Sequence[str] | None = None) -> None:
+        """
+        Parse the command line, or refuse it with one line naming the
+        problem and one naming where the options are explained, instead of
+        C{twistd}'s whole usage text with the error at the end.
+        """
+        try:
+            super().parseOptions(options)
+        except usage.UsageError as e:
+            exit_with(str(e), f"Try 'twistd {self.prog} --help'", prog=self.prog)
+
+    def _refuse_json_logs_elsewhere(self) -> None:
+        if self["log-format"] == "json" and not logs_to_stdout(self.parent):
+            raise usage.UsageError(
+                "--log-format json writes to standard output: run 'twistd -n' "
+                "without --logfile, --syslog or --logger"
+            )
+
+
+class Options(_RefusedInOneLine):
     """
     Options of C{twistd configmapdemo}.
     """
@@ -139,22 +188,8 @@ class Options(usage.Options):
             "becomes one reload.",
             _named("tick", _positive_number),
         ],
-        [
-            "max-bytes",
-            None,
-            DEFAULT_MAX_BYTES,
-            "Largest config file accepted, in bytes (default: the 1 MiB "
-            "ConfigMap limit).",
-            _named("max-bytes", _positive_integer("bytes")),
-        ],
-        [
-            "log-format",
-            None,
-            "text",
-            "How each log line is written on standard output: text, or json "
-            "for log shippers (one object per line).",
-            _named("log-format", _log_format),
-        ],
+        MAX_BYTES_OPTION,
+        LOG_FORMAT_OPTION,
         [
             "max-connections",
             None,
@@ -184,17 +219,6 @@ class Options(usage.Options):
     ]
     compData = usage.Completions(optActions={"config": usage.CompleteFiles()})
 
-    def parseOptions(self, options: Sequence[str] | None = None) -> None:
-        """
-        Parse the command line, or refuse it with one line naming the
-        problem and one naming where the options are explained, instead of
-        C{twistd}'s whole usage text with the error at the end.
-        """
-        try:
-            super().parseOptions(options)
-        except usage.UsageError as e:
-            exit_with(str(e), TRY_HELP)
-
     def postOptions(self) -> None:
         from twisted_demo.tls import tls_files
 
@@ -203,23 +227,77 @@ class Options(usage.Options):
         self["tls"] = tls_files(self["tls-cert"], self["tls-key"])
         if self["config"] is None:
             raise usage.UsageError("--config PATH is required: the YAML file to serve")
-        if self["log-format"] == "json" and not logs_to_stdout(self.parent):
+        self._refuse_json_logs_elsewhere()
+
+
+class WebhookOptions(_RefusedInOneLine):
+    """
+    Options of C{twistd configmapdemo-webhook}: the admission webhook that
+    makes the API server refuse a ConfigMap the service would refuse.
+    """
+
+    prog = "configmapdemo-webhook"
+    synopsis = (
+        "--tls-cert PATH --tls-key PATH [--listen ENDPOINT] [--key KEY] "
+        "[--max-bytes N] [--log-format text|json]"
+    )
+    longdesc = (
+        "Answer the Kubernetes API server's AdmissionReviews of ConfigMaps at "
+        "POST /validate, over HTTPS: a ConfigMap whose --key the service "
+        "would refuse is denied, with the line, column and kind of problem."
+    )
+    optParameters = [
+        [
+            "listen",
+            "l",
+            DEFAULT_WEBHOOK_LISTEN,
+            "Twisted server endpoint to serve HTTPS on, e.g. tcp:8443.",
+        ],
+        [
+            "tls-cert",
+            None,
+            None,
+            "PEM certificate, then the chain that completes it (required); "
+            "needs --tls-key in the same directory. Replaced live when the "
+            "files change.",
+        ],
+        [
+            "tls-key",
+            None,
+            None,
+            "Unencrypted PEM private key of --tls-cert, in the same directory.",
+        ],
+        [
+            "key",
+            None,
+            CONFIG_KEY,
+            "The ConfigMap key that holds the service's config file.",
+        ],
+        MAX_BYTES_OPTION,
+        LOG_FORMAT_OPTION,
+    ]
+    compData = usage.Completions()
+
+    def postOptions(self) -> None:
+        from twisted_demo.tls import tls_files
+
+        self["tls"] = tls_files(self["tls-cert"], self["tls-key"])
+        if self["tls"] is None:
             raise usage.UsageError(
-                "--log-format json writes to standard output: run 'twistd -n' "
-                "without --logfile, --syslog or --logger"
+                "--tls-cert PATH and --tls-key PATH are required: the API "
+                "server calls webhooks over HTTPS only"
             )
+        self._refuse_json_logs_elsewhere()
 
 
-#: The second line of a refused command line.
-TRY_HELP = "Try 'twistd configmapdemo --help'"
-
-
-def exit_with(message: str, hint: str | None = None) -> NoReturn:
+def exit_with(
+    message: str, hint: str | None = None, *, prog: str = "configmapdemo"
+) -> NoReturn:
     """
     Refuse to start with one readable line (and a C{hint} on a second line)
     and a non-zero exit status.
     """
-    print(f"configmapdemo: error: {message}", file=sys.stderr)
+    print(f"{prog}: error: {message}", file=sys.stderr)
     if hint is not None:
         print(hint, file=sys.stderr)
     raise SystemExit(1)

@@ -27,7 +27,7 @@ from twisted_demo.tls import (
 )
 from twisted_demo.web import ConfigApp, reload_all
 
-__all__ = ["Options", "demo_resource", "live_pair", "makeService"]
+__all__ = ["Options", "demo_resource", "live_pair", "makeService", "served_pair"]
 
 
 def demo_resource(
@@ -59,7 +59,10 @@ def live_pair(files: TLSFiles, reactor: Any, tick: float) -> LiveConfigService[T
     )
 
 
-def _served(pair: LiveConfigService[TLSPair]) -> RotatingServerTLS:
+def served_pair(pair: LiveConfigService[TLSPair]) -> RotatingServerTLS:
+    """
+    Server-side TLS with the pair C{pair} serves when each connection comes.
+    """
     return RotatingServerTLS(
         lambda: None if pair.current is None else pair.current.value
     )
@@ -112,7 +115,7 @@ def makeService(options: Options) -> MultiService:
     )
     if pair is not None:
         pair.setServiceParent(configs)
-        endpoint = TLSServerEndpoint(endpoint, _served(pair))
+        endpoint = TLSServerEndpoint(endpoint, served_pair(pair))
     WebService(
         options["listen"],
         endpoint,

@@ -7,12 +7,14 @@ L{AtomicWriter} reproduces the kubelet's AtomicWriter
 exactly the inotify events a ConfigMap volume produces on an update.
 L{write_in_place} and L{write_by_rename} are the two ways editors and
 shell tools save a plain file.  L{configmapdemo_argv} is the command line
-that runs the real service on a loopback port.
+that runs the real service on a loopback port, L{webhook_argv} the
+webhook's, and L{admission_review} what the API server sends it.
 """
 
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import shutil
 import socket
@@ -20,6 +22,7 @@ import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 DATA_DIR_NAME = "..data"
 DATA_DIR_TMP_NAME = "..data_tmp"
@@ -181,3 +184,100 @@ def configmapdemo_argv(
         f"tcp:{port}:interface=127.0.0.1",
         *options,
     ]
+
+
+def webhook_argv(
+    port: int, cert: str | os.PathLike[str], key: str | os.PathLike[str], *options: str
+) -> list[str]:
+    """
+    The command line of C{twistd -n configmapdemo-webhook} serving HTTPS on
+    127.0.0.1:C{port} with the pair C{cert} and C{key}, in the foreground
+    with no pid file, followed by further C{options}.
+    """
+    return [
+        twistd_executable(),
+        "-n",
+        "--pidfile=",
+        "configmapdemo-webhook",
+        "--listen",
+        f"tcp:{port}:interface=127.0.0.1",
+        "--tls-cert",
+        os.fspath(cert),
+        "--tls-key",
+        os.fspath(key),
+        *options,
+    ]
+
+
+#: The C{kind} of a ConfigMap in an C{AdmissionReview}'s request.
+CONFIGMAP_KIND = {"group": "", "version": "v1", "kind": "ConfigMap"}
+
+
+def admission_review(
+    configmap: Mapping[str, Any] | None,
+    *,
+    operation: str = "CREATE",
+    uid: str = "705ab4f5-6393-11e8-b7cc-42010a800002",
+    kind: Mapping[str, str] = CONFIGMAP_KIND,
+    old: Mapping[str, Any] | None = None,
+) -> bytes:
+    """
+    The body of the C{admission.k8s.io/v1} C{AdmissionReview} the API server
+    sends a validating webhook for C{operation} on C{configmap} (an object
+    of C{kind}), as JSON: C{object} is null for a C{DELETE}, C{oldObject}
+    is C{old}.
+    """
+    name = (configmap or old or {}).get("metadata", {}).get("name", "")
+    review = {
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": uid,
+            "kind": dict(kind),
+            "resource": {
+                "group": kind["group"],
+                "version": kind["version"],
+                "resource": kind["kind"].lower() + "s",
+            },
+            "requestKind": dict(kind),
+            "requestResource": {
+                "group": kind["group"],
+                "version": kind["version"],
+                "resource": kind["kind"].lower() + "s",
+            },
+            "name": name,
+            "namespace": "default",
+            "operation": operation,
+            "userInfo": {"username": "admin", "groups": ["system:authenticated"]},
+            "object": None if configmap is None else dict(configmap),
+            "oldObject": None if old is None else dict(old),
+            "dryRun": False,
+            "options": {"apiVersion": "meta.k8s.io/v1", "kind": "CreateOptions"},
+        },
+    }
+    return json.dumps(review).encode("utf-8")
+
+
+def configmap_object(
+    data: Mapping[str, str] | None = None,
+    binary: Mapping[str, str] | None = None,
+    name: str = "configmap-microservice-demo",
+) -> dict[str, Any]:
+    """
+    A ConfigMap as the API server writes it in a review: C{binary} is
+    C{binaryData}, already base64.
+    """
+    configmap: dict[str, Any] = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": name,
+            "namespace": "default",
+            "labels": {"app.kubernetes.io/name": name},
+        },
+    }
+    if data is not None:
+        configmap["data"] = dict(data)
+    if binary is not None:
+        configmap["binaryData"] = dict(binary)
+    return configmap

@@ -14,7 +14,8 @@ on the reactor thread.
     flags.current.value                         # on the request path
 
 A C{check} command for the same parse function, to run in CI before a
-config is applied, is one call of L{check_main}.
+config is applied, is one call of L{check_main}; an admission webhook that
+makes the API server refuse a broken ConfigMap, one L{AdmissionWebhook}.
 
 Importing L{ConfigError} costs nothing, and L{parse_yaml} only PyYAML: the
 other names are loaded when first used, so that a parse module run in the
@@ -37,13 +38,15 @@ if TYPE_CHECKING:
         check_main,
         check_manifests,
     )
-    from twisted_demo.live._metrics import LiveConfigMetrics
+    from twisted_demo.live._metrics import LiveConfigMetrics, WebhookMetrics
     from twisted_demo.live._runner import In, Runner, inline
     from twisted_demo.live._service import LiveConfigService
     from twisted_demo.live._types import Failed, Loaded, Outcome, Unchanged, Updated
+    from twisted_demo.live._webhook import AdmissionWebhook, check_configmap
     from twisted_demo.live._yaml import parse_yaml
 
 __all__ = [
+    "AdmissionWebhook",
     "ConfigError",
     "Failed",
     "FileSet",
@@ -57,6 +60,8 @@ __all__ = [
     "Runner",
     "Unchanged",
     "Updated",
+    "WebhookMetrics",
+    "check_configmap",
     "check_file_set",
     "check_files",
     "check_main",
@@ -66,6 +71,7 @@ __all__ = [
 ]
 
 _LAZY = {
+    "AdmissionWebhook": "_webhook",
     "Failed": "_types",
     "FileSet": "_check",
     "FileSetOptions": "_check",
@@ -77,6 +83,8 @@ _LAZY = {
     "Runner": "_runner",
     "Unchanged": "_types",
     "Updated": "_types",
+    "WebhookMetrics": "_metrics",
+    "check_configmap": "_webhook",
     "check_file_set": "_check",
     "check_files": "_check",
     "check_main": "_check",

@@ -173,11 +173,16 @@ def _read(file: str, max_bytes: int | None, stdin: BinaryIO) -> bytes:
     except OSError as e:
         raise ConfigError(f"cannot read: {e.strerror or e}") from None
     if max_bytes is not None:
-        _refuse_over(raw, max_bytes)
+        refuse_over(raw, max_bytes)
     return raw
 
 
-def _refuse_over(raw: bytes, max_bytes: int) -> None:
+def refuse_over(raw: bytes, max_bytes: int) -> None:
+    """
+    Refuse C{raw} when it is over C{max_bytes}, as the service does.
+
+    @raise ConfigError: Naming the limit.
+    """
     if len(raw) > max_bytes:
         raise ConfigError(f"file is over the limit of {max_bytes} bytes")
 
@@ -186,15 +191,23 @@ def _name(file: str) -> str:
     return STDIN_NAME if file == "-" else file
 
 
+def located(source: Source, error: ConfigError) -> Failed:
+    """
+    The failure of C{source} that C{error} reports, with its line and
+    column when its text starts with them.
+    """
+    reason = str(error)
+    place = _LOCATED.match(reason)
+    if place is None:
+        return Failed(source, reason)
+    return Failed(source, reason, int(place[1]), int(place[2]))
+
+
 def _parse(parse: ParseFunction, raw: bytes, source: Source) -> Passed | Failed:
     try:
         parse(raw)
     except ConfigError as e:
-        reason = str(e)
-        located = _LOCATED.match(reason)
-        if located is None:
-            return Failed(source, reason)
-        return Failed(source, reason, int(located[1]), int(located[2]))
+        return located(source, e)
     return Passed(source)
 
 
@@ -443,7 +456,7 @@ def _check_configmap(
     else:
         raw = value.value.encode("utf-8", "surrogatepass")
     try:
-        _refuse_over(raw, max_bytes)
+        refuse_over(raw, max_bytes)
     except ConfigError as e:
         result: Passed | Failed = Failed(source, str(e))
     else:

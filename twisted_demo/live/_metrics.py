@@ -6,12 +6,13 @@ registry and name prefix.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.metrics_core import (
     CounterMetricFamily,
     GaugeMetricFamily,
+    HistogramMetricFamily,
     InfoMetricFamily,
     Metric,
 )
@@ -19,7 +20,17 @@ from prometheus_client.registry import Collector
 
 from twisted_demo.live._types import Failed, Loaded, Outcome, Unchanged, Updated
 
-__all__ = ["LiveConfigMetrics"]
+if TYPE_CHECKING:
+    from twisted_demo.live._webhook import Answered
+
+__all__ = ["LiveConfigMetrics", "WebhookMetrics"]
+
+#: The verdicts of a review, each counted from 0 (see L{Answer.verdict}).
+VERDICTS = ("allowed", "denied", "skipped", "malformed", "failed")
+
+#: Upper bounds, in seconds, of the answer time histogram's buckets:
+#: prometheus_client's defaults, up to the longest deadline worth setting.
+ANSWER_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
 class LiveConfigMetrics(Collector):
@@ -122,3 +133,52 @@ class LiveConfigMetrics(Collector):
                 },
             )
         yield info
+
+
+class WebhookMetrics(Collector):
+    """
+    Reviews answered by an admission webhook, by verdict
+    (C{PREFIX_webhook_reviews_total{verdict=...}}), and the time each took
+    to answer (C{PREFIX_webhook_answer_seconds}, a histogram).  Call it with
+    each L{Answered} (pass it to C{AdmissionWebhook.observe}).  A collector
+    of its own, as L{LiveConfigMetrics} is, for no C{_created} series.
+    """
+
+    def __init__(self, registry: CollectorRegistry, prefix: str) -> None:
+        self.registry = registry
+        self._name = f"{prefix}_webhook"
+        self._verdicts = dict.fromkeys(VERDICTS, 0)
+        self._buckets = [0] * len(ANSWER_BUCKETS)
+        self._count = 0
+        self._sum = 0.0
+        registry.register(self)
+
+    def __call__(self, answered: Answered) -> None:
+        self._verdicts[answered.verdict] += 1
+        self._count += 1
+        self._sum += answered.seconds
+        for number, bound in enumerate(ANSWER_BUCKETS):
+            if answered.seconds <= bound:
+                self._buckets[number] += 1
+
+    def collect(self) -> Iterator[Metric]:
+        reviews = CounterMetricFamily(
+            f"{self._name}_reviews",
+            "AdmissionReviews answered, by verdict: allowed (checked), "
+            "skipped (allowed unchecked), denied, malformed (400), failed "
+            "(503: no answer from the parser).",
+            labels=["verdict"],
+        )
+        for verdict, count in self._verdicts.items():
+            reviews.add_metric([verdict], count)
+        yield reviews
+        buckets = [
+            (repr(bound), count)
+            for bound, count in zip(ANSWER_BUCKETS, self._buckets, strict=True)
+        ]
+        yield HistogramMetricFamily(
+            f"{self._name}_answer_seconds",
+            "Seconds from a review's arrival to its answer.",
+            buckets=[*buckets, ("+Inf", self._count)],
+            sum_value=self._sum,
+        )
