@@ -109,3 +109,34 @@ async def test_parse_that_crashes_in_the_parser_process_refuses_the_file(
     assert "KeyError" in failed.error
     # The same bytes would crash it again: they wait for their next change.
     assert failed.retry_in is None
+
+
+@pytest_twisted.ensureDeferred
+async def test_refusal_keeps_its_fields_through_the_parser_process(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_bytes(b"message: good\npassword: !!int hunter2\n")
+    # The default runner: the refusal crosses from the parser process as
+    # its fields, not as text to be read back.
+    live = LiveConfigService(path, parse_message, reactor=reactor, tick=3600)
+    outcomes: list[Outcome[str]] = []
+    live.observe(outcomes.append)
+    with captured_log() as log:
+        live.startService()
+        try:
+            await until(reactor, lambda: bool(outcomes), "the first reload")
+        finally:
+            await live.stopService()
+    [failed] = outcomes
+    assert isinstance(failed, Failed) and failed.detail is not None
+    assert failed.detail.as_dict() == {
+        "problem": "not a valid integer",
+        "file": str(path),
+        "key": None,
+        "line": 2,
+        "column": 11,
+    }
+    assert failed.error == f"{path} line 2, column 11: not a valid integer"
+    assert live.last_error_detail is failed.detail
+    assert not any("hunter2" in m for m in log.messages())

@@ -19,7 +19,9 @@ A request is data, not code::
 A reply is one tag byte and its body::
 
     b"V" the value parse returned, pickled
-    b"E" the text of the ConfigError parse raised (UTF-8)
+    b"E" the fields of the ConfigError parse raised, as a JSON object
+         (C{ConfigError.as_dict}), so that its place is never read back
+         out of its text
     b"C" one line describing any other exception (UTF-8)
     b"L" why the input went past a limit of the process (UTF-8); the parent
          stops this child and starts another for the next request
@@ -28,6 +30,7 @@ A reply is one tag byte and its body::
 from __future__ import annotations
 
 import importlib
+import json
 import math
 import os
 import pickle
@@ -247,7 +250,7 @@ def answer(
             budget.stop()
         pickled = pickle.dumps(value, pickle.HIGHEST_PROTOCOL)
     except ConfigError as e:
-        return ERROR + str(e).encode("utf-8", "replace")
+        return ERROR + json.dumps(e.as_dict()).encode()
     except _OverBudget:
         return (
             LIMIT

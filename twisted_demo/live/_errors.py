@@ -12,10 +12,11 @@ from those fields; nothing parses a place back out of its text.
 
 from __future__ import annotations
 
+import os
 import re
 from typing import Any
 
-__all__ = ["ConfigError", "ParseCrashed", "line_and_column"]
+__all__ = ["ConfigError", "ParseCrashed", "line_and_column", "split_lines"]
 
 # The line breaks YAML counts (and PyYAML's marks with it).
 _LINE_BREAK = re.compile("\r\n|[\n\r\x85\u2028\u2029]")
@@ -32,6 +33,13 @@ def line_and_column(text: str, index: int) -> tuple[int, int]:
     for found in _LINE_BREAK.finditer(text, 0, index):
         line, start = line + 1, found.end()
     return line, index - start + 1
+
+
+def split_lines(text: str) -> list[str]:
+    """
+    The lines of C{text}, split where L{line_and_column} counts a break.
+    """
+    return _LINE_BREAK.split(text)
 
 
 class ConfigError(Exception):
@@ -136,11 +144,12 @@ class ConfigError(Exception):
     def within(self, directory: str) -> ConfigError:
         """
         This error, for a config of several files in C{directory}: a file
-        it names is taken as a name within C{directory}.
+        it names by a relative path is taken as one within C{directory}.
         """
         fields = self.as_dict()
-        name = self.file
-        fields["file"] = directory if name is None else f"{directory}/{name}"
+        fields["file"] = os.path.join(directory, self.file or "")
+        if self.file is None:
+            fields["file"] = directory
         return ConfigError.from_dict(fields)
 
 

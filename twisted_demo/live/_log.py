@@ -74,6 +74,7 @@ class UpdateLog(Service):
             case Updated(old, new):
                 self._updated(old, new)
             case Failed(error, current, repeated=False, retry_in=retry_in):
+                detail = outcome.detail
                 _log.error(
                     (
                         "Config reload failed, still serving the last good config: "
@@ -84,6 +85,8 @@ class UpdateLog(Service):
                     + ("" if retry_in is None else " (trying again in {retry_in:g}s)"),
                     error=error,
                     retry_in=retry_in,
+                    # The same in fields, for a structured log to index.
+                    error_detail=None if detail is None else detail.as_dict(),
                 )
             case Unchanged(current, recovered=True):
                 _log.info(
