@@ -247,3 +247,21 @@ def test_benchmarks_md_carries_the_analysis_as_it_stands() -> None:
     benchmarks = (ROOT / "BENCHMARKS.md").read_text()
     analysis = (ROOT / "bench" / "analysis.md").read_text().strip()
     assert benchmarks.rstrip().endswith("\n" + analysis)
+
+
+def test_library_errors_example_prints_what_is_quoted() -> None:
+    errors = section((ROOT / "docs" / "library.md").read_text(), "Errors")
+    program, printed = [
+        b for b in blocks(errors) if b.language in ("python", "console")
+    ]
+    assert (program.language, printed.language) == ("python", "console")
+
+    run = subprocess.run(
+        [sys.executable, "-c", "\n".join(program.lines)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+
+    assert run.stdout.splitlines() == printed.lines

@@ -16,7 +16,15 @@ import yaml
 
 from twisted_demo.live._errors import ConfigError, line_and_column
 
-__all__ = ["MAX_DEPTH", "MAX_NODES", "FastSafeLoader", "describe_value", "parse_yaml"]
+__all__ = [
+    "MAX_DEPTH",
+    "MAX_NODES",
+    "FastSafeLoader",
+    "decode_utf8",
+    "describe_value",
+    "parse_yaml",
+    "yaml_error",
+]
 
 #: Deepest nesting of lists and mappings accepted.  See L{_bounds_nesting}
 #: for when it is checked before composing and when after.
@@ -364,30 +372,31 @@ def _load(raw: bytes, text: str) -> tuple[int, object]:
             return _compose(text, limit)
         documents = _check_shape(text, limit)
         return documents, yaml.load(text, Loader=_CarefulLoader)
-    except yaml.MarkedYAMLError as e:
-        problem = _safe_problem(e.problem or e.context)
-        raise _at(e.problem_mark or e.context_mark, problem) from None
-    except yaml.reader.ReaderError as e:
-        raise reader_error(e, raw, text) from None
-    except yaml.YAMLError:
-        raise ConfigError("invalid YAML") from None
+    except yaml.YAMLError as e:
+        raise yaml_error(e, raw, text) from None
 
 
-def reader_error(error: yaml.reader.ReaderError, raw: bytes, text: str) -> ConfigError:
+def yaml_error(error: yaml.YAMLError, raw: bytes, text: str) -> ConfigError:
     """
-    The L{ConfigError} for a character YAML does not accept, located in
-    C{text} (whose UTF-8 encoding is C{raw}) by the one rule for places.
+    The L{ConfigError} for PyYAML's C{error} on C{text} (whose UTF-8
+    encoding is C{raw}): its problem without any text of the input, at its
+    place by the one rule for places.
     """
-    index = error.position
-    if _LIBYAML:
-        # libyaml gives the offset into the UTF-8 bytes.
-        index = len(raw[:index].decode("utf-8", "replace"))
-    line, column = line_and_column(text, index)
-    return ConfigError(
-        f"unacceptable character #x{error.character:04x}: {error.reason}",
-        line=line,
-        column=column,
-    )
+    if isinstance(error, yaml.MarkedYAMLError):
+        problem = _safe_problem(error.problem or error.context)
+        return _at(error.problem_mark or error.context_mark, problem)
+    if isinstance(error, yaml.reader.ReaderError):
+        index = error.position
+        if _LIBYAML:
+            # libyaml gives the offset into the UTF-8 bytes.
+            index = len(raw[:index].decode("utf-8", "replace"))
+        line, column = line_and_column(text, index)
+        return ConfigError(
+            f"unacceptable character #x{error.character:04x}: {error.reason}",
+            line=line,
+            column=column,
+        )
+    return ConfigError("invalid YAML")
 
 
 def parse_yaml(data: bytes) -> dict[Any, Any]:
