@@ -10,7 +10,7 @@ import re
 from attrs import frozen
 
 from bench.parsecost import HOSTILE
-from twisted_demo.config import DEFAULT_MAX_BYTES
+from twisted_demo.live import DEFAULT_MAX_BYTES
 
 
 def good(message: str) -> bytes:

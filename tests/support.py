@@ -29,8 +29,8 @@ from twisted.logger import ILogObserver, LogLevel, eventAsText, globalLogPublish
 from zope.interface import implementer
 
 from bench.proc import process_tree, stat_fields
-from twisted_demo.config import DEFAULT_MAX_BYTES, parse_message
-from twisted_demo.live import LiveConfigService, inline
+from twisted_demo.config import parse_message
+from twisted_demo.live import DEFAULT_MAX_BYTES, LiveConfigService, inline
 from twisted_demo.live._reader import Reader
 from twisted_demo.live._watcher import Notifier, Watcher
 from twisted_demo.tap import demo_resource
