@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     )
     from twisted_demo.live._command import FileSetOptions, check_main, positive_integer
     from twisted_demo.live._manifest import check_manifests
-    from twisted_demo.live._metrics import LiveConfigMetrics
+    from twisted_demo.live._metrics import LiveConfigMetrics, ReloadCounter
     from twisted_demo.live._reader import DATA_DIR_NAME, DEFAULT_MAX_BYTES
     from twisted_demo.live._runner import In, Runner, inline
     from twisted_demo.live._service import LiveConfigService
@@ -68,6 +68,7 @@ __all__ = [
     "ManifestPlace",
     "Outcome",
     "ParseCrashed",
+    "ReloadCounter",
     "Runner",
     "Unchanged",
     "Updated",
@@ -98,6 +99,7 @@ _LAZY = {
     "Loaded": "_types",
     "ManifestPlace": "_check",
     "Outcome": "_types",
+    "ReloadCounter": "_metrics",
     "Runner": "_runner",
     "Unchanged": "_types",
     "Updated": "_types",
