@@ -41,6 +41,7 @@ if TYPE_CHECKING:
         check_files,
     )
     from twisted_demo.live._command import FileSetOptions, check_main, positive_integer
+    from twisted_demo.live._log import LOG_BURST, LOG_INTERVAL, Allowance
     from twisted_demo.live._manifest import check_manifests
     from twisted_demo.live._metrics import LiveConfigMetrics, ReloadCounter
     from twisted_demo.live._reader import DATA_DIR_NAME, DEFAULT_MAX_BYTES
@@ -52,6 +53,9 @@ if TYPE_CHECKING:
 __all__ = [
     "DATA_DIR_NAME",
     "DEFAULT_MAX_BYTES",
+    "LOG_BURST",
+    "LOG_INTERVAL",
+    "Allowance",
     "CheckFailed",
     "CheckPassed",
     "CheckResult",
@@ -84,6 +88,9 @@ __all__ = [
 
 _LAZY = {
     "DATA_DIR_NAME": "_reader",
+    "LOG_BURST": "_log",
+    "LOG_INTERVAL": "_log",
+    "Allowance": "_log",
     "DEFAULT_MAX_BYTES": "_reader",
     "CheckFailed": "_check",
     "CheckPassed": "_check",
