@@ -58,7 +58,7 @@ _T = TypeVar("_T")
 
 #: What a parse function takes: the bytes of one file, or the bytes of
 #: several by file name.
-In = TypeVar("In", bytes, Mapping[str, bytes], bytes | Mapping[str, bytes])
+_Input = TypeVar("_Input", bytes, Mapping[str, bytes], bytes | Mapping[str, bytes])
 
 #: How long a stopping service waits for the child to finish its parse
 #: and exit before killing it.  A child that is not stuck exits within
@@ -128,7 +128,7 @@ def _config_error(body: bytes) -> ConfigError:
     return ConfigError.from_dict(fields)
 
 
-class _Framing(Int32StringReceiver):
+class _ChildFraming(Int32StringReceiver):
     """
     The Int32 framing of the child's stdin and stdout.
     """
@@ -154,7 +154,7 @@ class _Child(ProcessProtocol):
 
     def __init__(self, owner: ParserProcess) -> None:
         self.owner = owner
-        self.framing = _Framing(self)
+        self.framing = _ChildFraming(self)
         self.ended: Deferred[None] = Deferred()
         self.alive = True
         #: Why we ended it, if we did; set, its end is no news.
@@ -223,7 +223,7 @@ def _how_it_ended(reason: Failure, last_line: str) -> str:
 
 
 @frozen
-class _Request(Generic[_T]):
+class _ParseRequest(Generic[_T]):
     path: str
     message: bytes
     result: Deferred[_T]
@@ -267,8 +267,8 @@ class ParserProcess(Service):
         self._niceness = niceness
         self._limits = limits
         self._child: _Child | None = None
-        self._waiting: deque[_Request[object]] = deque()
-        self._current: tuple[_Request[object], _Child, IDelayedCall] | None = None
+        self._waiting: deque[_ParseRequest[object]] = deque()
+        self._current: tuple[_ParseRequest[object], _Child, IDelayedCall] | None = None
         self._stopped = False
 
     def startService(self) -> None:
@@ -299,7 +299,7 @@ class ParserProcess(Service):
 
         return child.ended.addCallback(ended)
 
-    def __call__(self, parse: Callable[[In], _T], data: In) -> Deferred[_T]:
+    def __call__(self, parse: Callable[[_Input], _T], data: _Input) -> Deferred[_T]:
         """
         Call C{parse(data)} in the parser process.
 
@@ -327,7 +327,9 @@ class ParserProcess(Service):
                 )
             )
         result: Deferred[_T] = Deferred()
-        self._waiting.append(cast(_Request[object], _Request(path, message, result)))
+        self._waiting.append(
+            cast(_ParseRequest[object], _ParseRequest(path, message, result))
+        )
         self._next()
         return result
 
@@ -379,7 +381,7 @@ class ParserProcess(Service):
             self._current = (request, child, timer)
             child.send(request.message)
 
-    def _finish(self, child: _Child) -> _Request[object] | None:
+    def _finish(self, child: _Child) -> _ParseRequest[object] | None:
         """
         The request C{child} was parsing, now no longer current.
         """
