@@ -16,7 +16,17 @@ import os
 import re
 from typing import Any
 
-__all__ = ["ConfigError", "ParseCrashed", "line_and_column", "split_lines"]
+__all__ = [
+    "ConfigError",
+    "ParseCrashed",
+    "describe_crash",
+    "line_and_column",
+    "split_lines",
+]
+
+#: The longest description of a crash, so that a huge exception message
+#: cannot flood the server's log.
+_CRASH_LINE = 300
 
 # The line breaks YAML counts (and PyYAML's marks with it).
 _LINE_BREAK = re.compile("\r\n|[\n\r\x85\u2028\u2029]")
@@ -165,3 +175,29 @@ class ParseCrashed(Exception):
     gives the same answer, so the live service takes it as a refusal of
     that input, not as a failure of its own to retry.
     """
+
+
+def describe_crash(error: BaseException, *, text: bool = False) -> str:
+    """
+    One line saying what C{error} is and where it was raised:
+    C{KeyError (schema.py line 12, in parse)}.  Its text is left out unless
+    C{text} is set, since the exception of a parse function that crashed
+    may quote the file it was parsing (a config may hold secrets); set it
+    only for an error that cannot, such as one importing a module.
+    """
+    described = type(error).__name__
+    lines = str(error).splitlines() if text else []
+    if lines:
+        described += f": {lines[0]}"
+    tb = error.__traceback__
+    if tb is not None:
+        while tb.tb_next is not None:
+            tb = tb.tb_next
+        code = tb.tb_frame.f_code
+        described += (
+            f" ({os.path.basename(code.co_filename)} line {tb.tb_lineno},"
+            f" in {code.co_name})"
+        )
+    if len(described) <= _CRASH_LINE:
+        return described
+    return described[: _CRASH_LINE - 3] + "..."
