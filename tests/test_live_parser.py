@@ -8,7 +8,7 @@ from __future__ import annotations
 import errno
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest_twisted
 from twisted.internet import reactor as _reactor
@@ -22,6 +22,8 @@ from twisted_demo.live import Failed, LiveConfigService, Outcome, Updated
 from twisted_demo.live._process import ParserProcess
 
 reactor: Any = _reactor
+
+T = TypeVar("T")
 
 
 @implementer(IReactorProcess, IReactorTime)
@@ -87,6 +89,21 @@ async def test_parser_that_cannot_start_fails_the_reload_and_a_later_one_works(
     )
 
 
+async def _first_outcome(live: LiveConfigService[T]) -> Outcome[T]:
+    """
+    The outcome of C{live}'s first reload, started as a program starts it
+    and stopped after.
+    """
+    outcomes: list[Outcome[T]] = []
+    live.observe(outcomes.append)
+    live.startService()
+    try:
+        await until(reactor, lambda: bool(outcomes), "the first reload")
+    finally:
+        await live.stopService()
+    return outcomes[0]
+
+
 @pytest_twisted.ensureDeferred
 async def test_parse_that_crashes_in_the_parser_process_refuses_the_file(
     tmp_path: Path,
@@ -95,15 +112,8 @@ async def test_parse_that_crashes_in_the_parser_process_refuses_the_file(
     path.write_bytes(b"message: good\n")
     # The default runner: a real parser process, where parsers.crash raises.
     live = LiveConfigService(path, parsers.crash, reactor=reactor, tick=3600)
-    outcomes: list[Outcome[None]] = []
-    live.observe(outcomes.append)
     with captured_log():
-        live.startService()
-        try:
-            await until(reactor, lambda: bool(outcomes), "the first reload")
-        finally:
-            await live.stopService()
-    [failed] = outcomes
+        failed = await _first_outcome(live)
     assert isinstance(failed, Failed)
     assert failed.error.startswith(f"{path}: cannot parse: ")
     assert "KeyError" in failed.error
@@ -120,15 +130,8 @@ async def test_refusal_keeps_its_fields_through_the_parser_process(
     # The default runner: the refusal crosses from the parser process as
     # its fields, not as text to be read back.
     live = LiveConfigService(path, parse_message, reactor=reactor, tick=3600)
-    outcomes: list[Outcome[str]] = []
-    live.observe(outcomes.append)
     with captured_log() as log:
-        live.startService()
-        try:
-            await until(reactor, lambda: bool(outcomes), "the first reload")
-        finally:
-            await live.stopService()
-    [failed] = outcomes
+        failed = await _first_outcome(live)
     assert isinstance(failed, Failed) and failed.detail is not None
     assert failed.detail.as_dict() == {
         "problem": "not a valid integer",
