@@ -197,6 +197,16 @@ def test_broken_yaml_keeps_last_good_config_and_is_reported_once(
     assert log.messages(LogLevel.error) == [
         "Config reload failed, still serving the last good config: " + expected
     ]
+    # The same error in fields, for a structured log to index.
+    [event] = [e for e in log.events if e.get("log_level") == LogLevel.error]
+    assert event["error_detail"] == {
+        "problem": "did not find expected ',' or ']'",
+        "file": str(setup.path),
+        "key": None,
+        "line": 2,
+        "column": 1,
+    }
+    assert first.detail is again.detail is setup.live.last_error_detail
     assert setup.metric("configmapdemo_config_reload_failures_total") == 1
     assert setup.metric("configmapdemo_config_last_reload_successful") == 0
 
