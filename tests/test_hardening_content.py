@@ -192,6 +192,9 @@ _START_UP = [
     "invalid_timestamp_value",
     "nul_byte",
     "python_object_apply_tag",
+    # Crashed with a traceback before the one line, and echoed the value.
+    "tagged_bool_that_is_not",
+    "tagged_int_that_is_not",
 ]
 
 
