@@ -14,6 +14,8 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.bad_configs import BAD_CONTENT
+from twisted_demo.config import parse_message
 from twisted_demo.live import ConfigError, _yaml, parse_yaml
 
 #: Every tag the safe constructors know, and some they do not.
@@ -217,3 +219,26 @@ def test_pure_python_yaml_messages_are_cleaned_of_the_input(
         assert text[:4] not in _yaml._safe_problem(e.problem or e.context)
     except Exception:
         pass
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "alias_bomb",
+        "recursive_alias",
+        "deep_nesting",
+        "multi_document_stream",
+        "duplicate_keys",
+        "invalid_timestamp_value",
+        "tagged_bool_that_is_not",
+    ],
+)
+def test_both_ways_of_applying_the_limits_refuse_alike(
+    both_limit_paths: bool, case: str
+) -> None:
+    bad = BAD_CONTENT[case]
+
+    with pytest.raises(ConfigError) as e:
+        parse_message(bad.content)
+
+    assert bad.matches(str(e.value))

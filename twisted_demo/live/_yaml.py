@@ -223,9 +223,10 @@ def _check_shape(text: str, limit: int) -> int:
     @raise yaml.YAMLError: For the first syntax error.
     """
     documents = 0
-    # (anchor, nodes counted before the collection started) per open
-    # collection; a closed anchor's expanded size is then a subtraction.
-    open_collections: list[tuple[str | None, int]] = []
+    # (anchor, nodes counted before the collection started, where it
+    # starts) per open collection; a closed anchor's expanded size is then
+    # a subtraction.
+    open_collections: list[tuple[str | None, int, Any]] = []
     sizes: dict[str, int] = {}
     nodes = 0
     for event in yaml.parse(text, Loader=_Loader):
@@ -240,10 +241,10 @@ def _check_shape(text: str, limit: int) -> int:
         elif isinstance(event, yaml.CollectionStartEvent):
             if len(open_collections) >= MAX_DEPTH:
                 raise _at(event.start_mark, f"nested deeper than {MAX_DEPTH} levels")
-            open_collections.append((event.anchor, nodes))
+            open_collections.append((event.anchor, nodes, event.start_mark))
             nodes += 1
         elif isinstance(event, yaml.CollectionEndEvent):
-            anchor, before = open_collections.pop()
+            anchor, before, _ = open_collections.pop()
             if anchor is not None:
                 sizes[anchor] = nodes - before
         elif isinstance(event, yaml.ScalarEvent):
@@ -251,11 +252,10 @@ def _check_shape(text: str, limit: int) -> int:
                 sizes[event.anchor] = 1
             nodes += 1
         elif isinstance(event, yaml.AliasEvent):
-            if any(anchor == event.anchor for anchor, _ in open_collections):
-                raise _at(
-                    event.start_mark,
-                    "this alias refers to a node that contains it",
-                )
+            for anchor, _, start in open_collections:
+                if anchor == event.anchor:
+                    # Reported at the node, as after composing.
+                    raise _at(start, "this node contains itself through an alias")
             # An undefined alias is left for the composer to report.
             nodes += sizes.get(str(event.anchor), 1)
         if nodes > limit:
