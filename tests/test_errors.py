@@ -108,10 +108,18 @@ def test_config_error_survives_json_and_pickle_with_its_fields() -> None:
 
     for copy in (
         ConfigError.from_dict(json.loads(json.dumps(error.as_dict()))),
+        ConfigError.from_json(error.to_json()),
         pickle.loads(pickle.dumps(error)),
     ):
         assert copy.as_dict() == error.as_dict()
         assert str(copy) == str(error)
+
+
+@pytest.mark.parametrize("data", [b"", b"not json", b"[1, 2]", b"\xff", b"null"])
+def test_a_malformed_refusal_on_the_wire_is_a_refusal_not_a_crash(data: bytes) -> None:
+    error = ConfigError.from_json(data)
+
+    assert error.problem == "the parser process sent a malformed refusal"
 
 
 def test_config_error_from_malformed_fields_keeps_what_is_sound() -> None:

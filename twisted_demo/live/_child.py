@@ -31,7 +31,6 @@ A reply is one tag byte and its body::
 from __future__ import annotations
 
 import importlib
-import json
 import math
 import os
 import pickle
@@ -229,7 +228,7 @@ def answer(
             budget.stop()
         pickled = pickle.dumps(value, pickle.HIGHEST_PROTOCOL)
     except ConfigError as e:
-        return ERROR + json.dumps(e.as_dict()).encode()
+        return ERROR + e.to_json()
     except _OverBudget:
         return (
             LIMIT

@@ -12,6 +12,7 @@ from those fields; nothing parses a place back out of its text.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from typing import Any
@@ -139,6 +140,26 @@ class ConfigError(Exception):
             line=number("line"),
             column=number("column"),
         )
+
+    def to_json(self) -> bytes:
+        """
+        L{as_dict} as JSON, how the parser process sends a refusal.
+        """
+        return json.dumps(self.as_dict()).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes) -> ConfigError:
+        """
+        The error L{to_json} gave C{data} for; text that is not such JSON
+        is a refusal of its own, so that a reader never crashes on it.
+        """
+        try:
+            fields = json.loads(data)
+        except ValueError:
+            fields = None
+        if not isinstance(fields, dict):
+            return cls("the parser process sent a malformed refusal")
+        return cls.from_dict(fields)
 
     def in_file(self, file: str) -> ConfigError:
         """

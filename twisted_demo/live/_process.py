@@ -25,7 +25,6 @@ format), framed by L{Int32StringReceiver} on the child's stdin and stdout.
 
 from __future__ import annotations
 
-import json
 import os
 import pickle
 import signal
@@ -113,19 +112,6 @@ def import_path(parse: Callable[..., object]) -> str:
             f"a nested function or __main__), found by its import path ({path})"
         )
     return path
-
-
-def _config_error(body: bytes) -> ConfigError:
-    """
-    The L{ConfigError} whose fields the child sent as JSON.
-    """
-    try:
-        fields = json.loads(body)
-    except ValueError:
-        fields = None
-    if not isinstance(fields, dict):
-        return ConfigError("the parser process sent a malformed refusal")
-    return ConfigError.from_dict(fields)
 
 
 class _ChildFraming(Int32StringReceiver):
@@ -413,7 +399,7 @@ class ParserProcess(Service):
             else:
                 request.result.callback(value)
         elif tag == _child.ERROR:
-            request.result.errback(_config_error(body))
+            request.result.errback(ConfigError.from_json(body))
         elif tag == _child.CRASH:
             request.result.errback(ParseCrashed(f"{request.path}: {text}"))
         elif tag == _child.LIMIT:
