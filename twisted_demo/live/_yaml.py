@@ -409,8 +409,9 @@ def parse_yaml(data: bytes) -> dict[Any, Any]:
     nesting deeper than L{MAX_DEPTH} and aliases that expand past
     L{MAX_NODES} nodes, before anything is built from them.
 
-    @raise ConfigError: Saying why, with C{line N, column M: } first when
-        the problem has a place in the file.
+    @raise ConfigError: Saying why in C{problem}, never with a value from
+        C{data}, and where in C{line} and C{column} when the problem has a
+        place in the file.
     """
     text = decode_utf8(data)
     documents, document = _load(data, text)
