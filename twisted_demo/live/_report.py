@@ -14,14 +14,14 @@ from twisted_demo.live._check import (
     CheckPassed,
     CheckResult,
     CheckSkipped,
-    CheckSource,
     ManifestPlace,
 )
 
 __all__ = ["format_json", "format_text"]
 
 
-def _where(source: CheckSource) -> str:
+def _where(result: CheckResult) -> str:
+    source = result.source
     if source.files is not None:
         return os.path.join(source.file, "{" + ",".join(source.files) + "}")
     if source.configmap is None:
@@ -43,13 +43,13 @@ def format_text(results: Sequence[CheckResult]) -> str:
     out: list[str] = []
     for result in results:
         match result:
-            case CheckPassed(source):
-                out.append(f"OK      {_where(source)}")
-            case CheckFailed(source, error, manifest=at):
+            case CheckPassed():
+                out.append(f"OK      {_where(result)}")
+            case CheckFailed(error=error, manifest=at):
                 suffix = "" if at is None else _in_manifest_text(at)
-                out.append(f"FAILED  {_where(source)}: {error}{suffix}")
-            case CheckSkipped(source, reason):
-                out.append(f"SKIPPED {_where(source)}: {reason}")
+                out.append(f"FAILED  {_where(result)}: {error}{suffix}")
+            case CheckSkipped(reason=reason):
+                out.append(f"SKIPPED {_where(result)}: {reason}")
     return "".join(line + "\n" for line in out)
 
 
