@@ -56,6 +56,8 @@ def test_invalid_document_is_a_config_error_naming_the_reason(
     with pytest.raises(ConfigError) as e:
         parse_message(raw)
     assert str(e.value) == error
+    # A refusal about the message says so in its key field.
+    assert (e.value.key == "message") == error.startswith("'message'")
 
 
 def test_python_tags_are_refused_not_constructed() -> None:
