@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import subprocess
 import tempfile
@@ -28,9 +27,10 @@ from twisted.internet.task import Clock, deferLater
 from twisted.logger import ILogObserver, LogLevel, eventAsText, globalLogPublisher
 from zope.interface import implementer
 
+from bench.client import metric
 from bench.proc import process_tree, stat_fields
-from twisted_demo.config import DEFAULT_MAX_BYTES, parse_message
-from twisted_demo.live import LiveConfigService, inline
+from twisted_demo.config import parse_message
+from twisted_demo.live import DEFAULT_MAX_BYTES, LiveConfigService, inline
 from twisted_demo.live._watcher import Notifier
 from twisted_demo.tap import demo_resource
 from twisted_demo.testing import configmapdemo_argv, free_port
@@ -87,11 +87,13 @@ def niceness_of(pid: int) -> int:
 
 def metric_value(exposition: str, name: str) -> float:
     """
-    The value of the unlabelled sample C{name} in Prometheus text.
+    The value of the unlabelled sample C{name} in Prometheus text, read as
+    the benchmarks read it; a test fails showing the exposition without it.
     """
-    match = re.search(rf"^{name} (\S+)$", exposition, re.MULTILINE)
-    assert match is not None, f"{name} not in /metrics:\n{exposition}"
-    return float(match.group(1))
+    try:
+        return metric(exposition, name)
+    except LookupError:
+        raise AssertionError(f"{name} not in /metrics:\n{exposition}") from None
 
 
 class Response:

@@ -113,8 +113,7 @@ def test_report_marks_a_checkout_that_differs_from_its_commit(tmp_path: Path) ->
 
 def test_webhook_reviews_hold_configs_the_service_would_judge_as_expected() -> None:
     from bench.webhook import reviews
-    from twisted_demo.config import DEFAULT_MAX_BYTES
-    from twisted_demo.live import ConfigError
+    from twisted_demo.live import DEFAULT_MAX_BYTES, ConfigError
     from twisted_demo.live._webhook import review_limit
 
     for name, (body, allowed) in reviews().items():

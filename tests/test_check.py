@@ -27,9 +27,9 @@ from cryptography.hazmat.primitives import serialization
 from tests.bad_configs import BAD_CONTENT, good
 from tests.certs import CA, key_pem, mismatched, new_key
 from twisted_demo.check import CONFIG_KEY, main
-from twisted_demo.config import DEFAULT_MAX_BYTES, parse_message
-from twisted_demo.live import LiveConfigService, inline
-from twisted_demo.live._check import check_main
+from twisted_demo.config import parse_message
+from twisted_demo.live import DEFAULT_MAX_BYTES, LiveConfigService, inline
+from twisted_demo.live._command import check_main
 from twisted_demo.live._errors import ConfigError
 from twisted_demo.testing import AtomicWriter
 from twisted_demo.tls import CERT_FILE, KEY_FILE, tls_files
@@ -334,8 +334,7 @@ def test_literal_block_error_points_at_the_same_character_in_the_manifest(
 
     assert run.out == (
         f"FAILED  {path}: ConfigMap demo, key {CONFIG_KEY}: line 2, column 7: "
-        "invalid timestamp value: month must be in 1..12 "
-        "(manifest line 11, column 11)\n"
+        "not a valid timestamp (manifest line 11, column 11)\n"
     )
     assert path.read_text().splitlines()[10][10:] == "2026-13-01"
 
@@ -442,7 +441,8 @@ def test_manifest_that_is_not_yaml_fails_with_its_own_line(
     run = check("check", "--manifest", path)
 
     assert run.code == 1
-    assert run.out.startswith(f"FAILED  {path}: not a valid manifest: line 4, column")
+    assert run.out.startswith(f"FAILED  {path}: line 4, column")
+    assert ": not a valid manifest: " in run.out
     assert len(run.out.splitlines()) == 1
 
 
@@ -646,6 +646,7 @@ def test_json_output_says_what_the_text_says(check: Check, tmp_path: Path) -> No
                 "reason": None,
                 "line": None,
                 "column": None,
+                "error": None,
                 "manifest": None,
             },
             {
@@ -655,9 +656,16 @@ def test_json_output_says_what_the_text_says(check: Check, tmp_path: Path) -> No
                 "key": None,
                 "document": None,
                 "files": None,
-                "reason": "line 2, column 1: duplicate key 'message' (first on line 1)",
+                "reason": "line 2, column 1: duplicate key (first on line 1)",
                 "line": 2,
                 "column": 1,
+                "error": {
+                    "problem": "duplicate key (first on line 1)",
+                    "file": None,
+                    "key": None,
+                    "line": 2,
+                    "column": 1,
+                },
                 "manifest": None,
             },
         ],
@@ -834,6 +842,13 @@ def test_missing_key_file_fails_naming_it(check: Check, tmp_path: Path, ca: CA) 
         "reason": f"{KEY_FILE}: cannot read: No such file or directory",
         "line": None,
         "column": None,
+        "error": {
+            "problem": "cannot read: No such file or directory",
+            "file": KEY_FILE,
+            "key": None,
+            "line": None,
+            "column": None,
+        },
         "manifest": None,
     }
 
@@ -886,7 +901,7 @@ def parse_flags(data: bytes) -> object:
     for number, line in enumerate(data.decode().splitlines(), 1):
         name, _, value = line.partition("=")
         if value not in ("on", "off"):
-            raise ConfigError(f"line {number}, column {len(name) + 2}: on or off")
+            raise ConfigError("on or off", line=number, column=len(name) + 2)
         flags[name] = value == "on"
     return flags
 
@@ -940,3 +955,62 @@ def test_deploy_readme_quotes_the_checks_output_on_deploy(check: Check) -> None:
     run = check("check", "--manifest", "-", stdin=kustomize_deploy())
     [line] = run.out.splitlines()
     assert f"```\n{line}\n```" in (DEPLOY / "README.md").read_text()
+
+
+def _crashes_on_secrets(data: bytes) -> object:
+    """
+    Another app's parser, with a bug that the word C{hunter2} finds.
+    """
+    if b"hunter2" in data:
+        raise KeyError(data.decode())
+    return data
+
+
+@pytest.mark.parametrize("output", ["text", "json"])
+def test_a_parser_that_crashes_fails_its_file_and_the_others_are_still_checked(
+    tmp_path: Path, output: str
+) -> None:
+    crashing, fine = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    crashing.write_bytes(b"password: hunter2\n")
+    fine.write_bytes(b"message: hi\n")
+    out, err = io.StringIO(), io.StringIO()
+
+    code = check_main(
+        _crashes_on_secrets,
+        ["--format", output, str(crashing), str(fine)],
+        prog="app check",
+        key="app.yaml",
+        stdout=out,
+        stderr=err,
+    )
+
+    assert (code, err.getvalue()) == (1, "")
+    assert "hunter2" not in out.getvalue()
+    if output == "json":
+        results = json.loads(out.getvalue())["results"]
+        assert [r["status"] for r in results] == ["failed", "ok"]
+        assert results[0]["reason"] == "cannot parse: the parser raised KeyError"
+    else:
+        assert out.getvalue() == (
+            f"FAILED  {crashing}: cannot parse: the parser raised KeyError\n"
+            f"OK      {fine}\n"
+        )
+
+
+def test_a_value_its_tag_cannot_convert_fails_without_a_traceback(
+    check: Check, tmp_path: Path
+) -> None:
+    bad, fine = tmp_path / "bad.yaml", tmp_path / "fine.yaml"
+    bad.write_bytes(b"message: hi\nflag: !!bool hunter2\n")
+    fine.write_bytes(good("hi"))
+
+    text = check("check", bad, fine)
+    as_json = check("check", "--format", "json", bad, fine)
+
+    assert (text.code, text.err) == (1, "")
+    assert text.out == (
+        f"FAILED  {bad}: line 2, column 7: not a valid boolean\nOK      {fine}\n"
+    )
+    [failed, passed] = as_json.json()["results"]
+    assert (failed["line"], failed["column"], passed["status"]) == (2, 7, "ok")
+    assert "hunter2" not in text.out + as_json.out

@@ -47,7 +47,7 @@ def test_syntax_error_says_line_and_column() -> None:
         (b"message: [a]\n", "'message' must be a string, got a list"),
         (b"message: {a: 1}\n", "'message' must be a string, got a mapping"),
         (b"message: 2026-01-01\n", "'message' must be a string, got a date"),
-        (b"message: \xff\n", "not valid UTF-8 at byte 9"),
+        (b"message: \xff\n", "line 1, column 10: not valid UTF-8 at byte 9"),
     ],
 )
 def test_invalid_document_is_a_config_error_naming_the_reason(
@@ -56,6 +56,8 @@ def test_invalid_document_is_a_config_error_naming_the_reason(
     with pytest.raises(ConfigError) as e:
         parse_message(raw)
     assert str(e.value) == error
+    # A refusal about the message says so in its key field.
+    assert (e.value.key == "message") == error.startswith("'message'")
 
 
 def test_python_tags_are_refused_not_constructed() -> None:

@@ -311,3 +311,21 @@ def test_kubelet_command_swaps_data_and_refuses_a_bad_command_line(
     refused = kubelet(str(tmp_path), "a.yaml")
     assert (refused.returncode, refused.stdout) == (2, "")
     assert refused.stderr.startswith("usage: python -m twisted_demo.kubelet ")
+
+
+def test_library_errors_example_prints_what_is_quoted() -> None:
+    errors = section((ROOT / "docs" / "library.md").read_text(), "Errors")
+    program, printed = [
+        b for b in blocks(errors) if b.language in ("python", "console")
+    ]
+    assert (program.language, printed.language) == ("python", "console")
+
+    run = subprocess.run(
+        [sys.executable, "-c", "\n".join(program.lines)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+
+    assert run.stdout.splitlines() == printed.lines

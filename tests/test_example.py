@@ -102,7 +102,7 @@ def test_example_app_serves_flags_and_follows_configmap_updates(
         # A flag that is not a boolean is refused; the last good flags stay.
         writer.write({"flags.yaml": b"search: true\nbeta: maybe\n"})
         wait_for(
-            lambda: "flag 'beta' must be true or false, got 'maybe'" in app.output,
+            lambda: "flag 'beta' must be true or false, got a string" in app.output,
             "the refusal in the log",
         )
         assert http(f"{url}/beta").text == "on\n"
@@ -136,13 +136,13 @@ def test_example_app_gets_a_check_for_its_own_parser(tmp_path: Path) -> None:
     failed = check(good, bad)
     assert failed.returncode == 1
     assert failed.stdout.splitlines()[1] == (
-        f"FAILED  {bad}: flag 'beta' must be true or false, got 'maybe'"
+        f"FAILED  {bad}: flag 'beta' must be true or false, got a string"
     )
     in_manifest = check("--manifest", manifest.name)
     assert (in_manifest.returncode, in_manifest.stdout) == (
         1,
         "FAILED  configmap.yaml: ConfigMap flags, key flags.yaml: "
-        "flag 'beta' must be true or false, got 'maybe' "
+        "flag 'beta' must be true or false, got a string "
         "(in the manifest: literal value at line 5, column 15)\n",
     )
     # docs/library.md quotes this run.

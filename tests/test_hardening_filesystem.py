@@ -574,3 +574,37 @@ async def test_writer_that_pauses_half_way_is_not_served_until_it_closes(
         assert live.drift == 0
     finally:
         await live.stopService()
+
+
+def test_metrics_stay_valid_when_the_config_path_is_not_utf8(tmp_path: Path) -> None:
+    # A directory name in Latin-1, as an old system may hold: not UTF-8.
+    directory = tmp_path / os.fsdecode(b"caf\xe9")
+    directory.mkdir()
+    path = directory / CONFIG_NAME
+    path.write_bytes(good("Hello"))
+    server = TwistdServer(path)
+    try:
+        server.wait_ready()
+        scrapes = [server.get("/metrics") for _ in range(2)]
+        config = server.get("/config")
+        server.stop()
+        output = server.output
+    finally:
+        server.close()
+    for scrape in scrapes:
+        assert scrape.status == 200
+        assert (
+            scrape.text.splitlines().count(
+                "configmapdemo_config_last_reload_successful 1.0"
+            )
+            == 1
+        )
+        [info] = [
+            line
+            for line in scrape.text.splitlines()
+            if line.startswith("configmapdemo_config_info{")
+        ]
+        # The byte that is not UTF-8 is shown escaped, never dropped.
+        assert "caf\\\\xe9" in info
+    assert config.status == 200
+    assert "Traceback" not in output

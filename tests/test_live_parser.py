@@ -10,7 +10,7 @@ import errno
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest_twisted
 from twisted.internet import reactor as _reactor
@@ -26,6 +26,8 @@ from twisted_demo.live import Failed, LiveConfigService, Outcome, Updated
 from twisted_demo.live._process import DEATHS, STOP_TIMEOUT, ParserProcess
 
 reactor: Any = _reactor
+
+T = TypeVar("T")
 
 
 @implementer(IReactorProcess, IReactorTime)
@@ -91,6 +93,21 @@ async def test_parser_that_cannot_start_fails_the_reload_and_a_later_one_works(
     )
 
 
+async def _first_outcome(live: LiveConfigService[T]) -> Outcome[T]:
+    """
+    The outcome of C{live}'s first reload, started as a program starts it
+    and stopped after.
+    """
+    outcomes: list[Outcome[T]] = []
+    live.observe(outcomes.append)
+    live.startService()
+    try:
+        await until(reactor, lambda: bool(outcomes), "the first reload")
+    finally:
+        await live.stopService()
+    return outcomes[0]
+
+
 @pytest_twisted.ensureDeferred
 async def test_parse_that_crashes_in_the_parser_process_refuses_the_file(
     tmp_path: Path,
@@ -99,15 +116,8 @@ async def test_parse_that_crashes_in_the_parser_process_refuses_the_file(
     path.write_bytes(b"message: good\n")
     # The default runner: a real parser process, where parsers.crash raises.
     live = LiveConfigService(path, parsers.crash, reactor=reactor, tick=3600)
-    outcomes: list[Outcome[None]] = []
-    live.observe(outcomes.append)
     with captured_log():
-        live.startService()
-        try:
-            await until(reactor, lambda: bool(outcomes), "the first reload")
-        finally:
-            await live.stopService()
-    [failed] = outcomes
+        failed = await _first_outcome(live)
     assert isinstance(failed, Failed)
     assert failed.error.startswith(f"{path}: cannot parse: ")
     assert "KeyError" in failed.error
@@ -228,3 +238,27 @@ async def test_file_that_kills_the_parser_each_time_is_refused_after_three(
     # Other bytes that kill it are tried again: the count starts afresh.
     assert isinstance(second, Failed)
     assert second.retry_in == 0.5
+
+
+@pytest_twisted.ensureDeferred
+async def test_refusal_keeps_its_fields_through_the_parser_process(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_bytes(b"message: good\npassword: !!int hunter2\n")
+    # The default runner: the refusal crosses from the parser process as
+    # its fields, not as text to be read back.
+    live = LiveConfigService(path, parse_message, reactor=reactor, tick=3600)
+    with captured_log() as log:
+        failed = await _first_outcome(live)
+    assert isinstance(failed, Failed) and failed.detail is not None
+    assert failed.detail.as_dict() == {
+        "problem": "not a valid integer",
+        "file": str(path),
+        "key": None,
+        "line": 2,
+        "column": 11,
+    }
+    assert failed.error == f"{path} line 2, column 11: not a valid integer"
+    assert live.last_error_detail is failed.detail
+    assert not any("hunter2" in m for m in log.messages())

@@ -21,11 +21,11 @@ from twisted.python import log as legacy_log
 from twisted.python.failure import Failure
 
 from tests.support import LogCapture, captured_log
+from twisted_demo.live import Allowance
 from twisted_demo.logs import (
     REPEAT_BURST,
     REPEAT_INTERVAL,
     REPEAT_KEYS,
-    Allowance,
     LogOutput,
     RepeatLimiter,
     event_as_json,

@@ -329,6 +329,8 @@ async def test_other_exception_is_a_one_line_crash(services: Services) -> None:
     assert "tests.parsers:crash" in str(error)
     assert "KeyError" in str(error)
     assert "parsers.py" in str(error)
+    # Named by its type and place, never its text, which quotes the input.
+    assert "missing" not in str(error)
     # The child lives on.
     assert (await within(parse(parsers.where, b""))).pid == pid
 

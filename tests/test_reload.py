@@ -199,6 +199,16 @@ def test_broken_yaml_keeps_last_good_config_and_is_reported_once(
     assert log.messages(LogLevel.error) == [
         "Config reload failed, still serving the last good config: " + expected
     ]
+    # The same error in fields, for a structured log to index.
+    [event] = [e for e in log.events if e.get("log_level") == LogLevel.error]
+    assert event["error_detail"] == {
+        "problem": "did not find expected ',' or ']'",
+        "file": str(setup.path),
+        "key": None,
+        "line": 2,
+        "column": 1,
+    }
+    assert first.detail is again.detail is setup.live.last_error_detail
     assert setup.metric("configmapdemo_config_reload_failures_total") == 1
     assert setup.metric("configmapdemo_config_last_reload_successful") == 0
 
@@ -348,7 +358,12 @@ def test_parse_function_that_crashes_inline_is_logged_with_its_traceback(
     live = LiveConfigService(path, crashes, reactor=Clock(), runner=inline)
     with captured_log() as log:
         outcome = result_of(live.reload())
-    assert outcome == Failed(f"{path}: cannot parse: 'bug'", None)
+    # The failure names the exception and where, never its text, which
+    # may quote the file.
+    assert isinstance(outcome, Failed) and outcome.current is None
+    assert outcome.error.startswith(f"{path}: cannot parse: KeyError (test_reload.py ")
+    assert outcome.error.endswith(", in crashes)")
+    assert "bug" not in outcome.error
     assert any(
         "Traceback" in m and "KeyError" in m for m in log.messages(LogLevel.critical)
     )

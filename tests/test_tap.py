@@ -12,8 +12,7 @@ from twisted.application.service import IServiceMaker, MultiService
 from twisted.plugin import getPlugins
 
 from tests.certs import CA
-from twisted_demo.config import DEFAULT_MAX_BYTES
-from twisted_demo.live import LiveConfigService
+from twisted_demo.live import DEFAULT_MAX_BYTES, LiveConfigService
 from twisted_demo.options import DEFAULT_LISTEN, Options
 from twisted_demo.tap import makeService
 from twisted_demo.tls import CERT_FILE, KEY_FILE

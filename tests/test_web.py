@@ -73,6 +73,7 @@ def test_config_describes_the_version_but_never_its_values(
         "source": str(service.path),
         "last_error": None,
         "never_updated": None,
+        "last_error_detail": None,
     }
     assert b"hunter2" not in reply.body and b"Hello World" not in reply.body
 
@@ -109,6 +110,33 @@ def test_forced_reload_answers_with_its_outcome(service: InProcessService) -> No
     assert answer["error"] == f"{service.path}: 'message' is missing"
     assert service.get("/").body == b"Reloaded"
     assert service.config()["last_error"] == answer["error"]
+
+
+def test_refusal_is_shown_in_fields_and_never_with_the_value(
+    service: InProcessService,
+) -> None:
+    service.path.write_bytes(b"message: Hello\npassword: !!int hunter2\n")
+
+    reply = service.post_reload()
+    config = service.get("/config")
+
+    fields = {
+        "problem": "not a valid integer",
+        "file": str(service.path),
+        "key": None,
+        "line": 2,
+        "column": 11,
+    }
+    sentence = f"{service.path} line 2, column 11: not a valid integer"
+    answer = json.loads(reply.body)
+    assert (reply.status, answer["error"], answer["error_detail"]) == (
+        422,
+        sentence,
+        fields,
+    )
+    body = json.loads(config.body)
+    assert (body["last_error"], body["last_error_detail"]) == (sentence, fields)
+    assert b"hunter2" not in reply.body + config.body
 
 
 def test_unknown_path_is_404_without_traceback(service: InProcessService) -> None:

@@ -10,8 +10,8 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
-from twisted_demo.config import DEFAULT_MAX_BYTES, parse_message
-from twisted_demo.live import FileSet, FileSetOptions, check_main
+from twisted_demo.config import parse_message
+from twisted_demo.live import DEFAULT_MAX_BYTES, FileSet, FileSetOptions, check_main
 
 #: The ConfigMap key that deploy/ mounts as the service's config file.
 CONFIG_KEY = "configmap-microservice-demo.yaml"

@@ -5,18 +5,9 @@ Only the message is kept; the rest of the file is allowed and ignored.
 
 from __future__ import annotations
 
-from twisted_demo.live import ConfigError, parse_yaml
+from twisted_demo.live import ConfigError, describe_value, parse_yaml
 
-#: The largest config accepted by default: Kubernetes' limit on a ConfigMap.
-DEFAULT_MAX_BYTES = 1024 * 1024
-
-_KINDS = {
-    bool: "a boolean",
-    int: "a number",
-    float: "a number",
-    list: "a list",
-    dict: "a mapping",
-}
+__all__ = ["parse_message"]
 
 
 def parse_message(data: bytes) -> str:
@@ -28,11 +19,11 @@ def parse_message(data: bytes) -> str:
     """
     document = parse_yaml(data)
     if "message" not in document:
-        raise ConfigError("'message' is missing")
+        raise ConfigError("'message' is missing", key="message")
     message = document["message"]
     if not isinstance(message, str):
-        kind = _KINDS.get(type(message), f"a {type(message).__name__}")
-        if message is None:
-            kind = "null"
-        raise ConfigError(f"'message' must be a string, got {kind}")
+        raise ConfigError(
+            f"'message' must be a string, got {describe_value(message)}",
+            key="message",
+        )
     return message

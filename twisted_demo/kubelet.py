@@ -13,7 +13,8 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from twisted_demo.testing import DATA_DIR_NAME, AtomicWriter
+from twisted_demo.live import DATA_DIR_NAME
+from twisted_demo.testing import AtomicWriter
 
 _USAGE = "usage: python -m twisted_demo.kubelet DIRECTORY KEY=VALUE..."
 

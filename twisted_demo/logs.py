@@ -31,6 +31,8 @@ from twisted.python.failure import Failure
 from twisted.web.http import combinedLogFormatter, datetimeToLogString
 from zope.interface import implementer
 
+from twisted_demo.live import Allowance
+
 #: The values of C{--log-format}.
 LOG_FORMATS = ("text", "json")
 
@@ -139,38 +141,6 @@ def json_file_log_observer(out: IO[str]) -> FileLogObserver:
 
 
 @define
-class Allowance:
-    """
-    Lines that may be written now: C{burst} at first, then one more every
-    C{interval} seconds, up to C{burst} again.  The rationing rule of the
-    update log and of L{RepeatLimiter}.
-    """
-
-    counted_at: float
-    burst: int = REPEAT_BURST
-    interval: float = REPEAT_INTERVAL
-    left: float = float(REPEAT_BURST)
-
-    def take(self, now: float) -> bool:
-        """
-        Spend one line, if there is one by C{now}.
-        """
-        earned = (now - self.counted_at) / self.interval
-        self.left = min(float(self.burst), self.left + earned)
-        self.counted_at = now
-        if self.left < 1:
-            return False
-        self.left -= 1
-        return True
-
-    def wait(self) -> float:
-        """
-        Seconds from the last L{take} until the next line may be written.
-        """
-        return max(0.0, (1 - self.left) * self.interval)
-
-
-@define
 class _Repeats:
     """
     One distinct line: its allowance, and the copies held back to be summed
@@ -248,7 +218,8 @@ class RepeatLimiter:
         now = self._clock.seconds()
         repeats = self._lines.pop(line, None)
         if repeats is None:
-            repeats = _Repeats(Allowance(counted_at=now))
+            allowance = Allowance(now, REPEAT_BURST, REPEAT_INTERVAL)
+            repeats = _Repeats(allowance)
             self._forget_unused()
         # Most recently used last: the first ones are forgotten first.
         self._lines[line] = repeats

@@ -12,7 +12,7 @@ from twisted.python import usage
 
 from twisted_demo import server
 from twisted_demo.check import CONFIG_KEY
-from twisted_demo.config import DEFAULT_MAX_BYTES
+from twisted_demo.live import DEFAULT_MAX_BYTES, positive_integer
 from twisted_demo.logs import LOG_FORMATS, logs_to_stdout
 
 DEFAULT_LISTEN = "tcp:8080"
@@ -36,18 +36,10 @@ def _positive_number(value: str) -> float:
 
 def _positive_integer(unit: str) -> Callable[[str], int]:
     """
-    The coercion of a whole number of C{unit} above 0.
+    The library's coercion of a whole number of C{unit} above 0, with the
+    words C{--help} shows for it.
     """
-
-    def coerce(value: str) -> int:
-        try:
-            number = int(value)
-        except ValueError:
-            number = 0
-        if number <= 0:
-            raise ValueError(f"must be a whole number of {unit} above 0, got {value!r}")
-        return number
-
+    coerce = positive_integer(unit)
     coerce.coerceDoc = "Must be a whole number above 0."  # type: ignore[attr-defined]
     return coerce
 

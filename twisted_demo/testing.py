@@ -24,7 +24,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-DATA_DIR_NAME = "..data"
+from twisted_demo.live import DATA_DIR_NAME
+
 DATA_DIR_TMP_NAME = "..data_tmp"
 
 _sequence = itertools.count()

@@ -125,7 +125,11 @@ class ConfigApp:
         """
         live = self._live
         current = live.current
-        body: dict[str, Any] = {"last_error": live.last_error}
+        detail = live.last_error_detail
+        body: dict[str, Any] = {
+            "last_error": live.last_error,
+            "last_error_detail": None if detail is None else detail.as_dict(),
+        }
         if current is None:
             body.update(sha256=None, generation=None, loaded_at=None, source=None)
         else:
@@ -165,7 +169,7 @@ class ConfigApp:
         """
 
         def answer(outcome: Outcome[str]) -> bytes:
-            code, error = 200, None
+            code, error, detail = 200, None, None
             current: Loaded[str] | None
             match outcome:
                 case Updated(new=current):
@@ -174,11 +178,14 @@ class ConfigApp:
                     name = "unchanged"
                 case Failed(current=current):
                     name, code, error = "failed", 422, outcome.error
+                    if outcome.detail is not None:
+                        detail = outcome.detail.as_dict()
             return _json(
                 request,
                 {
                     "outcome": name,
                     "error": error,
+                    "error_detail": detail,
                     "sha256": None if current is None else current.sha256,
                     "generation": None if current is None else current.generation,
                 },

@@ -5,7 +5,7 @@ module of its own, so that the parser process imports only this.
 
 from __future__ import annotations
 
-from twisted_demo.live import ConfigError, parse_yaml
+from twisted_demo.live import ConfigError, describe_value, parse_yaml
 
 
 def parse_flags(data: bytes) -> dict[str, bool]:
@@ -15,5 +15,8 @@ def parse_flags(data: bytes) -> dict[str, bool]:
     flags = parse_yaml(data)
     for name, value in flags.items():
         if not isinstance(value, bool):
-            raise ConfigError(f"flag {name!r} must be true or false, got {value!r}")
+            raise ConfigError(
+                f"flag {name!r} must be true or false, got {describe_value(value)}",
+                key=name,
+            )
     return flags

@@ -31,22 +31,43 @@ from twisted_demo.live._errors import ConfigError, ParseCrashed
 
 if TYPE_CHECKING:
     from twisted_demo.live._check import (
+        CheckFailed,
+        CheckPassed,
+        CheckResult,
+        CheckSkipped,
+        CheckSource,
         FileSet,
-        FileSetOptions,
+        ManifestPlace,
         check_file_set,
         check_files,
-        check_main,
-        check_manifests,
     )
-    from twisted_demo.live._metrics import LiveConfigMetrics, WebhookMetrics
+    from twisted_demo.live._command import FileSetOptions, check_main, positive_integer
+    from twisted_demo.live._log import LOG_BURST, LOG_INTERVAL, Allowance
+    from twisted_demo.live._manifest import check_manifests
+    from twisted_demo.live._metrics import (
+        LiveConfigMetrics,
+        ReloadCounter,
+        WebhookMetrics,
+    )
+    from twisted_demo.live._reader import DATA_DIR_NAME, DEFAULT_MAX_BYTES
     from twisted_demo.live._runner import In, Runner, inline
     from twisted_demo.live._service import LiveConfigService
     from twisted_demo.live._types import Failed, Loaded, Outcome, Unchanged, Updated
     from twisted_demo.live._webhook import AdmissionWebhook, check_configmap
-    from twisted_demo.live._yaml import parse_yaml
+    from twisted_demo.live._yaml import describe_value, parse_yaml
 
 __all__ = [
+    "DATA_DIR_NAME",
+    "DEFAULT_MAX_BYTES",
+    "LOG_BURST",
+    "LOG_INTERVAL",
     "AdmissionWebhook",
+    "Allowance",
+    "CheckFailed",
+    "CheckPassed",
+    "CheckResult",
+    "CheckSkipped",
+    "CheckSource",
     "ConfigError",
     "Failed",
     "FileSet",
@@ -55,8 +76,10 @@ __all__ = [
     "LiveConfigMetrics",
     "LiveConfigService",
     "Loaded",
+    "ManifestPlace",
     "Outcome",
     "ParseCrashed",
+    "ReloadCounter",
     "Runner",
     "Unchanged",
     "Updated",
@@ -66,20 +89,34 @@ __all__ = [
     "check_files",
     "check_main",
     "check_manifests",
+    "describe_value",
     "inline",
     "parse_yaml",
+    "positive_integer",
 ]
 
 _LAZY = {
     "AdmissionWebhook": "_webhook",
+    "DATA_DIR_NAME": "_reader",
+    "LOG_BURST": "_log",
+    "LOG_INTERVAL": "_log",
+    "Allowance": "_log",
+    "DEFAULT_MAX_BYTES": "_reader",
+    "CheckFailed": "_check",
+    "CheckPassed": "_check",
+    "CheckResult": "_check",
+    "CheckSkipped": "_check",
+    "CheckSource": "_check",
     "Failed": "_types",
     "FileSet": "_check",
-    "FileSetOptions": "_check",
+    "FileSetOptions": "_command",
     "In": "_runner",
     "LiveConfigMetrics": "_metrics",
     "LiveConfigService": "_service",
     "Loaded": "_types",
+    "ManifestPlace": "_check",
     "Outcome": "_types",
+    "ReloadCounter": "_metrics",
     "Runner": "_runner",
     "Unchanged": "_types",
     "Updated": "_types",
@@ -87,10 +124,12 @@ _LAZY = {
     "check_configmap": "_webhook",
     "check_file_set": "_check",
     "check_files": "_check",
-    "check_main": "_check",
-    "check_manifests": "_check",
+    "check_main": "_command",
+    "check_manifests": "_manifest",
+    "describe_value": "_yaml",
     "inline": "_runner",
     "parse_yaml": "_yaml",
+    "positive_integer": "_command",
 }
 
 

@@ -19,8 +19,11 @@ A request is data, not code::
 A reply is one tag byte and its body::
 
     b"V" the value parse returned, pickled
-    b"E" the text of the ConfigError parse raised (UTF-8)
-    b"C" one line describing any other exception (UTF-8)
+    b"E" the fields of the ConfigError parse raised, as a JSON object
+         (C{ConfigError.as_dict}), so that its place is never read back
+         out of its text
+    b"C" one line describing any other exception (UTF-8): its type and
+         where it was raised, not its text, which may quote the input
     b"L" why the input went past a limit of the process (UTF-8); the parent
          stops this child and starts another for the next request
 """
@@ -40,7 +43,7 @@ from importlib import import_module
 from types import FrameType
 from typing import BinaryIO
 
-from twisted_demo.live._errors import ConfigError
+from twisted_demo.live._errors import ConfigError, describe_crash
 
 #: The length before each message, both ways (as Int32StringReceiver's).
 LENGTH = struct.Struct(">I")
@@ -79,10 +82,6 @@ LIMIT = b"L"
 
 _BYTES = b"B"
 _MAPPING = b"M"
-
-#: The longest text of a crash line, so that a huge exception message
-#: cannot flood the server's log.
-_LINE = 300
 
 _NOTHING = object()
 
@@ -167,24 +166,6 @@ def resolve(path: str) -> Callable[[Input], object]:
     return found
 
 
-def describe(error: BaseException) -> str:
-    """
-    One line saying what C{error} is and where it was raised.
-    """
-    lines = str(error).splitlines()
-    text = f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
-    tb = error.__traceback__
-    if tb is not None:
-        while tb.tb_next is not None:
-            tb = tb.tb_next
-        code = tb.tb_frame.f_code
-        text += (
-            f" ({os.path.basename(code.co_filename)} line {tb.tb_lineno},"
-            f" in {code.co_name})"
-        )
-    return text if len(text) <= _LINE else text[: _LINE - 3] + "..."
-
-
 class _OverBudget(BaseException):
     """
     The parse used up its CPU seconds (SIGXCPU).  A BaseException, so that
@@ -240,7 +221,7 @@ def answer(
     try:
         parse = functions.get(path) or functions.setdefault(path, resolve(path))
     except Exception as e:
-        return CRASH + f"cannot import {path}: {describe(e)}".encode()
+        return CRASH + f"cannot import {path}: {describe_crash(e, text=True)}".encode()
     value: object = _NOTHING
     try:
         try:
@@ -250,7 +231,7 @@ def answer(
             budget.stop()
         pickled = pickle.dumps(value, pickle.HIGHEST_PROTOCOL)
     except ConfigError as e:
-        return ERROR + str(e).encode("utf-8", "replace")
+        return ERROR + e.to_json()
     except _OverBudget:
         return (
             LIMIT
@@ -269,7 +250,7 @@ def answer(
         )
     except BaseException as e:
         if value is _NOTHING:
-            return CRASH + describe(e).encode("utf-8", "replace")
+            return CRASH + describe_crash(e).encode("utf-8", "replace")
         return CRASH + f"the value it returned cannot be pickled ({e})".encode(
             "utf-8", "replace"
         )

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from attrs import define, field
 from twisted.application.service import Service
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
 from twisted_demo.live._types import Failed, Loaded, Outcome, Unchanged, Updated
 
-__all__ = ["LOG_BURST", "LOG_INTERVAL", "UpdateLog"]
+__all__ = ["LOG_BURST", "LOG_INTERVAL", "Allowance", "UpdateLog"]
 
 #: Events are logged as C{twisted_demo.live}, whichever class logs them.
 _log = Logger(namespace="twisted_demo.live")
@@ -25,6 +26,43 @@ LOG_BURST = 10
 #: Seconds per line once the burst is spent: each line then sums up the
 #: updates since the last one.
 LOG_INTERVAL = 1.0
+
+
+@define
+class Allowance:
+    """
+    Lines that may be written now: C{burst} at first, then one more every
+    C{interval} seconds, up to C{burst} again.  The one rationing rule, of
+    the update log and of any log that sums up a storm of lines.
+    """
+
+    counted_at: float
+    burst: int = LOG_BURST
+    interval: float = LOG_INTERVAL
+    left: float = field()
+
+    @left.default
+    def _full(self) -> float:
+        return float(self.burst)
+
+    def take(self, now: float) -> bool:
+        """
+        Spend one line, if there is one by C{now}.
+        """
+        earned = (now - self.counted_at) / self.interval
+        self.left = min(float(self.burst), self.left + earned)
+        self.counted_at = now
+        if self.left < 1:
+            return False
+        self.left -= 1
+        return True
+
+    def wait(self) -> float:
+        """
+        Seconds from the last L{take} until the next line may be written.
+        """
+        return max(0.0, (1 - self.left) * self.interval)
+
 
 _UPDATED = (
     "Config file updated: sha256 {old} -> {new} ({path}, generation {generation})"
@@ -51,8 +89,7 @@ class UpdateLog(Service):
 
     def __init__(self, clock: IReactorTime) -> None:
         self._clock = clock
-        self._allowance = float(LOG_BURST)
-        self._counted_at = clock.seconds()
+        self._allowance = Allowance(clock.seconds())
         self._pending: IDelayedCall | None = None
         self._held = 0
         self._held_since = 0.0
@@ -74,6 +111,7 @@ class UpdateLog(Service):
             case Updated(old, new):
                 self._updated(old, new)
             case Failed(error, current, repeated=False, retry_in=retry_in):
+                detail = outcome.detail
                 _log.error(
                     (
                         "Config reload failed, still serving the last good config: "
@@ -84,6 +122,8 @@ class UpdateLog(Service):
                     + ("" if retry_in is None else " (trying again in {retry_in:g}s)"),
                     error=error,
                     retry_in=retry_in,
+                    # The same in fields, for a structured log to index.
+                    error_detail=None if detail is None else detail.as_dict(),
                 )
             case Unchanged(current, recovered=True):
                 _log.info(
@@ -112,8 +152,7 @@ class UpdateLog(Service):
             return
         self._held, self._held_since = 1, self._clock.seconds()
         self._held_from, self._held_to = old, new
-        wait = (1 - self._allowance) * LOG_INTERVAL
-        self._pending = self._clock.callLater(wait, self.flush)
+        self._pending = self._clock.callLater(self._allowance.wait(), self.flush)
 
     def flush(self) -> None:
         """
@@ -131,14 +170,7 @@ class UpdateLog(Service):
         """
         Spend one line of the allowance, if there is one.
         """
-        now = self._clock.seconds()
-        earned = (now - self._counted_at) / LOG_INTERVAL
-        self._allowance = min(float(LOG_BURST), self._allowance + earned)
-        self._counted_at = now
-        if self._allowance < 1:
-            return False
-        self._allowance -= 1
-        return True
+        return self._allowance.take(self._clock.seconds())
 
     def _line(self, old: Loaded[Any] | None, new: Loaded[Any], count: int = 1) -> None:
         # One update has no count or time span: its fields would mislead

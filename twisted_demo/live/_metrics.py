@@ -5,6 +5,7 @@ registry and name prefix.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -23,7 +24,7 @@ from twisted_demo.live._types import Failed, Loaded, Outcome, Unchanged, Updated
 if TYPE_CHECKING:
     from twisted_demo.live._webhook import Answered
 
-__all__ = ["LiveConfigMetrics", "WebhookMetrics"]
+__all__ = ["LiveConfigMetrics", "ReloadCounter", "WebhookMetrics", "shown_path"]
 
 #: The verdicts of a review, each counted from 0 (see L{Answer.verdict}).
 VERDICTS = ("allowed", "denied", "skipped", "malformed", "failed")
@@ -31,6 +32,74 @@ VERDICTS = ("allowed", "denied", "skipped", "malformed", "failed")
 #: Upper bounds, in seconds, of the answer time histogram's buckets:
 #: prometheus_client's defaults, up to the longest deadline worth setting.
 ANSWER_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+def shown_path(path: str) -> str:
+    """
+    C{path} as text that is valid UTF-8 whatever bytes it names: a byte
+    that is not UTF-8 (held by Python as a lone surrogate) is shown as
+    C{\\xNN}, so that an exposition or a JSON document never fails on it.
+    """
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+class ReloadCounter:
+    """
+    The one rule for counting a live config's outcomes: a reload is an
+    update that replaced a version (the first load replaced nothing), a
+    failure is a refusal not reported before, and the last reload was
+    successful until a refusal, and again once a version is (still)
+    served.  Call it with each outcome; read its counts, or have it yield
+    their metric families under a name.
+
+    @ivar reloads: Updates that replaced a version.
+    @ivar failures: Distinct refusals.
+    @ivar last_successful: 1 when the last reload left a version taken,
+        0 after a refusal.
+    @ivar current: The version served, as the last outcome said.
+    """
+
+    def __init__(self) -> None:
+        self.reloads = 0
+        self.failures = 0
+        self.last_successful = 0.0
+        self.current: Loaded[Any] | None = None
+
+    def __call__(self, outcome: Outcome[Any]) -> None:
+        match outcome:
+            case Updated(old, new):
+                if old is not None:
+                    self.reloads += 1
+                self._serving(new)
+            case Unchanged(current):
+                self._serving(current)
+            case Failed(repeated=False):
+                self.failures += 1
+                self.last_successful = 0
+
+    def _serving(self, loaded: Loaded[Any]) -> None:
+        self.last_successful = 1
+        self.current = loaded
+
+    def families(self, name: str, what: str, failures_help: str) -> Iterator[Metric]:
+        """
+        C{NAME_reloads_total}, C{NAME_reload_failures_total} and
+        C{NAME_last_reload_successful}, for a config called C{what} in
+        their help.
+        """
+        yield CounterMetricFamily(
+            f"{name}_reloads",
+            f"Reloads that replaced the {what} being served.",
+            value=self.reloads,
+        )
+        yield CounterMetricFamily(
+            f"{name}_reload_failures", failures_help, value=self.failures
+        )
+        yield GaugeMetricFamily(
+            f"{name}_last_reload_successful",
+            "1 if the last reload attempt succeeded, else 0.",
+            value=self.last_successful,
+        )
 
 
 class LiveConfigMetrics(Collector):
@@ -50,7 +119,8 @@ class LiveConfigMetrics(Collector):
     which add a C{_created} series to each counter: that only repeats the
     process's start time (C{process_start_time_seconds} says it), and
     turning it off in C{prometheus_client} is a switch for the whole
-    process, which a library must not flip for its host.
+    process, which a library must not flip for its host.  The counting is
+    L{ReloadCounter}'s, which another collector of outcomes can share.
 
     @ivar registry: Where the metrics are registered, for exposition.
     """
@@ -64,57 +134,29 @@ class LiveConfigMetrics(Collector):
         self.registry = registry
         self._drift = drift
         self._name = f"{prefix}_config"
-        self._reloads = 0
-        self._failures = 0
-        self._last_successful = 0.0
-        self._loaded: Loaded[Any] | None = None
+        self._counter = ReloadCounter()
         registry.register(self)
 
     def __call__(self, outcome: Outcome[Any]) -> None:
         """
         Count C{outcome} and describe the config it leaves being served.
         """
-        match outcome:
-            case Updated(old, new):
-                if old is not None:
-                    # The first load replaced nothing.
-                    self._reloads += 1
-                self._describe(new)
-            case Unchanged(current):
-                self._describe(current)
-            case Failed(repeated=False):
-                self._failures += 1
-                self._last_successful = 0
-
-    def _describe(self, loaded: Loaded[Any]) -> None:
-        self._last_successful = 1
-        self._loaded = loaded
+        self._counter(outcome)
 
     def collect(self) -> Iterator[Metric]:
         name = self._name
-        yield CounterMetricFamily(
-            f"{name}_reloads",
-            "Reloads that replaced the config being served.",
-            value=self._reloads,
-        )
-        yield CounterMetricFamily(
-            f"{name}_reload_failures",
+        yield from self._counter.families(
+            name,
+            "config",
             "Reloads that failed: the file could not be read or was invalid, "
             "or the parser failed.",
-            value=self._failures,
         )
+        loaded = self._counter.current
         yield GaugeMetricFamily(
-            f"{name}_last_reload_successful",
-            "1 if the last reload attempt succeeded, else 0.",
-            value=self._last_successful,
-        )
-        loaded = self._loaded
-        success = GaugeMetricFamily(
             f"{name}_last_reload_success_timestamp_seconds",
             "POSIX time at which the config being served was loaded.",
             value=0 if loaded is None else loaded.loaded_at,
         )
-        yield success
         if self._drift is not None:
             yield GaugeMetricFamily(
                 f"{name}_drift_seconds",
@@ -128,8 +170,8 @@ class LiveConfigMetrics(Collector):
                 [],
                 {
                     "sha256": loaded.sha256,
-                    "generation": loaded.generation or "",
-                    "source": loaded.path,
+                    "generation": shown_path(loaded.generation or ""),
+                    "source": shown_path(loaded.path),
                 },
             )
         yield info

@@ -60,7 +60,7 @@ _T = TypeVar("_T")
 
 #: What a parse function takes: the bytes of one file, or the bytes of
 #: several by file name.
-In = TypeVar("In", bytes, Mapping[str, bytes], bytes | Mapping[str, bytes])
+_Input = TypeVar("_Input", bytes, Mapping[str, bytes], bytes | Mapping[str, bytes])
 
 #: How long a stopping service waits for the child to finish its parse
 #: and exit before killing it.  A child that is not stuck exits within
@@ -126,7 +126,7 @@ def import_path(parse: Callable[..., object]) -> str:
     return path
 
 
-class _Framing(Int32StringReceiver):
+class _ChildFraming(Int32StringReceiver):
     """
     The Int32 framing of the child's stdin and stdout.
     """
@@ -152,7 +152,7 @@ class _Child(ProcessProtocol):
 
     def __init__(self, owner: ParserProcess) -> None:
         self.owner = owner
-        self.framing = _Framing(self)
+        self.framing = _ChildFraming(self)
         self.ended: Deferred[None] = Deferred()
         self.alive = True
         #: Why we ended it, if we did; set, its end is no news.
@@ -244,7 +244,7 @@ def _how_it_ended(reason: Failure, last_line: str) -> str:
 
 
 @frozen
-class _Request(Generic[_T]):
+class _ParseRequest(Generic[_T]):
     path: str
     message: bytes
     result: Deferred[_T]
@@ -257,7 +257,7 @@ class _Parse:
     """
 
     def __init__(
-        self, request: _Request[object], child: _Child, timer: IDelayedCall
+        self, request: _ParseRequest[object], child: _Child, timer: IDelayedCall
     ) -> None:
         self.request = request
         self.child = child
@@ -310,7 +310,7 @@ class ParserProcess(Service):
         self._niceness = niceness
         self._limits = limits
         self._child: _Child | None = None
-        self._waiting: deque[_Request[object]] = deque()
+        self._waiting: deque[_ParseRequest[object]] = deque()
         self._current: _Parse | None = None
         self._stopped = False
         #: The digest of the input the last child that died in a parse was
@@ -345,7 +345,7 @@ class ParserProcess(Service):
 
         return child.ended.addCallback(ended)
 
-    def __call__(self, parse: Callable[[In], _T], data: In) -> Deferred[_T]:
+    def __call__(self, parse: Callable[[_Input], _T], data: _Input) -> Deferred[_T]:
         """
         Call C{parse(data)} in the parser process.
 
@@ -374,7 +374,9 @@ class ParserProcess(Service):
                 )
             )
         result: Deferred[_T] = Deferred()
-        self._waiting.append(cast(_Request[object], _Request(path, message, result)))
+        self._waiting.append(
+            cast(_ParseRequest[object], _ParseRequest(path, message, result))
+        )
         self._next()
         return result
 
@@ -426,7 +428,7 @@ class ParserProcess(Service):
             self._current = _Parse(request, child, timer)
             child.send(request.message)
 
-    def _finish(self, child: _Child) -> _Request[object] | None:
+    def _finish(self, child: _Child) -> _ParseRequest[object] | None:
         """
         The request C{child} was parsing, now no longer current.
         """
@@ -459,7 +461,7 @@ class ParserProcess(Service):
             else:
                 request.result.callback(value)
         elif tag == _child.ERROR:
-            request.result.errback(ConfigError(text))
+            request.result.errback(ConfigError.from_json(body))
         elif tag == _child.CRASH:
             request.result.errback(ParseCrashed(f"{request.path}: {text}"))
         elif tag == _child.LIMIT:
@@ -534,7 +536,9 @@ class ParserProcess(Service):
                 how=how,
             )
 
-    def _death(self, request: _Request[object], child: _Child, how: str) -> Exception:
+    def _death(
+        self, request: _ParseRequest[object], child: _Child, how: str
+    ) -> Exception:
         """
         Why C{request} failed when C{child} ended during its parse: the
         input's fault once L{DEATHS} children in a row were killed on it

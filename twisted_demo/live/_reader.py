@@ -27,6 +27,7 @@ __all__ = [
     "Reader",
     "Snapshot",
     "open_regular",
+    "over_limit",
 ]
 
 #: The symlink a ConfigMap volume swaps atomically on every update.
@@ -59,13 +60,25 @@ class Snapshot:
     generation: str | None
 
 
+def over_limit(max_bytes: int, file: str | None = None) -> ConfigError:
+    """
+    The refusal of a file of more than C{max_bytes}.
+    """
+    return ConfigError(f"file is over the limit of {max_bytes} bytes", file=file)
+
+
 class ReadFailed(Exception):
     """
     The file(s) could not be read for a reason that is not theirs (out of
     file descriptors or memory, an I/O error, C{..data} swapped during
-    every read): the same read may work a moment later.  The text is one
-    line that names the file.
+    every read): the same read may work a moment later.
+
+    @ivar error: What failed and where, as a L{ConfigError} would say it.
     """
+
+    def __init__(self, error: ConfigError) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 #: Errors of C{open} or C{read} that say nothing about the file: the
@@ -178,8 +191,10 @@ class Reader:
             if self._generation() == generation:
                 return self._snapshot([raw for raw, _ in read], generation)
         raise ReadFailed(
-            f"{self.path}: cannot read: {DATA_DIR_NAME} changed during each of "
-            f"{_TRIES} reads"
+            ConfigError(
+                f"cannot read: {DATA_DIR_NAME} changed during each of {_TRIES} reads",
+                file=str(self.path),
+            )
         )
 
     def _generation(self) -> str | None:
@@ -209,9 +224,10 @@ class Reader:
                 # The kubelet removed the generation while it was read.
                 raise _Moved() from None
             reason = e.strerror or str(e)
+            error = ConfigError(f"cannot read: {reason}", file=path)
             if e.errno in _TRANSIENT:
-                raise ReadFailed(f"{path}: cannot read: {reason}") from None
-            raise ConfigError(f"{path}: cannot read: {reason}") from None
+                raise ReadFailed(error) from None
+            raise error from None
 
     def _read_limited(self, path: str, source: str) -> bytes:
         with open_regular(source) as f:
@@ -223,9 +239,7 @@ class Reader:
             if len(raw) > st.st_size:
                 raw += f.read(self.max_bytes + 1 - len(raw))
         if len(raw) > self.max_bytes:
-            raise ConfigError(
-                f"{path}: file is over the limit of {self.max_bytes} bytes"
-            )
+            raise over_limit(self.max_bytes, path)
         return raw
 
     def _snapshot(self, contents: list[bytes], generation: str | None) -> Snapshot:

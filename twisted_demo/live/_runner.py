@@ -12,7 +12,7 @@ from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from twisted_demo.live._errors import ConfigError, ParseCrashed
+from twisted_demo.live._errors import ConfigError, ParseCrashed, describe_crash
 
 __all__ = ["In", "Runner", "default_runner", "inline"]
 
@@ -44,7 +44,9 @@ def inline(parse: Callable[[Any], T], data: Any) -> Deferred[T]:
         if failure.check(ConfigError, ParseCrashed):
             return failure
         _log.failure("Parse function {parse!r} crashed", failure, parse=parse)
-        return Failure(ParseCrashed(failure.getErrorMessage()))
+        error = failure.value
+        reason = "it crashed" if error is None else describe_crash(error)
+        return Failure(ParseCrashed(reason))
 
     return maybeDeferred(parse, data).addErrback(crashed)
 

@@ -7,7 +7,6 @@ on the reactor thread, and tells its observers.
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -75,15 +74,6 @@ Observer = Callable[[Outcome[T]], object]
 #: Told C{(old, new)} after every swap.
 Subscriber = Callable[[Loaded[T] | None, Loaded[T]], object]
 
-#: A reason that starts with its place in the file follows the path with a
-#: space, as in C{config.yaml line 3, column 7: ...}; any other after a colon.
-_LOCATED = re.compile(r"line \d+, column \d+: ")
-
-
-def _name_source(source: str, reason: str) -> str:
-    separator = " " if _LOCATED.match(reason) else ": "
-    return source + separator + reason
-
 
 class LiveConfigService(MultiService, Generic[T]):
     """
@@ -106,7 +96,10 @@ class LiveConfigService(MultiService, Generic[T]):
 
     @ivar current: The version being served, or L{None} before the first.
     @ivar last_error: Why the last reload was refused, or L{None} if it
-        was not.
+        was not: C{str(last_error_detail)}.
+    @ivar last_error_detail: The same as a L{ConfigError}, whose fields
+        (C{problem}, C{file}, C{key}, C{line}, C{column}) say what and
+        where, never a value from the file.
     @ivar never_updated: Why the files will never be seen to change (one
         is a mount point of its own, as a C{subPath} mount is), with the
         fix; L{None} if they can be.  Found, and logged once, when the
@@ -164,6 +157,7 @@ class LiveConfigService(MultiService, Generic[T]):
         self._parse = parse
         self._reader = Reader(Path(os.path.abspath(path)), files, max_bytes)
         self._source = str(self._reader.path)
+        self._files = files
         self._tick = tick
         self._settle = settle
         #: The service's own deadline, for a runner that has none of ours.
@@ -192,6 +186,7 @@ class LiveConfigService(MultiService, Generic[T]):
         self.current: Loaded[T] | None = None
         self.last_error: str | None = None
         self.never_updated: str | None = None
+        self.last_error_detail: ConfigError | None = None
 
     @property
     def generation(self) -> str | None:
@@ -331,8 +326,8 @@ class LiveConfigService(MultiService, Generic[T]):
         match outcome:
             case Updated(new=loaded) | Unchanged(current=loaded):
                 return loaded
-            case Failed(error=error):
-                raise ConfigError(error)
+            case Failed(detail=ConfigError() as detail):
+                raise detail
         raise RuntimeError("a reload is under way")  # pragma: no cover
 
     def _next(self) -> None:
@@ -363,15 +358,24 @@ class LiveConfigService(MultiService, Generic[T]):
         try:
             snapshot = self._reader.read()
         except ConfigError as e:
-            return succeed(self._tell(self._failed(None, str(e))))
+            return succeed(self._tell(self._failed(None, self._in_source(e))))
         except ReadFailed as e:
-            return succeed(self._tell(self._failed(None, str(e), ours=True)))
+            return succeed(self._tell(self._failed(None, e.error, ours=True)))
         current = self.current
         if current is not None and snapshot.sha256 == current.sha256:
             self._drift.served(fingerprint)
             return succeed(self._tell(self._unchanged(current, snapshot)))
         if snapshot.sha256 == self._failed_sha256 and self.last_error is not None:
-            return succeed(self._tell(Failed(self.last_error, current, repeated=True)))
+            return succeed(
+                self._tell(
+                    Failed(
+                        self.last_error,
+                        current,
+                        repeated=True,
+                        detail=self.last_error_detail,
+                    )
+                )
+            )
         parsed = self._within_deadline(
             maybeDeferred(runner, self._parse, snapshot.data)
         )
@@ -431,14 +435,22 @@ class LiveConfigService(MultiService, Generic[T]):
         self._drift.served(fingerprint)
         return Updated(old, new)
 
+    def _in_source(self, error: ConfigError) -> ConfigError:
+        """
+        C{error} as concerning this service's file; for a config of several
+        files, a file it names is one in the directory.
+        """
+        if self._files is None:
+            return error.in_file(self._source)
+        return error.within(self._source)
+
     def _refused(self, failure: Failure, snapshot: Snapshot) -> Failed[T]:
-        if failure.check(ConfigError):
-            error = _name_source(self._source, failure.getErrorMessage())
-            return self._failed(snapshot.sha256, error)
+        if isinstance(failure.value, ConfigError):
+            return self._failed(snapshot.sha256, self._in_source(failure.value))
         reason = failure.getErrorMessage().strip().replace("\n", " ")
         if not reason:
             reason = type(failure.value).__name__
-        error = f"{self._source}: cannot parse: {reason}"
+        error = ConfigError(f"cannot parse: {reason}", file=self._source)
         if failure.check(ParseCrashed):
             # parse crashed on these bytes: it would again, so they wait
             # for their next change, as refused bytes do.
@@ -447,18 +459,22 @@ class LiveConfigService(MultiService, Generic[T]):
         # fault for sure, so the same bytes are tried again.
         return self._failed(None, error, ours=True)
 
-    def _failed(self, sha256: str | None, error: str, ours: bool = False) -> Failed[T]:
+    def _failed(
+        self, sha256: str | None, detail: ConfigError, ours: bool = False
+    ) -> Failed[T]:
         """
         The outcome of a failed reload; C{ours} when the service, not the
         file, is at fault, so that it is tried again after a while.
         """
+        error = str(detail)
         repeated = error == self.last_error and sha256 == self._failed_sha256
         self.last_error = error
+        self.last_error_detail = detail
         self._failed_sha256 = sha256
         retry_in: float | None = None
         if ours and self.running:
             retry_in = self._retry_policy(self._failed_attempts + 1)
-        return Failed(error, self.current, repeated, retry_in)
+        return Failed(error, self.current, repeated, retry_in, detail)
 
     def _tell(self, outcome: Outcome[T]) -> Outcome[T]:
         if isinstance(outcome, Failed) and outcome.retry_in is not None:

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 from typing import Generic, TypeVar
 
-from attrs import frozen
+from attrs import field, frozen
+
+from twisted_demo.live._errors import ConfigError
 
 __all__ = ["Failed", "Loaded", "Outcome", "Unchanged", "Updated"]
 
@@ -65,7 +67,7 @@ class Failed(Generic[T]):
     """
     A reload was refused; the last good version (if any) keeps serving.
 
-    @ivar error: Why, in one line that names the file.
+    @ivar error: Why, in one line that names the file: C{str(detail)}.
     @ivar repeated: Whether this is the failure reported the time before
         (same bytes, or same read error): not worth logging or counting
         again.
@@ -73,12 +75,17 @@ class Failed(Generic[T]):
         when the failure was its own (the parser died, timed out or could
         not start; the read ran out of descriptors or memory); L{None} when
         the file was refused, and only its next change is read.
+    @ivar detail: The same as a L{ConfigError}, whose fields say where
+        (C{file}, C{key}, C{line}, C{column}) and what (C{problem}); for a
+        failure of the service's own, C{problem} says what failed.  Not
+        compared: it is C{error} in fields.
     """
 
     error: str
     current: Loaded[T] | None
     repeated: bool = False
     retry_in: float | None = None
+    detail: ConfigError | None = field(default=None, eq=False)
 
 
 #: What a reload did.

@@ -31,17 +31,15 @@ from twisted.web.resource import IResource, Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
 from twisted_demo.live._check import (
+    CheckFailed,
+    CheckPassed,
     CheckResult,
-    Failed,
+    CheckSkipped,
+    CheckSource,
     ParseFunction,
-    Passed,
-    Skipped,
-    Source,
-    located,
-    refuse_over,
 )
 from twisted_demo.live._errors import ConfigError, ParseCrashed
-from twisted_demo.live._reader import DEFAULT_MAX_BYTES
+from twisted_demo.live._reader import DEFAULT_MAX_BYTES, over_limit
 from twisted_demo.live._runner import Runner, inline
 
 __all__ = [
@@ -100,7 +98,7 @@ def _qualified(configmap: Mapping[str, Any]) -> str:
     return f"{namespace}/{name}" if namespace else str(name)
 
 
-def _value(configmap: Mapping[str, Any], source: Source) -> bytes | CheckResult:
+def _value(configmap: Mapping[str, Any], source: CheckSource) -> bytes | CheckResult:
     """
     The bytes of C{source.key} in C{configmap}, as the kubelet would write
     the file; or the result that there is none to check.
@@ -112,22 +110,26 @@ def _value(configmap: Mapping[str, Any], source: Source) -> bytes | CheckResult:
         if values is None:
             continue
         if not isinstance(values, Mapping):
-            return Failed(source, f"{section} is not a mapping")
+            return CheckFailed(source, ConfigError(f"{section} is not a mapping"))
         if key in values:
             found.append((section, values[key]))
     if not found:
-        return Skipped(source, "no such key in data or binaryData")
+        return CheckSkipped(source, "no such key in data or binaryData")
     if len(found) > 1:
-        return Failed(source, "the key is in both data and binaryData")
+        return CheckFailed(
+            source, ConfigError("the key is in both data and binaryData")
+        )
     [(section, value)] = found
     if not isinstance(value, str):
-        return Failed(source, f"the value in {section} is not a string")
+        return CheckFailed(
+            source, ConfigError(f"the value in {section} is not a string")
+        )
     if section == "data":
         return value.encode("utf-8", "surrogatepass")
     try:
         return base64.b64decode(value, validate=True)
     except binascii.Error:
-        return Failed(source, "the value in binaryData is not base64")
+        return CheckFailed(source, ConfigError("the value in binaryData is not base64"))
 
 
 def check_configmap(
@@ -143,37 +145,35 @@ def check_configmap(
     sends it (C{data} as text, C{binaryData} as base64), with C{parse} run
     by C{runner} on at most C{max_bytes}, as the service would read it.
 
-    @return: Fires with L{Passed}, L{Skipped} (no such key), or L{Failed}
+    @return: Fires with L{CheckPassed}, L{CheckSkipped} (no such key), or L{CheckFailed}
         naming the line and column the L{ConfigError} gives; fails when
         C{runner} could not run C{parse} (anything but L{ConfigError} and
         L{ParseCrashed}).
     """
-    source = Source(REVIEW, _qualified(configmap), key)
+    source = CheckSource(REVIEW, _qualified(configmap), key)
     raw = _value(configmap, source)
     if not isinstance(raw, bytes):
         return succeed(raw)
-    try:
-        refuse_over(raw, max_bytes)
-    except ConfigError as e:
-        return succeed(Failed(source, str(e)))
+    if len(raw) > max_bytes:
+        return succeed(CheckFailed(source, over_limit(max_bytes)))
 
     def refused(failure: Failure) -> CheckResult:
         if isinstance(failure.value, ConfigError):
-            return located(source, failure.value)
+            return CheckFailed(source, failure.value)
         # Its text may quote the input: say only that it crashed.
         failure.trap(ParseCrashed)
-        return Failed(source, "the parser crashed on it")
+        return CheckFailed(source, ConfigError("the parser crashed on it"))
 
     d: Deferred[Any] = runner(parse, raw)
-    return d.addCallbacks(lambda _: Passed(source), refused)
+    return d.addCallbacks(lambda _: CheckPassed(source), refused)
 
 
-def denial(result: Failed) -> str:
+def denial(result: CheckFailed) -> str:
     """
     The message of a denial, for the person who applied the ConfigMap:
     the key, then the reason with its line and column in the config.
     """
-    return f"{result.source.key}: {result.reason}"
+    return f"{result.source.key}: {result.error}"
 
 
 @frozen
@@ -238,7 +238,7 @@ def _review(body: bytes) -> dict[str, Any]:
     return request
 
 
-def _response(uid: str, result: Failed | None = None) -> dict[str, Any]:
+def _response(uid: str, result: CheckFailed | None = None) -> dict[str, Any]:
     response: dict[str, Any] = {"uid": uid, "allowed": result is None}
     if result is not None:
         # 422 with reason Invalid, as the API server refuses an invalid
@@ -377,11 +377,11 @@ class AdmissionWebhook(MultiService):
 
     def _verdict(self, uid: str, result: CheckResult) -> Answer:
         match result:
-            case Passed():
+            case CheckPassed():
                 return _json(_response(uid), "allowed")
-            case Skipped():
+            case CheckSkipped():
                 return _json(_response(uid), "skipped")
-            case Failed(source):
+            case CheckFailed(source):
                 _log.info(
                     "Denied ConfigMap {configmap}: {denial}",
                     configmap=source.configmap,

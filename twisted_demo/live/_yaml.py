@@ -7,15 +7,24 @@ the parser process as in the server.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from itertools import chain
 from typing import Any
 
 import yaml
 
-from twisted_demo.live._errors import ConfigError
+from twisted_demo.live._errors import ConfigError, line_and_column
 
-__all__ = ["MAX_DEPTH", "MAX_NODES", "parse_yaml"]
+__all__ = [
+    "MAX_DEPTH",
+    "MAX_NODES",
+    "FastSafeLoader",
+    "decode_utf8",
+    "describe_value",
+    "parse_yaml",
+    "yaml_error",
+]
 
 #: Deepest nesting of lists and mappings accepted.  See L{_bounds_nesting}
 #: for when it is checked before composing and when after.
@@ -28,8 +37,57 @@ MAX_NODES = 1_000_000
 
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 
+#: C{yaml.safe_load}'s loader: libyaml's C parser when PyYAML was built
+#: with it, else the pure-Python one.
+FastSafeLoader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
-class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
+#: Whether L{FastSafeLoader} is libyaml's, whose reader errors count bytes.
+_LIBYAML = FastSafeLoader is not yaml.SafeLoader
+
+#: What a value of each standard tag is called when it is not one.
+_TAG_KINDS = {
+    "bool": "a valid boolean",
+    "int": "a valid integer",
+    "float": "a valid floating-point number",
+    "timestamp": "a valid timestamp",
+    "binary": "valid base64",
+    "null": "a valid null",
+    "str": "a valid string",
+    "set": "a valid set",
+    "omap": "a valid ordered mapping",
+    "pairs": "a valid list of pairs",
+    "seq": "a valid list",
+    "map": "a valid mapping",
+    "merge": "a valid merge",
+}
+
+# A quoted fragment of a PyYAML message: either a token's name or a YAML
+# indicator, which come from the grammar, or text from the input.
+_QUOTED = re.compile(r"'(?:[^'\\]|\\.)*'" + r'|"(?:[^"\\]|\\.)*"')
+_GRAMMAR = re.compile(r"""(['"])(?:<[a-z ]+>|[-,\[\]{}:?#&*!|>%@`'"]|\.\.\.|---)\1""")
+
+
+def _safe_problem(text: str | None) -> str:
+    """
+    PyYAML's C{problem} or C{context}, without any text of the input it
+    quotes (a tag, an alias, an escape, a character): only the kind of
+    problem and the grammar's own words are left.
+    """
+    first = (text or "").strip().splitlines()[0:1]
+    if not first:
+        return "invalid YAML"
+
+    def keep(found: re.Match[str]) -> str:
+        return found[0] if _GRAMMAR.fullmatch(found[0]) else ""
+
+    cleaned = _QUOTED.sub(keep, first[0])
+    # What quoted text leaves behind: doubled spaces, dangling "with"s.
+    cleaned = re.sub(r"\s+([,;:)])", r"\1", re.sub(r"\s{2,}", " ", cleaned))
+    cleaned = re.sub(r"\s*\(\s*\)", "", cleaned).strip(" :")
+    return cleaned or "invalid YAML"
+
+
+class _Loader(FastSafeLoader):  # type: ignore[valid-type,misc]
     """
     C{yaml.safe_load}'s loader (libyaml's C parser when PyYAML was built
     with it), made strict: a key repeated in one mapping is an error rather
@@ -66,8 +124,7 @@ class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[mi
                     raise yaml.constructor.ConstructorError(
                         None,
                         None,
-                        f"duplicate key {_shorten(repr(key))} "
-                        f"(first on line {seen.start_mark.line + 1})",
+                        f"duplicate key (first on line {seen.start_mark.line + 1})",
                         key_node.start_mark,
                     )
             mapping[key] = self.construct_object(value_node, deep=deep)
@@ -76,23 +133,28 @@ class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[mi
 
 class _CarefulLoader(_Loader):
     """
-    L{_Loader} that also turns a value the safe constructors cannot convert
-    (a 5,000-digit integer, a 13th month) into a marked YAML error rather
-    than an arbitrary exception.  The check costs a frame on every node, so
-    a file is constructed with it only once L{_Loader} has failed that way.
+    L{_Loader} that also turns any exception a constructor raises on a
+    value it cannot convert (C{!!int hunter2}, C{!!bool nope}, a 13th
+    month, a 5,000-digit integer) into a marked YAML error at that value,
+    saying what it is not and never what it is.  The check costs a frame on
+    every node, so a file is constructed with it only once L{_Loader} has
+    failed that way.
     """
 
     def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
         try:
             return super().construct_object(node, deep)
-        except (ValueError, OverflowError) as e:
-            tag = node.tag.rpartition(":")[2]
-            raise yaml.constructor.ConstructorError(
-                None,
-                None,
-                f"invalid {tag} value: {_first_line(str(e))}",
-                node.start_mark,
-            ) from None
+        except (yaml.YAMLError, ConfigError, MemoryError, RecursionError):
+            raise
+        except Exception:
+            raise _not_valid(node) from None
+
+
+def _not_valid(node: yaml.Node) -> yaml.constructor.ConstructorError:
+    tag = str(node.tag)
+    short = tag.rpartition(":")[2] if tag.startswith("tag:yaml.org,2002:") else ""
+    kind = _TAG_KINDS.get(short, "a valid value for its tag")
+    return yaml.constructor.ConstructorError(None, None, f"not {kind}", node.start_mark)
 
 
 def _bounds_nesting() -> bool:
@@ -119,7 +181,7 @@ def _bounds_nesting() -> bool:
 _COMPOSE_FIRST = _bounds_nesting()
 
 
-def describe(value: object) -> str:
+def describe_value(value: object) -> str:
     """
     How a YAML value is named in an error: C{null}, C{a string}, C{a list}...
     """
@@ -138,21 +200,14 @@ def describe(value: object) -> str:
     return f"a {type(value).__name__}"
 
 
-def _first_line(text: str) -> str:
-    return text.strip().splitlines()[0] if text.strip() else text
-
-
-def _shorten(text: str, limit: int = 60) -> str:
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _at(mark: Any, reason: str) -> ConfigError:
+def _at(mark: Any, problem: str) -> ConfigError:
     """
-    A L{ConfigError} locating C{reason} at C{mark} (a YAML C{Mark}, if any).
+    A L{ConfigError} locating C{problem} at C{mark} (a YAML C{Mark}, whose
+    line and column count from 0, if any).
     """
     if mark is None:
-        return ConfigError(reason)
-    return ConfigError(f"line {mark.line + 1}, column {mark.column + 1}: {reason}")
+        return ConfigError(problem)
+    return ConfigError(problem, line=mark.line + 1, column=mark.column + 1)
 
 
 def _check_shape(text: str, limit: int) -> int:
@@ -168,9 +223,10 @@ def _check_shape(text: str, limit: int) -> int:
     @raise yaml.YAMLError: For the first syntax error.
     """
     documents = 0
-    # (anchor, nodes counted before the collection started) per open
-    # collection; a closed anchor's expanded size is then a subtraction.
-    open_collections: list[tuple[str | None, int]] = []
+    # (anchor, nodes counted before the collection started, where it
+    # starts) per open collection; a closed anchor's expanded size is then
+    # a subtraction.
+    open_collections: list[tuple[str | None, int, Any]] = []
     sizes: dict[str, int] = {}
     nodes = 0
     for event in yaml.parse(text, Loader=_Loader):
@@ -185,10 +241,10 @@ def _check_shape(text: str, limit: int) -> int:
         elif isinstance(event, yaml.CollectionStartEvent):
             if len(open_collections) >= MAX_DEPTH:
                 raise _at(event.start_mark, f"nested deeper than {MAX_DEPTH} levels")
-            open_collections.append((event.anchor, nodes))
+            open_collections.append((event.anchor, nodes, event.start_mark))
             nodes += 1
         elif isinstance(event, yaml.CollectionEndEvent):
-            anchor, before = open_collections.pop()
+            anchor, before, _ = open_collections.pop()
             if anchor is not None:
                 sizes[anchor] = nodes - before
         elif isinstance(event, yaml.ScalarEvent):
@@ -196,12 +252,10 @@ def _check_shape(text: str, limit: int) -> int:
                 sizes[event.anchor] = 1
             nodes += 1
         elif isinstance(event, yaml.AliasEvent):
-            if any(anchor == event.anchor for anchor, _ in open_collections):
-                raise _at(
-                    event.start_mark,
-                    f"alias *{_shorten(str(event.anchor))} refers to a node "
-                    "that contains it",
-                )
+            for anchor, _, start in open_collections:
+                if anchor == event.anchor:
+                    # Reported at the node, as after composing.
+                    raise _at(start, "this node contains itself through an alias")
             # An undefined alias is left for the composer to report.
             nodes += sizes.get(str(event.anchor), 1)
         if nodes > limit:
@@ -297,7 +351,9 @@ def _compose(
         _measure(node, limit)
         try:
             return 1, loader.construct_document(node)
-        except (ValueError, OverflowError):
+        except (yaml.YAMLError, ConfigError, MemoryError, RecursionError):
+            raise
+        except Exception:
             if loader_class is _CarefulLoader:
                 raise
     finally:
@@ -316,20 +372,31 @@ def _load(raw: bytes, text: str) -> tuple[int, object]:
             return _compose(text, limit)
         documents = _check_shape(text, limit)
         return documents, yaml.load(text, Loader=_CarefulLoader)
-    except yaml.MarkedYAMLError as e:
-        reason = _first_line(e.problem or e.context or "invalid YAML")
-        raise _at(e.problem_mark or e.context_mark, reason) from None
-    except yaml.reader.ReaderError as e:
-        # libyaml reports the byte offset into the UTF-8 text, which is raw.
-        before = raw[: e.position]
-        line = before.count(b"\n") + 1
-        column = len(before) - (before.rfind(b"\n") + 1) + 1
-        raise ConfigError(
-            f"line {line}, column {column}: unacceptable character "
-            f"#x{e.character:04x}: {e.reason}"
-        ) from None
     except yaml.YAMLError as e:
-        raise ConfigError(f"invalid YAML: {_first_line(str(e))}") from None
+        raise yaml_error(e, raw, text) from None
+
+
+def yaml_error(error: yaml.YAMLError, raw: bytes, text: str) -> ConfigError:
+    """
+    The L{ConfigError} for PyYAML's C{error} on C{text} (whose UTF-8
+    encoding is C{raw}): its problem without any text of the input, at its
+    place by the one rule for places.
+    """
+    if isinstance(error, yaml.MarkedYAMLError):
+        problem = _safe_problem(error.problem or error.context)
+        return _at(error.problem_mark or error.context_mark, problem)
+    if isinstance(error, yaml.reader.ReaderError):
+        index = error.position
+        if _LIBYAML:
+            # libyaml gives the offset into the UTF-8 bytes.
+            index = len(raw[:index].decode("utf-8", "replace"))
+        line, column = line_and_column(text, index)
+        return ConfigError(
+            f"unacceptable character #x{error.character:04x}: {error.reason}",
+            line=line,
+            column=column,
+        )
+    return ConfigError("invalid YAML")
 
 
 def parse_yaml(data: bytes) -> dict[Any, Any]:
@@ -342,16 +409,33 @@ def parse_yaml(data: bytes) -> dict[Any, Any]:
     nesting deeper than L{MAX_DEPTH} and aliases that expand past
     L{MAX_NODES} nodes, before anything is built from them.
 
-    @raise ConfigError: Saying why, with C{line N, column M: } first when
-        the problem has a place in the file.
+    @raise ConfigError: Saying why in C{problem}, never with a value from
+        C{data}, and where in C{line} and C{column} when the problem has a
+        place in the file.
     """
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise ConfigError(f"not valid UTF-8 at byte {e.start}") from None
+    text = decode_utf8(data)
     documents, document = _load(data, text)
     if not documents:
         raise ConfigError("file is empty; expected a mapping")
     if not isinstance(document, dict):
-        raise ConfigError(f"top level must be a mapping, got {describe(document)}")
+        raise ConfigError(
+            f"top level must be a mapping, got {describe_value(document)}"
+        )
     return document
+
+
+def decode_utf8(data: bytes) -> str:
+    """
+    C{data} as UTF-8 text.
+
+    @raise ConfigError: At the first byte that is not UTF-8, by its byte
+        offset and its line and column.
+    """
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        before = data[: e.start].decode("utf-8")
+        line, column = line_and_column(before, len(before))
+        raise ConfigError(
+            f"not valid UTF-8 at byte {e.start}", line=line, column=column
+        ) from None
