@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 from twisted.application.service import MultiService
 
-from tests.certs import CA, Leaf, key_pem, mismatched, new_key
+from tests.certs import CA, Leaf, key_pem, leaf_with_flight, mismatched, new_key
 from tests.support import (
     CONFIG_NAME,
     DEADLINE,
@@ -38,6 +38,7 @@ from twisted_demo.options import Options
 from twisted_demo.tap import makeService
 from twisted_demo.testing import AtomicWriter, twistd_executable
 from twisted_demo.tls import CERT_FILE, KEY_FILE, TLSFiles
+from twisted_demo.tls_pair import FLIGHT_LIMIT
 
 EXPIRY = "configmapdemo_tls_certificate_expiry_timestamp_seconds"
 TLS_RELOADS = "configmapdemo_tls_reloads_total"
@@ -73,11 +74,13 @@ class HTTPSServer(TwistdServer):
 
     @contextmanager
     def connection(
-        self, alpn: list[str] | None = None
+        self, alpn: list[str] | None = None, version: ssl.TLSVersion | None = None
     ) -> Iterator[http.client.HTTPSConnection]:
         context = ssl.create_default_context(cadata=self.ca.cert_pem.decode("ascii"))
         if alpn is not None:
             context.set_alpn_protocols(alpn)
+        if version is not None:
+            context.minimum_version = context.maximum_version = version
         connection = http.client.HTTPSConnection(
             "localhost", self.port, context=context, timeout=DEADLINE
         )
@@ -225,11 +228,17 @@ def _expired(leaf: Leaf) -> dict[str, bytes]:
     return CA.make().expired().files()
 
 
+def _too_large(leaf: Leaf) -> dict[str, bytes]:
+    # About 2,500 host names: the handshake Twisted would stall on.
+    return CA.make().issue(names=2500).files()
+
+
 #: Pairs the server must refuse, and how its reason starts.
 REFUSED: list[tuple[str, Callable[[Leaf], dict[str, bytes]], str]] = [
     ("mismatched", mismatched, f"{KEY_FILE}: the private key does not match"),
     ("garbage key", _garbage_key, f"{KEY_FILE}: no PEM private key could be read"),
     ("expired", _expired, f"{CERT_FILE}: the certificate expired at "),
+    ("too large", _too_large, f"{CERT_FILE}: the certificate chain is too large"),
 ]
 
 
@@ -272,6 +281,20 @@ def test_refused_pairs_leave_the_old_one_served_and_say_why(
     assert metric_value(exposition, TLS_LAST_SUCCESSFUL) == 1
     assert metric_value(exposition, TLS_RELOADS) == 1
     assert "Traceback" not in server.output
+
+
+@pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1_3, ssl.TLSVersion.TLSv1_2])
+def test_pair_just_within_the_handshake_limit_is_served_whole(
+    server: HTTPSServer, secret: AtomicWriter, ca: CA, version: ssl.TLSVersion
+) -> None:
+    large = leaf_with_flight(ca, FLIGHT_LIMIT)
+    secret.write(large.files())
+    wait_for(lambda: server.tls()["sha256"] == large.sha256, "the large pair taken")
+    # A handshake that stalled would time out and fail the test.
+    with server.connection(version=version) as connection:
+        response = request(connection)
+        assert peer_sha256(connection) == large.sha256
+    assert (response.status, response.body) == (200, b"Hello HTTPS")
 
 
 class Handshakes:

@@ -46,9 +46,9 @@ from twisted_demo.tls_pair import (
     KEY_FILE,
     NOT_BEFORE_LEEWAY,
     TLSPair,
-    load_pair,
     parse_tls_files,
     parse_tls_pair,
+    serving_context,
 )
 
 __all__ = [
@@ -75,17 +75,10 @@ def _context_for(pair: TLSPair) -> Context:
     An OpenSSL server context serving C{pair}, with Twisted's defaults for
     protocol versions, ciphers and sessions.
     """
-    leaf, chain, key = load_pair(pair)
     # CertificateOptions takes the pair only as pyOpenSSL's X509 and PKey,
     # which pyOpenSSL deprecates; the context it makes takes cryptography's
     # objects directly.
-    context = CertificateOptions().getContext()
-    context.use_certificate(leaf)
-    context.use_privatekey(key)
-    for certificate in chain:
-        context.add_extra_chain_cert(certificate)
-    context.check_privatekey()
-    return context
+    return serving_context(pair, CertificateOptions().getContext())
 
 
 @implementer(IOpenSSLServerConnectionCreator)
