@@ -15,7 +15,7 @@ import ssl
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -60,6 +60,7 @@ class HTTPSServer(TwistdServer):
         ca: CA,
         cert: str = CERT_FILE,
         key: str = KEY_FILE,
+        extra: Sequence[str] = (),
     ) -> None:
         super().__init__(
             config,
@@ -68,6 +69,7 @@ class HTTPSServer(TwistdServer):
                 str(secret.target_dir / cert),
                 "--tls-key",
                 str(secret.target_dir / key),
+                *extra,
             ],
         )
         self.ca = ca
@@ -281,6 +283,89 @@ def test_refused_pairs_leave_the_old_one_served_and_say_why(
     assert metric_value(exposition, TLS_LAST_SUCCESSFUL) == 1
     assert metric_value(exposition, TLS_RELOADS) == 1
     assert "Traceback" not in server.output
+
+
+def described(leaf: Leaf) -> str:
+    """
+    How a certificate event describes C{leaf}: as C{/config} does.
+    """
+    certificate = leaf.certificate
+    return (
+        f"sha256 {leaf.sha256}, subject {certificate.subject.rfc4514_string()}, "
+        f"not_after {certificate.not_valid_after_utc.isoformat()}"
+    )
+
+
+def test_certificate_events_are_logged_as_such_with_the_fingerprint_config_shows(
+    server: HTTPSServer, secret: AtomicWriter, leaf_a: Leaf, leaf_b: Leaf
+) -> None:
+    assert f"TLS certificate loaded: {described(leaf_a)}" in server.output
+    secret.write(leaf_b.files())
+    wait_for(lambda: server.tls()["sha256"] == leaf_b.sha256, "pair B taken")
+    wait_for(
+        lambda: f"TLS certificate updated: {described(leaf_b)}" in server.output,
+        "the update logged",
+    )
+    secret.write(mismatched(leaf_a))
+    error = wait_for(lambda: server.tls()["last_error"], "the mismatch refused")
+    wait_for(
+        lambda: (
+            f"TLS certificate refused: {error}; still serving sha256 {leaf_b.sha256}"
+            in server.output
+        ),
+        "the refusal logged",
+    )
+    secret.write(leaf_b.files())
+    wait_for(lambda: server.tls()["last_error"] is None, "the error cleared")
+    wait_for(
+        lambda: (
+            "TLS certificate files are back to the pair being served "
+            f"(sha256 {leaf_b.sha256}); last error cleared" in server.output
+        ),
+        "the recovery logged",
+    )
+    # Grepping for the fingerprint /config shows finds the events.
+    lines = [line for line in server.output.splitlines() if leaf_b.sha256 in line]
+    assert len(lines) == 3, lines
+    # The pair's reloads are never logged as a config file's.
+    directory = str(secret.target_dir)
+    assert not [
+        line
+        for line in server.output.splitlines()
+        if directory in line and ("Config file" in line or "Config reload" in line)
+    ]
+
+
+def test_certificate_events_carry_their_fields_in_json(
+    config: Path, secret: AtomicWriter, ca: CA, leaf_a: Leaf, leaf_b: Leaf
+) -> None:
+    server = HTTPSServer(config, secret, ca, extra=["--log-format", "json"])
+    try:
+        server.wait_ready()
+        secret.write(leaf_b.files())
+        wait_for(lambda: server.tls()["sha256"] == leaf_b.sha256, "pair B taken")
+        tls = server.tls()
+
+        def updated() -> dict[str, Any] | None:
+            for line in server.output.splitlines():
+                event = json.loads(line)
+                if event["message"].startswith("TLS certificate updated"):
+                    return dict(event)
+            return None
+
+        event = wait_for(updated, "the update logged")
+        assert event["message"] == (
+            f"TLS certificate updated: {described(leaf_b)} "
+            f"({secret.target_dir}, generation {event['generation']})"
+        )
+        assert (event["sha256"], event["subject"], event["not_after"]) == (
+            tls["sha256"],
+            tls["subject"],
+            tls["not_after"],
+        )
+        assert event["level"] == "info"
+    finally:
+        server.close()
 
 
 @pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1_3, ssl.TLSVersion.TLSv1_2])

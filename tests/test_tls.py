@@ -48,6 +48,7 @@ from twisted_demo.tls import (
     NOT_BEFORE_LEEWAY,
     RotatingServerTLS,
     TLSFiles,
+    TLSLog,
     TLSMetrics,
     TLSPair,
     TLSServerEndpoint,
@@ -226,10 +227,10 @@ def test_certificate_too_large_for_one_handshake_is_refused(ca: CA) -> None:
     # About 2,500 host names: a first flight past what Twisted sends at once.
     large = ca.issue(names=2500)
     assert flight_of(large) > 2**15
-    reason = refusal(large.files())
-    assert reason == (
-        f"{CERT_FILE}: the certificate chain is too large to serve: its handshake "
-        f"takes {flight_of(large)} bytes, more than the {FLIGHT_LIMIT} the server "
+    size = len(large.certificate.public_bytes(serialization.Encoding.DER))
+    assert refusal(large.files()) == (
+        f"{CERT_FILE}: the certificate chain is too large to serve ({size} bytes): "
+        f"a handshake with it takes more than the {FLIGHT_LIMIT} bytes the server "
         "can send at once (twisted/twisted#5095); use fewer names or a shorter chain"
     )
 
@@ -254,6 +255,18 @@ def test_served_context_releases_the_buffers_of_idle_connections(
     assert context is not None
     # set_mode adds nothing here and answers with the mode set.
     assert context.set_mode(0) & SSL.MODE_RELEASE_BUFFERS
+
+
+def test_a_pair_the_service_failed_to_read_is_logged_with_its_retry(
+    leaf_a: Leaf,
+) -> None:
+    # The parser process died: not the pair's fault, tried again.
+    with captured_log() as log:
+        TLSLog()(Failed("/etc/tls: cannot parse: killed", None, retry_in=0.5))
+    assert log.messages() == [
+        "TLS certificate reload failed (trying again in 0.5s): "
+        "/etc/tls: cannot parse: killed; none loaded yet"
+    ]
 
 
 # -- the options ---------------------------------------------------------------

@@ -21,6 +21,7 @@ from twisted_demo.signals import ReloadOnSignal, StopInOrder
 from twisted_demo.tls import (
     RotatingServerTLS,
     TLSFiles,
+    TLSLog,
     TLSMetrics,
     TLSPair,
     TLSServerEndpoint,
@@ -49,11 +50,19 @@ def demo_resource(
 def live_pair(files: TLSFiles, reactor: Any, tick: float) -> LiveConfigService[TLSPair]:
     """
     The certificate pair in C{files}, followed live: both files are read
-    from one generation of their directory.
+    from one generation of their directory.  Its reloads are logged as
+    certificate events.
     """
-    return LiveConfigService(
-        files.directory, files.parse, files=files.names, reactor=reactor, tick=tick
+    pair = LiveConfigService(
+        files.directory,
+        files.parse,
+        files=files.names,
+        reactor=reactor,
+        tick=tick,
+        log_outcomes=False,
     )
+    pair.observe(TLSLog())
+    return pair
 
 
 def _served(pair: LiveConfigService[TLSPair]) -> RotatingServerTLS:

@@ -57,6 +57,7 @@ __all__ = [
     "NOT_BEFORE_LEEWAY",
     "RotatingServerTLS",
     "TLSFiles",
+    "TLSLog",
     "TLSMetrics",
     "TLSPair",
     "TLSServerEndpoint",
@@ -326,6 +327,56 @@ class TLSMetrics(Collector):
                 },
             )
         yield info
+
+
+class TLSLog:
+    """
+    The certificate pair's reloads, logged as certificate events rather
+    than as a config file's: the certificate's fingerprint as C{/config}
+    shows it, its subject and its end of validity, or why a pair was
+    refused.  Call it with each outcome of the pair's live config (pass it
+    to C{LiveConfigService.observe}, with C{log_outcomes=False}).
+    """
+
+    def __call__(self, outcome: Outcome[TLSPair]) -> None:
+        match outcome:
+            case Updated(old, new):
+                pair = new.value
+                log.info(
+                    "TLS certificate {event}: sha256 {sha256}, subject {subject}, "
+                    "not_after {not_after} ({path}, generation {generation})",
+                    event="loaded" if old is None else "updated",
+                    sha256=pair.sha256,
+                    subject=pair.subject,
+                    not_after=_timestamp(pair.not_after),
+                    path=new.path,
+                    generation=new.generation,
+                )
+            case Failed(error, current, repeated=False, retry_in=retry_in):
+                serving = None if current is None else current.value.sha256
+                log.error(
+                    (
+                        "TLS certificate refused: {error}"
+                        if retry_in is None
+                        else "TLS certificate reload failed (trying again in "
+                        "{retry_in:g}s): {error}"
+                    )
+                    + (
+                        "; none loaded yet"
+                        if serving is None
+                        else "; still serving sha256 {serving}"
+                    ),
+                    error=error,
+                    retry_in=retry_in,
+                    serving=serving,
+                )
+            case Unchanged(current, recovered=True):
+                log.info(
+                    "TLS certificate files are back to the pair being served "
+                    "(sha256 {sha256}); last error cleared",
+                    sha256=current.value.sha256,
+                    path=current.path,
+                )
 
 
 def _hex(serial: int) -> str:

@@ -103,6 +103,10 @@ class LiveConfigService(MultiService, Generic[T]):
     seconds, then twice as long each time up to C{RETRY_MAX}, until it
     succeeds or the file is refused.  A refused file, or one that C{parse}
     crashed on, waits for its next change.
+
+    The service logs its outcomes (updates, refusals, recoveries) unless
+    C{log_outcomes} is false: then an observer of the program's own logs
+    them in its words.
     """
 
     def __init__(
@@ -117,6 +121,7 @@ class LiveConfigService(MultiService, Generic[T]):
         runner: Runner[T] | None = None,
         settle: float = SETTLE,
         deadline: float = DEADLINE,
+        log_outcomes: bool = True,
     ) -> None:
         super().__init__()
         if reactor is None:
@@ -133,9 +138,11 @@ class LiveConfigService(MultiService, Generic[T]):
         self._runner: Runner[T] = runner
         if IService.providedBy(runner):
             runner.setServiceParent(self)
-        self._update_log = UpdateLog(reactor)
-        self._update_log.setServiceParent(self)
-        self._observers: list[Observer[T]] = [self._update_log]
+        self._observers: list[Observer[T]] = []
+        if log_outcomes:
+            update_log = UpdateLog(reactor)
+            update_log.setServiceParent(self)
+            self._observers.append(update_log)
         self._waiting_first: list[Deferred[Loaded[T]]] = []
         self._busy = False
         self._queued: list[Deferred[Outcome[T]]] = []
