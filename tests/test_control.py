@@ -9,7 +9,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from tests.support import captured_log, result_of
-from twisted_demo.live import ConfigError, Failed, LiveConfigService, Updated, inline
+from twisted_demo.live import (
+    ConfigError,
+    Failed,
+    LiveConfigService,
+    Outcome,
+    Updated,
+    inline,
+)
 
 
 def _identity(data: bytes) -> bytes:
@@ -22,7 +29,7 @@ def test_service_told_not_to_log_its_outcomes_logs_none(tmp_path: Path) -> None:
     path = tmp_path / "config"
     path.write_bytes(b"one")
     live = LiveConfigService(path, _identity, runner=inline, log_outcomes=False)
-    told = []
+    told: list[Outcome[bytes]] = []
     live.observe(told.append)
     with captured_log() as log:
         live.load_blocking()
