@@ -33,6 +33,8 @@ from twisted_demo.config import DEFAULT_MAX_BYTES, parse_message
 from twisted_demo.live import LiveConfigService, inline
 from twisted_demo.live._reader import Reader
 from twisted_demo.live._watcher import Notifier, Watcher
+from twisted_demo.options import DEFAULT_TICK
+from twisted_demo.reloads import ForcedReloads
 from twisted_demo.tap import demo_resource
 from twisted_demo.testing import configmapdemo_argv, free_port
 
@@ -323,8 +325,9 @@ class InProcessService:
             max_bytes=max_bytes,
             runner=inline,
         )
+        self.forced = ForcedReloads(self.live, None, self.clock, DEFAULT_TICK)
         # StubTreq makes its methods at run time, so mypy cannot see them.
-        self._client: Any = StubTreq(demo_resource(self.live))
+        self._client: Any = StubTreq(demo_resource(self.live, forced=self.forced))
 
     def watcher(
         self, tick: float, notifier_factory: Callable[[], Notifier] | None
@@ -367,6 +370,13 @@ class InProcessService:
         return self.request("GET", path)
 
     def post_reload(self) -> Reply:
+        """
+        C{POST /-/reload}, a tick after the last (on a L{Clock}), so that
+        it is answered at once rather than folded into the next forced
+        reload.
+        """
+        if isinstance(self.clock, Clock):
+            self.clock.advance(DEFAULT_TICK)
         return self.request("POST", "/-/reload")
 
     def metric(self, name: str) -> float:

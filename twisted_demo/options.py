@@ -13,6 +13,7 @@ from twisted.python import usage
 from twisted_demo import server
 from twisted_demo.config import DEFAULT_MAX_BYTES
 from twisted_demo.logs import LOG_FORMATS, logs_to_stdout
+from twisted_demo.reloads import RELOAD_FROM
 
 DEFAULT_LISTEN = "tcp:8080"
 DEFAULT_TICK = 0.1
@@ -62,6 +63,15 @@ def _log_format(value: str) -> str:
 _log_format.coerceDoc = "One of: " + ", ".join(LOG_FORMATS) + "."  # type: ignore[attr-defined]
 
 
+def _reload_from(value: str) -> str:
+    if value not in RELOAD_FROM:
+        raise ValueError(f"must be {', '.join(RELOAD_FROM)}, got {value!r}")
+    return value
+
+
+_reload_from.coerceDoc = "One of: " + ", ".join(RELOAD_FROM) + "."  # type: ignore[attr-defined]
+
+
 def _named(option: str, coerce: Callable[[str], _T]) -> Callable[[str], _T]:
     """
     C{coerce}, refusing a value with a L{usage.UsageError} that names
@@ -87,7 +97,8 @@ class Options(usage.Options):
     synopsis = (
         "--config PATH [--listen ENDPOINT] [--tick SECONDS] [--max-bytes N] "
         "[--log-format text|json] [--tls-cert PATH --tls-key PATH] "
-        "[--max-connections N] [--idle-timeout SECONDS] [--header-timeout SECONDS]"
+        "[--max-connections N] [--idle-timeout SECONDS] [--header-timeout SECONDS] "
+        "[--reload-from loopback|any|off]"
     )
     longdesc = (
         "Serve the 'message' of a YAML config file at http://HOST:PORT/ and "
@@ -172,6 +183,15 @@ class Options(usage.Options):
             server.DEFAULT_IDLE_TIMEOUT,
             "Seconds an HTTP connection may stay open with no request under way.",
             _named("idle-timeout", _positive_number),
+        ],
+        [
+            "reload-from",
+            None,
+            "loopback",
+            "Who may force a reload with POST /-/reload: loopback (clients on "
+            "this machine, as kubectl port-forward and kubectl exec are), any, "
+            "or off. SIGHUP always may.",
+            _named("reload-from", _reload_from),
         ],
         [
             "header-timeout",

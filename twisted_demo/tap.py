@@ -15,7 +15,8 @@ from twisted.web.resource import IResource
 from twisted_demo.config import parse_message
 from twisted_demo.live import ConfigError, LiveConfigMetrics, LiveConfigService
 from twisted_demo.logs import LogOutput
-from twisted_demo.options import Options, exit_with
+from twisted_demo.options import DEFAULT_TICK, Options, exit_with
+from twisted_demo.reloads import ForcedReloads
 from twisted_demo.server import WebService, endpoint_for, make_site
 from twisted_demo.signals import ReloadOnSignal, StopInOrder
 from twisted_demo.tls import (
@@ -26,25 +27,35 @@ from twisted_demo.tls import (
     TLSPair,
     TLSServerEndpoint,
 )
-from twisted_demo.web import ConfigApp, reload_all
+from twisted_demo.web import ConfigApp
 
 __all__ = ["Options", "demo_resource", "live_pair", "makeService"]
 
 
 def demo_resource(
-    live: LiveConfigService[str], tls: LiveConfigService[TLSPair] | None = None
+    live: LiveConfigService[str],
+    tls: LiveConfigService[TLSPair] | None = None,
+    *,
+    forced: ForcedReloads | None = None,
+    reload_from: str = "loopback",
 ) -> IResource:
     """
     The demo's HTTP interface to C{live}, and to the certificate pair
     C{tls} when serving HTTPS, with their metrics (named
     C{configmapdemo_config_...} and C{configmapdemo_tls_...}) counting from
-    now on.
+    now on.  C{POST /-/reload} goes through C{forced} (by default, one on
+    the global reactor with the default tick), from the clients
+    C{reload_from} allows.
     """
     registry = CollectorRegistry()
     live.observe(LiveConfigMetrics(registry, "configmapdemo", drift=lambda: live.drift))
     if tls is not None:
         tls.observe(TLSMetrics(registry, "configmapdemo"))
-    return ConfigApp(live, registry, tls).resource()
+    if forced is None:
+        from twisted.internet import reactor
+
+        forced = ForcedReloads(live, tls, reactor, DEFAULT_TICK)
+    return ConfigApp(live, registry, tls, forced, reload_from).resource()
 
 
 def live_pair(files: TLSFiles, reactor: Any, tick: float) -> LiveConfigService[TLSPair]:
@@ -89,7 +100,10 @@ def makeService(options: Options) -> MultiService:
     )
     tls = options["tls"]
     pair = None if tls is None else live_pair(tls, reactor, options["tick"])
-    resource = demo_resource(live, pair)
+    forced = ForcedReloads(live, pair, reactor, options["tick"])
+    resource = demo_resource(
+        live, pair, forced=forced, reload_from=options["reload-from"]
+    )
     try:
         live.load_blocking()
         if pair is not None:
@@ -128,6 +142,6 @@ def makeService(options: Options) -> MultiService:
         header_timeout=options["header-timeout"],
     ).setServiceParent(service)
     ReloadOnSignal(
-        signal.SIGHUP, lambda: reload_all(live, pair), reactor.callFromThread
+        signal.SIGHUP, lambda: forced.request("SIGHUP"), reactor.callFromThread
     ).setServiceParent(service)
     return service

@@ -23,6 +23,7 @@ from twisted_demo.live import (
     Unchanged,
     Updated,
 )
+from twisted_demo.reloads import Forced, ForcedReloads, may_force_reload, not_allowed
 from twisted_demo.tls import TLSPair, tls_status
 
 _TEXT = b"text/plain; charset=utf-8"
@@ -32,24 +33,19 @@ _JSON = b"application/json"
 _REASONS = {422: b"Unprocessable Content"}
 
 
-def reload_all(
-    live: LiveConfigService[str], tls: LiveConfigService[TLSPair] | None = None
-) -> Deferred[Outcome[str]]:
+def _described(outcome: Outcome[Any]) -> tuple[str, str | None, Loaded[Any] | None]:
     """
-    Re-read the config and, when serving HTTPS, the certificate pair: what
-    C{SIGHUP} and C{POST /-/reload} do.
-
-    @return: Fires with the config's outcome once both reloads are done.
+    C{outcome}'s name in the answer to C{POST /-/reload}, its error, and
+    the version served after it.
     """
-    config = live.reload()
-    if tls is None:
-        return config
-    pair = tls.reload()
-
-    def after_pair(outcome: Outcome[str]) -> Deferred[Outcome[str]]:
-        return pair.addCallback(lambda _: outcome)
-
-    return config.addCallback(after_pair)
+    current: Loaded[Any] | None
+    match outcome:
+        case Updated(new=current):
+            return "updated", None, current
+        case Unchanged(current=current):
+            return "unchanged", None, current
+        case Failed(error=error, current=current):
+            return "failed", error, current
 
 
 def _timestamp(seconds: float) -> str:
@@ -80,6 +76,9 @@ class ConfigApp:
     @param live: The config whose C{message} is served.
     @param registry: The metrics to expose at C{/metrics}.
     @param tls: The certificate pair served, when serving HTTPS.
+    @param forced: What C{POST /-/reload} asks for a reload through.
+    @param reload_from: Who may C{POST /-/reload}: C{loopback}, C{any} or
+        C{off} (see L{may_force_reload}).
     """
 
     app = Klein()
@@ -88,11 +87,15 @@ class ConfigApp:
         self,
         live: LiveConfigService[str],
         registry: CollectorRegistry,
-        tls: LiveConfigService[TLSPair] | None = None,
+        tls: LiveConfigService[TLSPair] | None,
+        forced: ForcedReloads,
+        reload_from: str,
     ) -> None:
         self._live = live
         self._registry = registry
         self._tls = tls
+        self._forced = forced
+        self._reload_from = reload_from
 
     def resource(self) -> IResource:
         """
@@ -155,35 +158,34 @@ class ConfigApp:
         )
 
     @app.route("/-/reload", methods=["POST"])
-    def reload(self, request: IRequest) -> Deferred[bytes]:
+    def reload(self, request: IRequest) -> bytes | Deferred[bytes]:
         """
-        Re-read the configured files now (the certificate pair too, when
-        serving HTTPS) and answer with the config's outcome: 200 when the
-        config is (still) valid, 422 when the file was refused.
+        Re-read the configured files (the certificate pair too, when serving
+        HTTPS) with the next forced reload, and answer with the outcome of
+        each: 200 when both are (still) valid, 422 when either was refused;
+        403 for a client C{--reload-from} does not allow.
         """
+        if not may_force_reload(self._reload_from, request.getClientAddress()):
+            return _json(request, {"error": not_allowed(self._reload_from)}, 403)
 
-        def answer(outcome: Outcome[str]) -> bytes:
-            code, error = 200, None
-            current: Loaded[str] | None
-            match outcome:
-                case Updated(new=current):
-                    name = "updated"
-                case Unchanged(current=current):
-                    name = "unchanged"
-                case Failed(current=current):
-                    name, code, error = "failed", 422, outcome.error
-            return _json(
-                request,
-                {
+        def answer(forced: Forced) -> bytes:
+            name, error, current = _described(forced.config)
+            body: dict[str, Any] = {
+                "outcome": name,
+                "error": error,
+                "sha256": None if current is None else current.sha256,
+                "generation": None if current is None else current.generation,
+            }
+            if forced.tls is not None:
+                name, error, pair = _described(forced.tls)
+                body["tls"] = {
                     "outcome": name,
                     "error": error,
-                    "sha256": None if current is None else current.sha256,
-                    "generation": None if current is None else current.generation,
-                },
-                code,
-            )
+                    "sha256": None if pair is None else pair.value.sha256,
+                }
+            return _json(request, body, 422 if forced.refused else 200)
 
-        return reload_all(self._live, self._tls).addCallback(answer)
+        return self._forced.request("POST /-/reload").addCallback(answer)
 
 
 class _Front(Resource):
