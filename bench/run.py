@@ -17,7 +17,16 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from bench import bigconfig, parsecost, readpath, reload, soak, startup, throughput
+from bench import (
+    bigconfig,
+    forced,
+    parsecost,
+    readpath,
+    reload,
+    soak,
+    startup,
+    throughput,
+)
 from bench.context import Context, Row
 from bench.load import wrk_available, wrk_version
 
@@ -27,6 +36,7 @@ BENCHMARKS: list[tuple[str, Callable[[Context], None]]] = [
     ("B8", startup.run),
     ("B1", reload.run),
     ("B3", throughput.run),
+    ("B4f", forced.run),
     ("B5", bigconfig.run),
     ("B6", soak.run),
 ]
@@ -98,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     try:
         for name, bench in BENCHMARKS:
-            if wanted is not None and name not in wanted:
+            if wanted is not None and name.upper() not in wanted:
                 continue
             print(f"{name} ...", flush=True)
             try:

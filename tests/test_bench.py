@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from bench.configs import CONFIG_KEY, TimedAtomicWriter, config_yaml
+from bench.forced import forced_reloads_logged
 from bench.load import parse_result
 from bench.loadgen import _parse_response
 from bench.stats import percentile
@@ -77,3 +78,16 @@ def test_builtin_generator_parses_fixed_and_chunked_bodies() -> None:
     assert _parse_response(chunked) == (503, b"abcde", b"")
     assert _parse_response(fixed[:-1]) is None
     assert _parse_response(chunked[:-3]) is None
+
+
+def test_forced_reloads_are_counted_from_the_log_summed_up_lines_too() -> None:
+    log = (
+        "2026-12-07T00:00:00+0000 [configmapdemo#info] Forced reload (POST "
+        "/-/reload): config unchanged (sha256 0123456789ab)\n"
+        "2026-12-07T00:00:01+0000 [configmapdemo#info] Forced reload (SIGHUP): "
+        "config unchanged (sha256 0123456789ab)\n"
+        "2026-12-07T00:00:02+0000 [configmapdemo#info] Forced reload (POST "
+        "/-/reload): config unchanged (sha256 0123456789ab) (repeated 37 times "
+        "in 1.0s, logged as one line)\n"
+    )
+    assert forced_reloads_logged(log) == 38
