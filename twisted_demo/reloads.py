@@ -17,7 +17,14 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
-from twisted_demo.live import Failed, LiveConfigService, Outcome, Unchanged, Updated
+from twisted_demo.live import (
+    Failed,
+    LiveConfigService,
+    Loaded,
+    Outcome,
+    Unchanged,
+    Updated,
+)
 
 if TYPE_CHECKING:
     # Only named: a server without HTTPS need not import the pair's parser.
@@ -27,6 +34,7 @@ __all__ = [
     "RELOAD_FROM",
     "Forced",
     "ForcedReloads",
+    "described",
     "may_force_reload",
     "not_allowed",
 ]
@@ -156,15 +164,19 @@ def _said(outcome: Outcome[Any], fingerprint: str | None) -> str:
             )
 
 
-def _config_sha256(outcome: Outcome[str]) -> str | None:
-    current = outcome.new if isinstance(outcome, Updated) else outcome.current
-    return None if current is None else current.sha256
-
-
-def _pair_sha256(outcome: Outcome[TLSPair]) -> str | None:
-    current = outcome.new if isinstance(outcome, Updated) else outcome.current
-    # The certificate's fingerprint, as /config shows it.
-    return None if current is None else current.value.sha256
+def described(outcome: Outcome[Any]) -> tuple[str, str | None, Loaded[Any] | None]:
+    """
+    C{outcome}'s name (C{updated}, C{unchanged} or C{failed}), its error,
+    and the version served after it, as C{POST /-/reload} answers and the
+    log line's fields give them.
+    """
+    match outcome:
+        case Updated(new=new):
+            return "updated", None, new
+        case Unchanged(current=current):
+            return "unchanged", None, current
+        case Failed(error=error, current=current):
+            return "failed", error, current
 
 
 def _log_outcome(forced: Forced, by: str, requests: int) -> None:
@@ -173,20 +185,16 @@ def _log_outcome(forced: Forced, by: str, requests: int) -> None:
     one request to the next (how many shared it, who sent them), so that a
     flood of them is rationed as one repeated line; those are fields.
     """
-    config_sha256 = _config_sha256(forced.config)
-    text = "config " + _said(
-        forced.config, None if config_sha256 is None else config_sha256[:12]
-    )
-    fields: dict[str, Any] = {
-        "config_outcome": type(forced.config).__name__.lower(),
-        "sha256": config_sha256,
-    }
+    name, _, current = described(forced.config)
+    sha256 = None if current is None else current.sha256
+    text = "config " + _said(forced.config, None if sha256 is None else sha256[:12])
+    fields: dict[str, Any] = {"config_outcome": name, "sha256": sha256}
     if forced.tls is not None:
-        tls_sha256 = _pair_sha256(forced.tls)
+        name, _, pair = described(forced.tls)
+        # The certificate's fingerprint, as /config shows it.
+        tls_sha256 = None if pair is None else pair.value.sha256
         text += ", TLS certificate " + _said(forced.tls, tls_sha256)
-        fields.update(
-            tls_outcome=type(forced.tls).__name__.lower(), tls_sha256=tls_sha256
-        )
+        fields.update(tls_outcome=name, tls_sha256=tls_sha256)
     # At info, whatever the outcome: a refusal is logged as an error once,
     # by the live config's own log, however often it is asked for again.
     _log.info(

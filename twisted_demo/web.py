@@ -16,14 +16,15 @@ from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource, Resource
 
 from twisted_demo.live import (
-    Failed,
     LiveConfigService,
-    Loaded,
-    Outcome,
-    Unchanged,
-    Updated,
 )
-from twisted_demo.reloads import Forced, ForcedReloads, may_force_reload, not_allowed
+from twisted_demo.reloads import (
+    Forced,
+    ForcedReloads,
+    described,
+    may_force_reload,
+    not_allowed,
+)
 from twisted_demo.tls import TLSPair, tls_status
 
 _TEXT = b"text/plain; charset=utf-8"
@@ -31,21 +32,6 @@ _JSON = b"application/json"
 
 #: Reason phrases twisted.web does not know (it would send "Unknown Status").
 _REASONS = {422: b"Unprocessable Content"}
-
-
-def _described(outcome: Outcome[Any]) -> tuple[str, str | None, Loaded[Any] | None]:
-    """
-    C{outcome}'s name in the answer to C{POST /-/reload}, its error, and
-    the version served after it.
-    """
-    current: Loaded[Any] | None
-    match outcome:
-        case Updated(new=current):
-            return "updated", None, current
-        case Unchanged(current=current):
-            return "unchanged", None, current
-        case Failed(error=error, current=current):
-            return "failed", error, current
 
 
 def _timestamp(seconds: float) -> str:
@@ -169,7 +155,7 @@ class ConfigApp:
             return _json(request, {"error": not_allowed(self._reload_from)}, 403)
 
         def answer(forced: Forced) -> bytes:
-            name, error, current = _described(forced.config)
+            name, error, current = described(forced.config)
             body: dict[str, Any] = {
                 "outcome": name,
                 "error": error,
@@ -177,7 +163,7 @@ class ConfigApp:
                 "generation": None if current is None else current.generation,
             }
             if forced.tls is not None:
-                name, error, pair = _described(forced.tls)
+                name, error, pair = described(forced.tls)
                 body["tls"] = {
                     "outcome": name,
                     "error": error,
