@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import signal
+import time
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +41,7 @@ from twisted_demo.live import (
     Updated,
     inline,
 )
+from twisted_demo.logs import REPEAT_BURST
 from twisted_demo.options import Options
 from twisted_demo.reloads import Forced, ForcedReloads, may_force_reload
 from twisted_demo.tap import demo_resource
@@ -347,3 +350,35 @@ def test_unknown_reload_from_is_a_usage_error(configmap: AtomicWriter) -> None:
         )
     finally:
         server.close()
+
+
+def test_a_flood_of_sighups_reloads_once_a_tick_and_its_lines_are_rationed(
+    twistd_server: TwistdServer,
+) -> None:
+    sha256 = hashlib.sha256(b"message: Hello World\n").hexdigest()[:12]
+    line = f"Forced reload (SIGHUP): config unchanged (sha256 {sha256})"
+    sent = 0
+    started = time.monotonic()
+
+    def summed_up() -> bool:
+        nonlocal sent
+        if f"{line} (repeated " in twistd_server.output:
+            return True
+        twistd_server.process.send_signal(signal.SIGHUP)
+        sent += 1
+        return False
+
+    wait_for(summed_up, "a line summing up forced reloads", timeout=30)
+    twistd_server.stop(signal.SIGTERM, timeout=10)
+    elapsed = time.monotonic() - started
+    output = twistd_server.output
+    plain = re.findall(rf"\] {re.escape(line)}$", output, re.MULTILINE)
+    counts = [
+        int(n)
+        for n in re.findall(rf"{re.escape(line)} \(repeated (\d+) times in ", output)
+    ]
+    reloads = len(plain) + sum(counts)
+    assert len(plain) >= REPEAT_BURST
+    # One reload a tick (0.1 s) at most, however many signals came.
+    assert reloads <= elapsed / TICK + 2
+    assert reloads < sent
