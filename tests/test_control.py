@@ -345,7 +345,7 @@ def test_unknown_reload_from_is_a_usage_error(configmap: AtomicWriter) -> None:
     try:
         assert server.process.wait(30) == 1
         assert server.output.splitlines()[0] == (
-            "configmapdemo: error: --reload-from must be loopback, any, off, "
+            "configmapdemo: error: --reload-from must be loopback, any or off, "
             "got 'everyone'"
         )
     finally:

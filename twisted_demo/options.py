@@ -65,7 +65,8 @@ _log_format.coerceDoc = "One of: " + ", ".join(LOG_FORMATS) + "."  # type: ignor
 
 def _reload_from(value: str) -> str:
     if value not in RELOAD_FROM:
-        raise ValueError(f"must be {', '.join(RELOAD_FROM)}, got {value!r}")
+        choices = f"{', '.join(RELOAD_FROM[:-1])} or {RELOAD_FROM[-1]}"
+        raise ValueError(f"must be {choices}, got {value!r}")
     return value
 
 
