@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IAddress
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
@@ -140,6 +140,20 @@ def test_request_while_a_reload_is_under_way_waits_for_the_next(
     assert len(parses) == 2
     parses[1].callback("changed")
     assert isinstance(result_of(second).config, Updated)
+
+
+def test_a_request_whose_client_went_away_leaves_the_others_answered(
+    tmp_path: Path,
+) -> None:
+    config = Config(tmp_path)
+    result_of(config.forced.request("SIGHUP"))
+    gone, staying = (config.forced.request("POST /-/reload") for _ in range(2))
+    # What Klein does with a request's Deferred when its connection is lost.
+    gone.cancel()
+    gone.addErrback(lambda failure: failure.trap(CancelledError))
+    config.clock.advance(TICK)
+    assert isinstance(result_of(staying), Forced)
+    assert len(config.reloads) == 2
 
 
 def test_a_flood_of_forced_reloads_costs_one_reload_per_tick(tmp_path: Path) -> None:

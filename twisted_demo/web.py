@@ -15,9 +15,7 @@ from twisted.internet.defer import Deferred
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource, Resource
 
-from twisted_demo.live import (
-    LiveConfigService,
-)
+from twisted_demo.live import LiveConfigService
 from twisted_demo.reloads import (
     Forced,
     ForcedReloads,
