@@ -220,13 +220,15 @@ def leaf_with_flight(ca: CA, most: int, within: int = 512) -> Leaf:
     base = flight_of(ca.issue())
     per_name = (flight_of(ca.issue(names=100)) - base) / 100
     names = int((most - base) / per_name)
-    while True:
+    for _ in range(20):
         leaf = ca.issue(names=names)
         flight = flight_of(leaf)
-        if flight <= most:
-            assert most - flight <= within, (flight, most)
+        if most - within <= flight <= most:
             return leaf
-        names -= 1 + (flight - most) // int(per_name)
+        # Aim for the middle of the range, one name at least.
+        step = int((most - within / 2 - flight) / per_name)
+        names += step or (1 if flight < most else -1)
+    raise AssertionError(f"no leaf with a flight within {within} of {most}")
 
 
 def mismatched(leaf: Leaf) -> dict[str, bytes]:
