@@ -336,6 +336,33 @@ def test_certificate_events_are_logged_as_such_with_the_fingerprint_config_shows
     ]
 
 
+def test_forced_reload_answers_with_the_refused_pair_s_outcome(
+    server: HTTPSServer, secret: AtomicWriter, leaf_a: Leaf
+) -> None:
+    secret.write(mismatched(leaf_a))
+    error = wait_for(lambda: server.tls()["last_error"], "the mismatch refused")
+    with server.connection() as connection:
+        connection.request("POST", "/-/reload")
+        response = connection.getresponse()
+        answer = json.loads(response.read())
+    # The config is unchanged, the pair refused: 422, saying which.
+    assert response.status == 422
+    assert answer["outcome"] == "unchanged"
+    assert answer["tls"] == {
+        "outcome": "failed",
+        "error": error,
+        "sha256": leaf_a.sha256,
+    }
+    wait_for(
+        lambda: "Forced reload (POST /-/reload): config unchanged" in server.output,
+        "the forced reload logged",
+    )
+    [line] = [line for line in server.output.splitlines() if "Forced reload" in line]
+    assert line.endswith(
+        f", TLS certificate refused, still serving sha256 {leaf_a.sha256}: {error}"
+    )
+
+
 def test_certificate_events_carry_their_fields_in_json(
     config: Path, secret: AtomicWriter, ca: CA, leaf_a: Leaf, leaf_b: Leaf
 ) -> None:
