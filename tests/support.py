@@ -226,6 +226,35 @@ class TwistdServer:
         self._output.close()
 
 
+def signal_until_summed_up(server: TwistdServer, line: str) -> int:
+    """
+    Send C{server} SIGHUP after SIGHUP until its log sums up repeats of
+    C{line}; return how many were sent.
+    """
+    sent = 0
+
+    def summed_up() -> bool:
+        nonlocal sent
+        if f"{line} (repeated " in server.output:
+            return True
+        server.process.send_signal(signal.SIGHUP)
+        sent += 1
+        return False
+
+    wait_for(summed_up, f"a line summing up repeats of {line!r}", timeout=30)
+    return sent
+
+
+def logged_times(output: str, line: str) -> tuple[int, list[int]]:
+    """
+    How often C{output} has C{line} on its own, and the counts of the lines
+    that sum up its repeats.
+    """
+    plain = re.findall(rf"\] {re.escape(line)}$", output, re.MULTILINE)
+    counts = re.findall(rf"{re.escape(line)} \(repeated (\d+) times in ", output)
+    return len(plain), [int(count) for count in counts]
+
+
 @implementer(ILogObserver)
 class LogCapture:
     """

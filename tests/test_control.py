@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import signal
 import time
 from pathlib import Path
@@ -28,7 +27,9 @@ from tests.support import (
     TwistdServer,
     captured_log,
     http,
+    logged_times,
     result_of,
+    signal_until_summed_up,
     wait_for,
 )
 from twisted_demo.config import parse_message
@@ -371,28 +372,13 @@ def test_a_flood_of_sighups_reloads_once_a_tick_and_its_lines_are_rationed(
 ) -> None:
     sha256 = hashlib.sha256(b"message: Hello World\n").hexdigest()[:12]
     line = f"Forced reload (SIGHUP): config unchanged (sha256 {sha256})"
-    sent = 0
     started = time.monotonic()
-
-    def summed_up() -> bool:
-        nonlocal sent
-        if f"{line} (repeated " in twistd_server.output:
-            return True
-        twistd_server.process.send_signal(signal.SIGHUP)
-        sent += 1
-        return False
-
-    wait_for(summed_up, "a line summing up forced reloads", timeout=30)
+    sent = signal_until_summed_up(twistd_server, line)
     twistd_server.stop(signal.SIGTERM, timeout=10)
     elapsed = time.monotonic() - started
-    output = twistd_server.output
-    plain = re.findall(rf"\] {re.escape(line)}$", output, re.MULTILINE)
-    counts = [
-        int(n)
-        for n in re.findall(rf"{re.escape(line)} \(repeated (\d+) times in ", output)
-    ]
-    reloads = len(plain) + sum(counts)
-    assert len(plain) >= REPEAT_BURST
+    plain, counts = logged_times(twistd_server.output, line)
+    reloads = plain + sum(counts)
+    assert plain >= REPEAT_BURST
     # One reload a tick (0.1 s) at most, however many signals came.
     assert reloads <= elapsed / TICK + 2
     assert reloads < sent
