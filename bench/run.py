@@ -20,6 +20,7 @@ from string import ascii_lowercase
 
 from bench import (
     bigconfig,
+    forced,
     parsecost,
     readpath,
     reload,
@@ -40,9 +41,10 @@ BENCHMARKS: list[tuple[str, Callable[[Context], None]]] = [
     ("B8", startup.run),
     ("B1", reload.run),
     ("B3", throughput.run),
+    ("B4f", forced.run),
     ("B5", bigconfig.run),
     ("B6", soak.run),
-    ("B10", webhook.run),
+    ("B11", webhook.run),
 ]
 
 
@@ -114,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     try:
         for name, bench in BENCHMARKS:
-            if wanted is not None and name not in wanted:
+            if wanted is not None and name.upper() not in wanted:
                 continue
             print(f"{name} ...", flush=True)
             try:

@@ -14,7 +14,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from twisted_demo.tls import CERT_FILE, KEY_FILE
+from twisted_demo.tls import CERT_FILE, KEY_FILE, TLSPair
+from twisted_demo.tls_pair import handshake_flight, serving_context
 
 
 def new_key() -> ec.EllipticCurvePrivateKey:
@@ -139,9 +140,11 @@ class CA:
         not_before: datetime | None = None,
         not_after: datetime | None = None,
         with_chain: bool = False,
+        names: int = 0,
     ) -> Leaf:
         """
-        A server certificate for localhost and 127.0.0.1, valid from a day
+        A server certificate for localhost and 127.0.0.1, and C{names} more
+        host names (as a certificate for many hosts has), valid from a day
         ago for a week unless told otherwise, with a new key.
         """
         now = datetime.now(timezone.utc)
@@ -163,6 +166,7 @@ class CA:
                     [
                         x509.DNSName("localhost"),
                         x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                        *(x509.DNSName(f"host-{i}.example.com") for i in range(names)),
                     ]
                 ),
                 critical=False,
@@ -188,6 +192,43 @@ class CA:
             not_before=now - timedelta(days=2),
             not_after=now - timedelta(hours=1),
         )
+
+
+def flight_of(leaf: Leaf) -> int:
+    """
+    The bytes of the server's first handshake flight with C{leaf}, however
+    large, measured as the server measures it.
+    """
+    certificate = leaf.certificate
+    pair = TLSPair(
+        certificate_pem=leaf.cert_pem,
+        key_pem=leaf.key_pem,
+        sha256=leaf.sha256,
+        subject=certificate.subject.rfc4514_string(),
+        serial=certificate.serial_number,
+        not_before=certificate.not_valid_before_utc,
+        not_after=certificate.not_valid_after_utc,
+    )
+    return handshake_flight(serving_context(pair))
+
+
+def leaf_with_flight(ca: CA, most: int, within: int = 512) -> Leaf:
+    """
+    A leaf for localhost with as many more host names as keep its first
+    handshake flight at most C{most} bytes, and within C{within} of it.
+    """
+    base = flight_of(ca.issue())
+    per_name = (flight_of(ca.issue(names=100)) - base) / 100
+    names = int((most - base) / per_name)
+    for _ in range(20):
+        leaf = ca.issue(names=names)
+        flight = flight_of(leaf)
+        if most - within <= flight <= most:
+            return leaf
+        # Aim for the middle of the range, one name at least.
+        step = int((most - within / 2 - flight) / per_name)
+        names += step or (1 if flight < most else -1)
+    raise AssertionError(f"no leaf with a flight within {within} of {most}")
 
 
 def mismatched(leaf: Leaf) -> dict[str, bytes]:

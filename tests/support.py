@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import tempfile
@@ -32,6 +33,8 @@ from bench.proc import process_tree, stat_fields
 from twisted_demo.config import parse_message
 from twisted_demo.live import DEFAULT_MAX_BYTES, LiveConfigService, inline
 from twisted_demo.live._watcher import Notifier
+from twisted_demo.options import DEFAULT_TICK
+from twisted_demo.reloads import ForcedReloads
 from twisted_demo.tap import demo_resource
 from twisted_demo.testing import configmapdemo_argv, free_port
 
@@ -246,6 +249,35 @@ class TwistdServer(ServerProcess):
         wait_for(lambda: self.get("/").text == message, f"GET / to serve {message!r}")
 
 
+def signal_until_summed_up(server: TwistdServer, line: str) -> int:
+    """
+    Send C{server} SIGHUP after SIGHUP until its log sums up repeats of
+    C{line}; return how many were sent.
+    """
+    sent = 0
+
+    def summed_up() -> bool:
+        nonlocal sent
+        if f"{line} (repeated " in server.output:
+            return True
+        server.process.send_signal(signal.SIGHUP)
+        sent += 1
+        return False
+
+    wait_for(summed_up, f"a line summing up repeats of {line!r}", timeout=30)
+    return sent
+
+
+def logged_times(output: str, line: str) -> tuple[int, list[int]]:
+    """
+    How often C{output} has C{line} on its own, and the counts of the lines
+    that sum up its repeats.
+    """
+    plain = re.findall(rf"\] {re.escape(line)}$", output, re.MULTILINE)
+    counts = re.findall(rf"{re.escape(line)} \(repeated (\d+) times in ", output)
+    return len(plain), [int(count) for count in counts]
+
+
 @implementer(ILogObserver)
 class LogCapture:
     """
@@ -350,8 +382,9 @@ class InProcessService:
             tick=tick,
             notifier_factory=notifier_factory,
         )
+        self.forced = ForcedReloads(self.live, None, self.clock, DEFAULT_TICK)
         # StubTreq makes its methods at run time, so mypy cannot see them.
-        self._client: Any = StubTreq(demo_resource(self.live))
+        self._client: Any = StubTreq(demo_resource(self.live, forced=self.forced))
 
     def request(
         self,
@@ -379,6 +412,13 @@ class InProcessService:
         return self.request("GET", path)
 
     def post_reload(self) -> Reply:
+        """
+        C{POST /-/reload}, a tick after the last (on a L{Clock}), so that
+        it is answered at once rather than folded into the next forced
+        reload.
+        """
+        if isinstance(self.clock, Clock):
+            self.clock.advance(DEFAULT_TICK)
         return self.request("POST", "/-/reload")
 
     def metric(self, name: str) -> float:

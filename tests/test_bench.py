@@ -12,6 +12,7 @@ import pytest
 
 from bench.configs import CONFIG_KEY, TimedAtomicWriter, config_yaml
 from bench.context import Context
+from bench.forced import forced_reloads_logged
 from bench.load import parse_result
 from bench.loadgen import _parse_response
 from bench.report import QUICK_DURATION, commit_of, markdown
@@ -127,3 +128,16 @@ def test_webhook_reviews_hold_configs_the_service_would_judge_as_expected() -> N
             assert not allowed, name
         else:
             assert allowed, name
+
+
+def test_forced_reloads_are_counted_from_the_log_summed_up_lines_too() -> None:
+    log = (
+        "2026-12-07T00:00:00+0000 [configmapdemo#info] Forced reload (POST "
+        "/-/reload): config unchanged (sha256 0123456789ab)\n"
+        "2026-12-07T00:00:01+0000 [configmapdemo#info] Forced reload (SIGHUP): "
+        "config unchanged (sha256 0123456789ab)\n"
+        "2026-12-07T00:00:02+0000 [configmapdemo#info] Forced reload (POST "
+        "/-/reload): config unchanged (sha256 0123456789ab) (repeated 37 times "
+        "in 1.0s, logged as one line)\n"
+    )
+    assert forced_reloads_logged(log) == 38

@@ -789,6 +789,7 @@ def test_good_pair_passes_beside_a_config_file(
         "expired",
         "not valid yet",
         "encrypted key",
+        "too large to send in one handshake",
     ],
 )
 def test_bad_pair_fails_with_the_reason_the_server_gives(
@@ -811,6 +812,7 @@ def test_bad_pair_fails_with_the_reason_the_server_gives(
                 serialization.BestAvailableEncryption(b"secret"),
             ),
         },
+        "too large to send in one handshake": lambda: ca.issue(names=2500).files(),
     }[case]()
     directory = tmp_path / "tls"
     options = pair_in(directory, files)

@@ -16,7 +16,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import CONFIG_NAME, DEADLINE, TwistdServer, http, wait_for
+from tests.support import (
+    CONFIG_NAME,
+    DEADLINE,
+    TwistdServer,
+    http,
+    logged_times,
+    signal_until_summed_up,
+    wait_for,
+)
 from twisted_demo.logs import REPEAT_BURST
 from twisted_demo.testing import (
     AtomicWriter,
@@ -172,27 +180,13 @@ def test_repeated_sighups_are_summed_up_with_a_count(
     twistd_server: TwistdServer,
 ) -> None:
     line = "Received SIGHUP: reloading the config"
-    sent = 0
-
-    def summed_up() -> bool:
-        nonlocal sent
-        if f"{line} (repeated " in twistd_server.output:
-            return True
-        twistd_server.process.send_signal(signal.SIGHUP)
-        sent += 1
-        return False
-
-    wait_for(summed_up, "a line summing up repeated SIGHUPs")
+    sent = signal_until_summed_up(twistd_server, line)
     twistd_server.stop(signal.SIGTERM, timeout=10)
-    plain = re.findall(rf"\] {line}$", twistd_server.output, re.MULTILINE)
-    counts = [
-        int(n)
-        for n in re.findall(rf"{line} \(repeated (\d+) times in ", twistd_server.output)
-    ]
-    assert len(plain) >= REPEAT_BURST
+    plain, counts = logged_times(twistd_server.output, line)
+    assert plain >= REPEAT_BURST
     assert all(count >= 2 for count in counts)
     # Signals sent close together may arrive as one; none is counted twice.
-    assert len(plain) + sum(counts) <= sent
+    assert plain + sum(counts) <= sent
 
 
 def _serves(server: TwistdServer, message: str) -> bool:

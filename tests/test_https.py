@@ -15,7 +15,7 @@ import ssl
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 from twisted.application.service import MultiService
 
-from tests.certs import CA, Leaf, key_pem, mismatched, new_key
+from tests.certs import CA, Leaf, key_pem, leaf_with_flight, mismatched, new_key
 from tests.support import (
     CONFIG_NAME,
     DEADLINE,
@@ -38,6 +38,7 @@ from twisted_demo.options import Options
 from twisted_demo.tap import makeService
 from twisted_demo.testing import AtomicWriter, twistd_executable
 from twisted_demo.tls import CERT_FILE, KEY_FILE, TLSFiles
+from twisted_demo.tls_pair import FLIGHT_LIMIT
 
 EXPIRY = "configmapdemo_tls_certificate_expiry_timestamp_seconds"
 TLS_RELOADS = "configmapdemo_tls_reloads_total"
@@ -59,6 +60,7 @@ class HTTPSServer(TwistdServer):
         ca: CA,
         cert: str = CERT_FILE,
         key: str = KEY_FILE,
+        extra: Sequence[str] = (),
     ) -> None:
         super().__init__(
             config,
@@ -67,17 +69,20 @@ class HTTPSServer(TwistdServer):
                 str(secret.target_dir / cert),
                 "--tls-key",
                 str(secret.target_dir / key),
+                *extra,
             ],
         )
         self.ca = ca
 
     @contextmanager
     def connection(
-        self, alpn: list[str] | None = None
+        self, alpn: list[str] | None = None, version: ssl.TLSVersion | None = None
     ) -> Iterator[http.client.HTTPSConnection]:
         context = ssl.create_default_context(cadata=self.ca.cert_pem.decode("ascii"))
         if alpn is not None:
             context.set_alpn_protocols(alpn)
+        if version is not None:
+            context.minimum_version = context.maximum_version = version
         connection = http.client.HTTPSConnection(
             "localhost", self.port, context=context, timeout=DEADLINE
         )
@@ -225,11 +230,17 @@ def _expired(leaf: Leaf) -> dict[str, bytes]:
     return CA.make().expired().files()
 
 
+def _too_large(leaf: Leaf) -> dict[str, bytes]:
+    # About 2,500 host names: the handshake Twisted would stall on.
+    return CA.make().issue(names=2500).files()
+
+
 #: Pairs the server must refuse, and how its reason starts.
 REFUSED: list[tuple[str, Callable[[Leaf], dict[str, bytes]], str]] = [
     ("mismatched", mismatched, f"{KEY_FILE}: the private key does not match"),
     ("garbage key", _garbage_key, f"{KEY_FILE}: no PEM private key could be read"),
     ("expired", _expired, f"{CERT_FILE}: the certificate expired at "),
+    ("too large", _too_large, f"{CERT_FILE}: the certificate chain is too large"),
 ]
 
 
@@ -272,6 +283,130 @@ def test_refused_pairs_leave_the_old_one_served_and_say_why(
     assert metric_value(exposition, TLS_LAST_SUCCESSFUL) == 1
     assert metric_value(exposition, TLS_RELOADS) == 1
     assert "Traceback" not in server.output
+
+
+def described(leaf: Leaf) -> str:
+    """
+    How a certificate event describes C{leaf}: as C{/config} does.
+    """
+    certificate = leaf.certificate
+    return (
+        f"sha256 {leaf.sha256}, subject {certificate.subject.rfc4514_string()}, "
+        f"not_after {certificate.not_valid_after_utc.isoformat()}"
+    )
+
+
+def test_certificate_events_are_logged_as_such_with_the_fingerprint_config_shows(
+    server: HTTPSServer, secret: AtomicWriter, leaf_a: Leaf, leaf_b: Leaf
+) -> None:
+    assert f"TLS certificate loaded: {described(leaf_a)}" in server.output
+    secret.write(leaf_b.files())
+    wait_for(lambda: server.tls()["sha256"] == leaf_b.sha256, "pair B taken")
+    wait_for(
+        lambda: f"TLS certificate updated: {described(leaf_b)}" in server.output,
+        "the update logged",
+    )
+    secret.write(mismatched(leaf_a))
+    error = wait_for(lambda: server.tls()["last_error"], "the mismatch refused")
+    wait_for(
+        lambda: (
+            f"TLS certificate refused: {error}; still serving sha256 {leaf_b.sha256}"
+            in server.output
+        ),
+        "the refusal logged",
+    )
+    secret.write(leaf_b.files())
+    wait_for(lambda: server.tls()["last_error"] is None, "the error cleared")
+    wait_for(
+        lambda: (
+            "TLS certificate files are back to the pair being served "
+            f"(sha256 {leaf_b.sha256}); last error cleared" in server.output
+        ),
+        "the recovery logged",
+    )
+    # Grepping for the fingerprint /config shows finds the events.
+    lines = [line for line in server.output.splitlines() if leaf_b.sha256 in line]
+    assert len(lines) == 3, lines
+    # The pair's reloads are never logged as a config file's.
+    directory = str(secret.target_dir)
+    assert not [
+        line
+        for line in server.output.splitlines()
+        if directory in line and ("Config file" in line or "Config reload" in line)
+    ]
+
+
+def test_forced_reload_answers_with_the_refused_pair_s_outcome(
+    server: HTTPSServer, secret: AtomicWriter, leaf_a: Leaf
+) -> None:
+    secret.write(mismatched(leaf_a))
+    error = wait_for(lambda: server.tls()["last_error"], "the mismatch refused")
+    with server.connection() as connection:
+        connection.request("POST", "/-/reload")
+        response = connection.getresponse()
+        answer = json.loads(response.read())
+    # The config is unchanged, the pair refused: 422, saying which.
+    assert response.status == 422
+    assert answer["outcome"] == "unchanged"
+    assert answer["tls"] == {
+        "outcome": "failed",
+        "error": error,
+        "sha256": leaf_a.sha256,
+    }
+    wait_for(
+        lambda: "Forced reload (POST /-/reload): config unchanged" in server.output,
+        "the forced reload logged",
+    )
+    [line] = [line for line in server.output.splitlines() if "Forced reload" in line]
+    assert line.endswith(
+        f", TLS certificate refused, still serving sha256 {leaf_a.sha256}: {error}"
+    )
+
+
+def test_certificate_events_carry_their_fields_in_json(
+    config: Path, secret: AtomicWriter, ca: CA, leaf_a: Leaf, leaf_b: Leaf
+) -> None:
+    server = HTTPSServer(config, secret, ca, extra=["--log-format", "json"])
+    try:
+        server.wait_ready()
+        secret.write(leaf_b.files())
+        wait_for(lambda: server.tls()["sha256"] == leaf_b.sha256, "pair B taken")
+        tls = server.tls()
+
+        def updated() -> dict[str, Any] | None:
+            for line in server.output.splitlines():
+                event = json.loads(line)
+                if event["message"].startswith("TLS certificate updated"):
+                    return dict(event)
+            return None
+
+        event = wait_for(updated, "the update logged")
+        assert event["message"] == (
+            f"TLS certificate updated: {described(leaf_b)} "
+            f"({secret.target_dir}, generation {event['generation']})"
+        )
+        assert (event["sha256"], event["subject"], event["not_after"]) == (
+            tls["sha256"],
+            tls["subject"],
+            tls["not_after"],
+        )
+        assert event["level"] == "info"
+    finally:
+        server.close()
+
+
+@pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1_3, ssl.TLSVersion.TLSv1_2])
+def test_pair_just_within_the_handshake_limit_is_served_whole(
+    server: HTTPSServer, secret: AtomicWriter, ca: CA, version: ssl.TLSVersion
+) -> None:
+    large = leaf_with_flight(ca, FLIGHT_LIMIT)
+    secret.write(large.files())
+    wait_for(lambda: server.tls()["sha256"] == large.sha256, "the large pair taken")
+    # A handshake that stalled would time out and fail the test.
+    with server.connection(version=version) as connection:
+        response = request(connection)
+        assert peer_sha256(connection) == large.sha256
+    assert (response.status, response.body) == (200, b"Hello HTTPS")
 
 
 class Handshakes:

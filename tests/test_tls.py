@@ -24,6 +24,7 @@ import attrs
 import pytest
 import pytest_twisted
 from cryptography.hazmat.primitives import serialization
+from OpenSSL import SSL
 from prometheus_client import CollectorRegistry, generate_latest
 from twisted.internet import reactor as _reactor
 from twisted.internet.address import IPv4Address
@@ -37,7 +38,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 from zope.interface.verify import verifyObject
 
-from tests.certs import CA, Leaf, mismatched
+from tests.certs import CA, Leaf, flight_of, leaf_with_flight, mismatched
 from tests.support import captured_log
 from twisted_demo.live import Failed, Loaded, Unchanged, Updated
 from twisted_demo.live._errors import ConfigError
@@ -47,6 +48,7 @@ from twisted_demo.tls import (
     NOT_BEFORE_LEEWAY,
     RotatingServerTLS,
     TLSFiles,
+    TLSLog,
     TLSMetrics,
     TLSPair,
     TLSServerEndpoint,
@@ -56,6 +58,7 @@ from twisted_demo.tls import (
     tls_server_factory,
     tls_status,
 )
+from twisted_demo.tls_pair import FLIGHT_LIMIT
 
 reactor: Any = _reactor
 
@@ -218,6 +221,54 @@ def test_certificate_issued_by_a_clock_slightly_ahead_is_taken(ca: CA) -> None:
     assert parse_tls_pair(fresh.files(), now=now).sha256 == fresh.sha256
     beyond = start - NOT_BEFORE_LEEWAY - timedelta(seconds=1)
     assert "not valid until" in refusal(fresh.files(), now=beyond)
+
+
+def test_certificate_too_large_for_one_handshake_is_refused(ca: CA) -> None:
+    # About 2,500 host names: a first flight past what Twisted sends at once.
+    large = ca.issue(names=2500)
+    assert flight_of(large) > 2**15
+    size = len(large.certificate.public_bytes(serialization.Encoding.DER))
+    assert refusal(large.files()) == (
+        f"{CERT_FILE}: the certificate chain is too large to serve ({size} bytes): "
+        f"a handshake with it takes more than the {FLIGHT_LIMIT} bytes the server "
+        "can send at once (twisted/twisted#5095); use fewer names or a shorter chain"
+    )
+
+
+def test_long_chain_too_large_for_one_handshake_is_refused(ca: CA) -> None:
+    leaf = ca.issue()
+    # The leaf again and again after itself: a chain OpenSSL sends as given.
+    chained = Leaf(leaf.certificate, leaf.key, (leaf.certificate,) * 150)
+    assert flight_of(chained) > 2**15
+    reason = refusal(chained.files())
+    assert reason.startswith(f"{CERT_FILE}: the certificate chain is too large")
+
+
+def test_certificate_just_within_one_handshake_is_taken(ca: CA) -> None:
+    leaf = leaf_with_flight(ca, FLIGHT_LIMIT)
+    assert parse_tls_pair(leaf.files()).sha256 == leaf.sha256
+
+
+def test_served_context_releases_the_buffers_of_idle_connections(
+    leaf_a: Leaf,
+) -> None:
+    pair = parse_tls_pair(leaf_a.files())
+    context = RotatingServerTLS(lambda: pair).context()
+    assert context is not None
+    # set_mode adds nothing here and answers with the mode set.
+    assert context.set_mode(0) & SSL.MODE_RELEASE_BUFFERS
+
+
+def test_a_pair_the_service_failed_to_read_is_logged_with_its_retry(
+    leaf_a: Leaf,
+) -> None:
+    # The parser process died: not the pair's fault, tried again.
+    with captured_log() as log:
+        TLSLog()(Failed("/etc/tls: cannot parse: killed", None, retry_in=0.5))
+    assert log.messages() == [
+        "TLS certificate reload failed (trying again in 0.5s): "
+        "/etc/tls: cannot parse: killed; none loaded yet"
+    ]
 
 
 # -- the options ---------------------------------------------------------------

@@ -14,6 +14,7 @@ from twisted_demo import server
 from twisted_demo.check import CONFIG_KEY
 from twisted_demo.live import DEFAULT_MAX_BYTES, positive_integer
 from twisted_demo.logs import LOG_FORMATS, logs_to_stdout
+from twisted_demo.reloads import RELOAD_FROM
 
 DEFAULT_LISTEN = "tcp:8080"
 DEFAULT_WEBHOOK_LISTEN = "tcp:8443"
@@ -54,6 +55,16 @@ def _log_format(value: str) -> str:
 
 
 _log_format.coerceDoc = "One of: " + ", ".join(LOG_FORMATS) + "."  # type: ignore[attr-defined]
+
+
+def _reload_from(value: str) -> str:
+    if value not in RELOAD_FROM:
+        choices = f"{', '.join(RELOAD_FROM[:-1])} or {RELOAD_FROM[-1]}"
+        raise ValueError(f"must be {choices}, got {value!r}")
+    return value
+
+
+_reload_from.coerceDoc = "One of: " + ", ".join(RELOAD_FROM) + "."  # type: ignore[attr-defined]
 
 
 def _named(option: str, coerce: Callable[[str], _T]) -> Callable[[str], _T]:
@@ -128,7 +139,8 @@ class Options(_RefusedInOneLine):
     synopsis = (
         "--config PATH [--listen ENDPOINT] [--tick SECONDS] [--max-bytes N] "
         "[--log-format text|json] [--tls-cert PATH --tls-key PATH] "
-        "[--max-connections N] [--idle-timeout SECONDS] [--header-timeout SECONDS]"
+        "[--max-connections N] [--idle-timeout SECONDS] [--header-timeout SECONDS] "
+        "[--reload-from loopback|any|off]"
     )
     longdesc = (
         "Serve the 'message' of a YAML config file at http://HOST:PORT/ and "
@@ -199,6 +211,15 @@ class Options(_RefusedInOneLine):
             server.DEFAULT_IDLE_TIMEOUT,
             "Seconds an HTTP connection may stay open with no request under way.",
             _named("idle-timeout", _positive_number),
+        ],
+        [
+            "reload-from",
+            None,
+            "loopback",
+            "Who may force a reload with POST /-/reload: loopback (clients on "
+            "this machine, as kubectl port-forward and kubectl exec are), any, "
+            "or off. SIGHUP always may.",
+            _named("reload-from", _reload_from),
         ],
         [
             "header-timeout",

@@ -25,7 +25,8 @@ _log = Logger(namespace="configmapdemo")
 
 class ReloadOnSignal(Service):
     """
-    Reloads the config when the process receives C{signum} (SIGHUP).
+    Forces a reload when the process receives C{signum} (SIGHUP): C{reload}
+    asks for it, and logs its outcome (L{twisted_demo.reloads}).
     """
 
     def __init__(

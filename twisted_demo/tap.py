@@ -15,30 +15,38 @@ from twisted.web.resource import IResource
 from twisted_demo.config import parse_message
 from twisted_demo.live import ConfigError, LiveConfigMetrics, LiveConfigService
 from twisted_demo.logs import LogOutput
-from twisted_demo.options import Options, exit_with
+from twisted_demo.options import DEFAULT_TICK, Options, exit_with
+from twisted_demo.reloads import ForcedReloads
 from twisted_demo.server import WebService, endpoint_for, make_site
 from twisted_demo.signals import ReloadOnSignal, StopInOrder
 from twisted_demo.tls import (
     RotatingServerTLS,
     TLSFiles,
+    TLSLog,
     TLSMetrics,
     TLSPair,
     TLSServerEndpoint,
 )
-from twisted_demo.web import ConfigApp, reload_all
+from twisted_demo.web import ConfigApp
 
 __all__ = ["Options", "demo_resource", "live_pair", "makeService", "served_pair"]
 
 
 def demo_resource(
-    live: LiveConfigService[str], tls: LiveConfigService[TLSPair] | None = None
+    live: LiveConfigService[str],
+    tls: LiveConfigService[TLSPair] | None = None,
+    *,
+    forced: ForcedReloads | None = None,
+    reload_from: str = "loopback",
 ) -> IResource:
     """
     The demo's HTTP interface to C{live}, and to the certificate pair
     C{tls} when serving HTTPS, with their metrics (named
     C{configmapdemo_config_...} and C{configmapdemo_tls_...}) counting from
     now on, and the process's own (C{process_...}, C{python_info}) that
-    dashboards and alerts expect of any Prometheus client.
+    dashboards and alerts expect of any Prometheus client.  C{POST
+    /-/reload} goes through C{forced} (by default, one on the global reactor
+    with the default tick), from the clients C{reload_from} allows.
     """
     registry = CollectorRegistry()
     ProcessCollector(registry=registry)
@@ -46,17 +54,29 @@ def demo_resource(
     live.observe(LiveConfigMetrics(registry, "configmapdemo", drift=lambda: live.drift))
     if tls is not None:
         tls.observe(TLSMetrics(registry, "configmapdemo"))
-    return ConfigApp(live, registry, tls).resource()
+    if forced is None:
+        from twisted.internet import reactor
+
+        forced = ForcedReloads(live, tls, reactor, DEFAULT_TICK)
+    return ConfigApp(live, registry, tls, forced, reload_from).resource()
 
 
 def live_pair(files: TLSFiles, reactor: Any, tick: float) -> LiveConfigService[TLSPair]:
     """
     The certificate pair in C{files}, followed live: both files are read
-    from one generation of their directory.
+    from one generation of their directory.  Its reloads are logged as
+    certificate events.
     """
-    return LiveConfigService(
-        files.directory, files.parse, files=files.names, reactor=reactor, tick=tick
+    pair = LiveConfigService(
+        files.directory,
+        files.parse,
+        files=files.names,
+        reactor=reactor,
+        tick=tick,
+        log_outcomes=False,
     )
+    pair.observe(TLSLog())
+    return pair
 
 
 def served_pair(pair: LiveConfigService[TLSPair]) -> RotatingServerTLS:
@@ -86,7 +106,10 @@ def makeService(options: Options) -> MultiService:
     )
     tls = options["tls"]
     pair = None if tls is None else live_pair(tls, reactor, options["tick"])
-    resource = demo_resource(live, pair)
+    forced = ForcedReloads(live, pair, reactor, options["tick"])
+    resource = demo_resource(
+        live, pair, forced=forced, reload_from=options["reload-from"]
+    )
     try:
         live.load_blocking()
         if pair is not None:
@@ -125,6 +148,6 @@ def makeService(options: Options) -> MultiService:
         header_timeout=options["header-timeout"],
     ).setServiceParent(service)
     ReloadOnSignal(
-        signal.SIGHUP, lambda: reload_all(live, pair), reactor.callFromThread
+        signal.SIGHUP, lambda: forced.request("SIGHUP"), reactor.callFromThread
     ).setServiceParent(service)
     return service

@@ -46,9 +46,9 @@ from twisted_demo.tls_pair import (
     KEY_FILE,
     NOT_BEFORE_LEEWAY,
     TLSPair,
-    load_pair,
     parse_tls_files,
     parse_tls_pair,
+    serving_context,
 )
 
 __all__ = [
@@ -57,6 +57,7 @@ __all__ = [
     "NOT_BEFORE_LEEWAY",
     "RotatingServerTLS",
     "TLSFiles",
+    "TLSLog",
     "TLSMetrics",
     "TLSPair",
     "TLSServerEndpoint",
@@ -75,17 +76,10 @@ def _context_for(pair: TLSPair) -> Context:
     An OpenSSL server context serving C{pair}, with Twisted's defaults for
     protocol versions, ciphers and sessions.
     """
-    leaf, chain, key = load_pair(pair)
     # CertificateOptions takes the pair only as pyOpenSSL's X509 and PKey,
     # which pyOpenSSL deprecates; the context it makes takes cryptography's
     # objects directly.
-    context = CertificateOptions().getContext()
-    context.use_certificate(leaf)
-    context.use_privatekey(key)
-    for certificate in chain:
-        context.add_extra_chain_cert(certificate)
-    context.check_privatekey()
-    return context
+    return serving_context(pair, CertificateOptions().getContext())
 
 
 @implementer(IOpenSSLServerConnectionCreator)
@@ -333,6 +327,56 @@ class TLSMetrics(Collector):
                 },
             )
         yield info
+
+
+class TLSLog:
+    """
+    The certificate pair's reloads, logged as certificate events rather
+    than as a config file's: the certificate's fingerprint as C{/config}
+    shows it, its subject and its end of validity, or why a pair was
+    refused.  Call it with each outcome of the pair's live config (pass it
+    to C{LiveConfigService.observe}, with C{log_outcomes=False}).
+    """
+
+    def __call__(self, outcome: Outcome[TLSPair]) -> None:
+        match outcome:
+            case Updated(old, new):
+                pair = new.value
+                log.info(
+                    "TLS certificate {event}: sha256 {sha256}, subject {subject}, "
+                    "not_after {not_after} ({path}, generation {generation})",
+                    event="loaded" if old is None else "updated",
+                    sha256=pair.sha256,
+                    subject=pair.subject,
+                    not_after=_timestamp(pair.not_after),
+                    path=new.path,
+                    generation=new.generation,
+                )
+            case Failed(error, current, repeated=False, retry_in=retry_in):
+                serving = None if current is None else current.value.sha256
+                log.error(
+                    (
+                        "TLS certificate refused: {error}"
+                        if retry_in is None
+                        else "TLS certificate reload failed (trying again in "
+                        "{retry_in:g}s): {error}"
+                    )
+                    + (
+                        "; none loaded yet"
+                        if serving is None
+                        else "; still serving sha256 {serving}"
+                    ),
+                    error=error,
+                    retry_in=retry_in,
+                    serving=serving,
+                )
+            case Unchanged(current, recovered=True):
+                log.info(
+                    "TLS certificate files are back to the pair being served "
+                    "(sha256 {sha256}); last error cleared",
+                    sha256=current.value.sha256,
+                    path=current.path,
+                )
 
 
 def _hex(serial: int) -> str:

@@ -23,13 +23,16 @@ from twisted_demo.live import ConfigError
 
 __all__ = [
     "CERT_FILE",
+    "FLIGHT_LIMIT",
     "KEY_FILE",
     "NOT_BEFORE_LEEWAY",
     "ServableKey",
     "TLSPair",
+    "handshake_flight",
     "load_pair",
     "parse_tls_files",
     "parse_tls_pair",
+    "serving_context",
 ]
 
 # The keys of a kubernetes.io/tls Secret, and so its files when mounted.
@@ -41,6 +44,16 @@ KEY_FILE = "tls.key"
 # ahead of this machine's.  A certificate further in the future is refused,
 # so the current pair keeps serving instead of one no client accepts yet.
 NOT_BEFORE_LEEWAY = timedelta(minutes=5)
+
+# The most bytes the server's first handshake flight (its answer to a
+# client's hello: the certificate and chain, and a few hundred bytes more)
+# may take.  Twisted's TLS protocol moves 32 KiB from OpenSSL to the socket
+# each time something happens on the connection (twisted/twisted#5095), and
+# during a handshake nothing more happens until the client has the whole
+# flight: a longer one would stall every handshake.  The flight is measured
+# with a context like the server's; 256 bytes are left for what the
+# server's own context may add to it (a few bytes in practice).
+FLIGHT_LIMIT = 2**15 - 256
 
 
 @frozen
@@ -137,13 +150,23 @@ def parse_tls_pair(
         not_after=not_after,
     )
     try:
-        _check_with_openssl(pair)
+        flight = handshake_flight(serving_context(pair))
     except Exception as e:
         # Parsed by cryptography yet not usable by OpenSSL: refused here
         # rather than at each handshake.
         raise ConfigError(
             f"{cert_name}: OpenSSL cannot serve this pair ({type(e).__name__})"
         ) from None
+    if flight > FLIGHT_LIMIT:
+        # The chain's size, not the flight's, which varies by a few bytes
+        # with each signature: the same pair is refused in the same words.
+        size = sum(len(c.public_bytes(serialization.Encoding.DER)) for c in chain)
+        raise ConfigError(
+            f"{cert_name}: the certificate chain is too large to serve "
+            f"({size} bytes): a handshake with it takes more than the "
+            f"{FLIGHT_LIMIT} bytes the server can send at once "
+            f"(twisted/twisted#5095); use fewer names or a shorter chain"
+        )
     return pair
 
 
@@ -199,18 +222,85 @@ def load_pair(
     return leaf, chain, key
 
 
-def _check_with_openssl(pair: TLSPair) -> None:
+def serving_context(pair: TLSPair, context: SSL.Context | None = None) -> SSL.Context:
     """
-    Load C{pair} into an OpenSSL context as a server would, and have OpenSSL
-    check that the key is the certificate's.
+    The one place where an OpenSSL server context is set up to serve
+    C{pair}: C{context} (a new one with OpenSSL's defaults when L{None};
+    the server passes one with Twisted's defaults for protocol versions,
+    ciphers and sessions) with the certificate, its chain and its key,
+    which OpenSSL checks to be the certificate's.
     """
     leaf, chain, key = load_pair(pair)
-    context = SSL.Context(SSL.TLS_SERVER_METHOD)
+    if context is None:
+        context = SSL.Context(SSL.TLS_SERVER_METHOD)
     context.use_certificate(leaf)
     context.use_privatekey(key)
     for certificate in chain:
         context.add_extra_chain_cert(certificate)
     context.check_privatekey()
+    # An idle connection gives its read and write buffers back: 31 KB per
+    # idle connection of the server rather than 55 KB.  Twisted's own
+    # contexts set this too; set here, it holds whatever context is passed.
+    context.set_mode(SSL.MODE_RELEASE_BUFFERS)
+    return context
+
+
+#: The protocol versions a client may ask for, newest first: the first
+#: flight is measured for each, as its contents differ between them.
+_VERSIONS = (SSL.TLS1_3_VERSION, SSL.TLS1_2_VERSION)
+
+
+def handshake_flight(context: SSL.Context) -> int:
+    """
+    The bytes a server with C{context} sends in answer to a client's hello,
+    for the longest of the protocol versions it completes one with: a
+    handshake in memory, with no socket.
+
+    @raise SSL.Error: If no version gets that far.
+    """
+    flights: list[int] = []
+    error: SSL.Error | None = None
+    for version in _VERSIONS:
+        try:
+            flights.append(_first_flight(context, version))
+        except SSL.Error as e:
+            error = e
+    if not flights:
+        assert error is not None
+        raise error
+    return max(flights)
+
+
+def _first_flight(context: SSL.Context, version: int) -> int:
+    client_context = SSL.Context(SSL.TLS_CLIENT_METHOD)
+    client_context.set_max_proto_version(version)
+    client = SSL.Connection(client_context, None)
+    client.set_connect_state()
+    server = SSL.Connection(context, None)
+    server.set_accept_state()
+    _step(client)
+    server.bio_write(_drain(client))
+    _step(server)
+    return len(_drain(server))
+
+
+def _step(connection: SSL.Connection) -> None:
+    try:
+        connection.do_handshake()
+    except SSL.WantReadError:
+        pass
+
+
+def _drain(connection: SSL.Connection) -> bytes:
+    """
+    Everything C{connection} has to send now.
+    """
+    chunks = []
+    while True:
+        try:
+            chunks.append(connection.bio_read(2**16))
+        except SSL.WantReadError:
+            return b"".join(chunks)
 
 
 def _file(files: Mapping[str, bytes], name: str) -> bytes:

@@ -15,13 +15,13 @@ from twisted.internet.defer import Deferred
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource, Resource
 
-from twisted_demo.live import (
-    Failed,
-    LiveConfigService,
-    Loaded,
-    Outcome,
-    Unchanged,
-    Updated,
+from twisted_demo.live import Failed, LiveConfigService
+from twisted_demo.reloads import (
+    Forced,
+    ForcedReloads,
+    described,
+    may_force_reload,
+    not_allowed,
 )
 from twisted_demo.tls import TLSPair, tls_status
 
@@ -30,26 +30,6 @@ _JSON = b"application/json"
 
 #: Reason phrases twisted.web does not know (it would send "Unknown Status").
 _REASONS = {422: b"Unprocessable Content"}
-
-
-def reload_all(
-    live: LiveConfigService[str], tls: LiveConfigService[TLSPair] | None = None
-) -> Deferred[Outcome[str]]:
-    """
-    Re-read the config and, when serving HTTPS, the certificate pair: what
-    C{SIGHUP} and C{POST /-/reload} do.
-
-    @return: Fires with the config's outcome once both reloads are done.
-    """
-    config = live.reload()
-    if tls is None:
-        return config
-    pair = tls.reload()
-
-    def after_pair(outcome: Outcome[str]) -> Deferred[Outcome[str]]:
-        return pair.addCallback(lambda _: outcome)
-
-    return config.addCallback(after_pair)
 
 
 def _timestamp(seconds: float) -> str:
@@ -80,6 +60,9 @@ class ConfigApp:
     @param live: The config whose C{message} is served.
     @param registry: The metrics to expose at C{/metrics}.
     @param tls: The certificate pair served, when serving HTTPS.
+    @param forced: What C{POST /-/reload} asks for a reload through.
+    @param reload_from: Who may C{POST /-/reload}: C{loopback}, C{any} or
+        C{off} (see L{may_force_reload}).
     """
 
     app = Klein()
@@ -88,11 +71,15 @@ class ConfigApp:
         self,
         live: LiveConfigService[str],
         registry: CollectorRegistry,
-        tls: LiveConfigService[TLSPair] | None = None,
+        tls: LiveConfigService[TLSPair] | None,
+        forced: ForcedReloads,
+        reload_from: str,
     ) -> None:
         self._live = live
         self._registry = registry
         self._tls = tls
+        self._forced = forced
+        self._reload_from = reload_from
 
     def resource(self) -> IResource:
         """
@@ -161,38 +148,36 @@ class ConfigApp:
         )
 
     @app.route("/-/reload", methods=["POST"])
-    def reload(self, request: IRequest) -> Deferred[bytes]:
+    def reload(self, request: IRequest) -> bytes | Deferred[bytes]:
         """
-        Re-read the configured files now (the certificate pair too, when
-        serving HTTPS) and answer with the config's outcome: 200 when the
-        config is (still) valid, 422 when the file was refused.
+        Re-read the configured files (the certificate pair too, when serving
+        HTTPS) with the next forced reload, and answer with the outcome of
+        each: 200 when both are (still) valid, 422 when either was refused;
+        403 for a client C{--reload-from} does not allow.
         """
+        if not may_force_reload(self._reload_from, request.getClientAddress()):
+            return _json(request, {"error": not_allowed(self._reload_from)}, 403)
 
-        def answer(outcome: Outcome[str]) -> bytes:
-            code, error, detail = 200, None, None
-            current: Loaded[str] | None
-            match outcome:
-                case Updated(new=current):
-                    name = "updated"
-                case Unchanged(current=current):
-                    name = "unchanged"
-                case Failed(current=current):
-                    name, code, error = "failed", 422, outcome.error
-                    if outcome.detail is not None:
-                        detail = outcome.detail.as_dict()
-            return _json(
-                request,
-                {
+        def answer(forced: Forced) -> bytes:
+            name, error, current = described(forced.config)
+            detail = forced.config.detail if isinstance(forced.config, Failed) else None
+            body: dict[str, Any] = {
+                "outcome": name,
+                "error": error,
+                "error_detail": None if detail is None else detail.as_dict(),
+                "sha256": None if current is None else current.sha256,
+                "generation": None if current is None else current.generation,
+            }
+            if forced.tls is not None:
+                name, error, pair = described(forced.tls)
+                body["tls"] = {
                     "outcome": name,
                     "error": error,
-                    "error_detail": detail,
-                    "sha256": None if current is None else current.sha256,
-                    "generation": None if current is None else current.generation,
-                },
-                code,
-            )
+                    "sha256": None if pair is None else pair.value.sha256,
+                }
+            return _json(request, body, 422 if forced.refused else 200)
 
-        return reload_all(self._live, self._tls).addCallback(answer)
+        return self._forced.request("POST /-/reload").addCallback(answer)
 
 
 class _Front(Resource):

@@ -128,6 +128,10 @@ class LiveConfigService(MultiService, Generic[T]):
         L{twisted.internet.inotify.INotify}); L{None}: inotify on
         C{reactor}, where it has one.
     @param retry_policy: Seconds to wait before the n-th retry in a row.
+
+    The service logs its outcomes (updates, refusals, recoveries) unless
+    C{log_outcomes} is false: then an observer of the program's own logs
+    them in its words.
     """
 
     def __init__(
@@ -145,6 +149,7 @@ class LiveConfigService(MultiService, Generic[T]):
         parser_memory: int | None = None,
         notifier_factory: Callable[[], Notifier] | None = None,
         retry_policy: Callable[[int], float] = RETRY_POLICY,
+        log_outcomes: bool = True,
     ) -> None:
         super().__init__()
         if reactor is None:
@@ -170,9 +175,11 @@ class LiveConfigService(MultiService, Generic[T]):
         self._runner: Runner[T] = runner
         if IService.providedBy(runner):
             runner.setServiceParent(self)
-        self._update_log = UpdateLog(reactor)
-        self._update_log.setServiceParent(self)
-        self._observers: list[Observer[T]] = [self._update_log]
+        self._observers: list[Observer[T]] = []
+        if log_outcomes:
+            update_log = UpdateLog(reactor)
+            update_log.setServiceParent(self)
+            self._observers.append(update_log)
         self._waiting_first: list[Deferred[Loaded[T]]] = []
         self._busy = False
         self._queued: list[Deferred[Outcome[T]]] = []
