@@ -196,11 +196,14 @@ class Options(usage.Options):
             exit_with(str(e), TRY_HELP)
 
     def postOptions(self) -> None:
-        from twisted_demo.tls import tls_files
-
         # The pair's files, or None for plain HTTP; a UsageError unless
-        # both are given, in one directory.
-        self["tls"] = tls_files(self["tls-cert"], self["tls-key"])
+        # both are given, in one directory.  The TLS modules are imported
+        # only for HTTPS: plain HTTP does without them.
+        self["tls"] = None
+        if (self["tls-cert"], self["tls-key"]) != (None, None):
+            from twisted_demo.tls import tls_files
+
+            self["tls"] = tls_files(self["tls-cert"], self["tls-key"])
         if self["config"] is None:
             raise usage.UsageError("--config PATH is required: the YAML file to serve")
         if self["log-format"] == "json" and not logs_to_stdout(self.parent):

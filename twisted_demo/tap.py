@@ -6,10 +6,11 @@ are wired into a service.
 from __future__ import annotations
 
 import signal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry
 from twisted.application.service import MultiService
+from twisted.internet.interfaces import IStreamServerEndpoint
 from twisted.web.resource import IResource
 
 from twisted_demo.config import parse_message
@@ -18,14 +19,12 @@ from twisted_demo.logs import LogOutput
 from twisted_demo.options import Options, exit_with
 from twisted_demo.server import WebService, endpoint_for, make_site
 from twisted_demo.signals import ReloadOnSignal, StopInOrder
-from twisted_demo.tls import (
-    RotatingServerTLS,
-    TLSFiles,
-    TLSMetrics,
-    TLSPair,
-    TLSServerEndpoint,
-)
-from twisted_demo.web import ConfigApp, reload_all
+from twisted_demo.web import Front, reload_all
+
+if TYPE_CHECKING:
+    # HTTPS only: plain HTTP never imports the TLS modules (see
+    # tests/test_footprint.py).
+    from twisted_demo.tls import TLSFiles, TLSPair
 
 __all__ = ["Options", "demo_resource", "live_pair", "makeService"]
 
@@ -42,8 +41,17 @@ def demo_resource(
     registry = CollectorRegistry()
     live.observe(LiveConfigMetrics(registry, "configmapdemo", drift=lambda: live.drift))
     if tls is not None:
+        from twisted_demo.tls import TLSMetrics
+
         tls.observe(TLSMetrics(registry, "configmapdemo"))
-    return ConfigApp(live, registry, tls).resource()
+
+    def routes() -> IResource:
+        # Klein's, imported at the first request past the front.
+        from twisted_demo.routes import ConfigApp
+
+        return ConfigApp(live, registry, tls).resource()
+
+    return Front(live, routes)
 
 
 def live_pair(files: TLSFiles, reactor: Any, tick: float) -> LiveConfigService[TLSPair]:
@@ -56,10 +64,18 @@ def live_pair(files: TLSFiles, reactor: Any, tick: float) -> LiveConfigService[T
     )
 
 
-def _served(pair: LiveConfigService[TLSPair]) -> RotatingServerTLS:
-    return RotatingServerTLS(
+def _https(
+    endpoint: IStreamServerEndpoint, pair: LiveConfigService[TLSPair]
+) -> IStreamServerEndpoint:
+    """
+    C{endpoint}, serving each new connection with the pair current then.
+    """
+    from twisted_demo.tls import RotatingServerTLS, TLSServerEndpoint
+
+    served = RotatingServerTLS(
         lambda: None if pair.current is None else pair.current.value
     )
+    return TLSServerEndpoint(endpoint, served)
 
 
 def makeService(options: Options) -> MultiService:
@@ -109,7 +125,7 @@ def makeService(options: Options) -> MultiService:
     )
     if pair is not None:
         pair.setServiceParent(configs)
-        endpoint = TLSServerEndpoint(endpoint, _served(pair))
+        endpoint = _https(endpoint, pair)
     WebService(
         options["listen"],
         endpoint,

@@ -1,0 +1,98 @@
+"""
+What the service loads: a plain-HTTP start imports none of the TLS
+machinery and none of the routes past the front.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.certs import CA
+from twisted_demo.testing import AtomicWriter
+
+#: The packages of the TLS machinery: pyOpenSSL, cryptography (its x509
+#: layer among them) and service_identity.
+TLS_PACKAGES = ("OpenSSL", "cryptography", "service_identity")
+
+#: Modules of ours that plain HTTP must not load, and those only a request
+#: past the front (C{/config}, C{/metrics}, C{/-/reload}) needs.
+TLS_MODULES = {"twisted_demo.tls", "twisted_demo.tls_pair"}
+ROUTE_PACKAGES = ("klein", "werkzeug", "twisted_demo.routes")
+
+
+def start_imports(*twistd: str, get: tuple[str, ...] = ()) -> set[str]:
+    """
+    The modules a C{twistd} start with the arguments C{twistd} imports,
+    building the service as C{twistd} does in a fresh interpreter, then
+    answering a C{GET} of each path in C{get}.
+    """
+    gets = [arg for path in get for arg in ("--get", path)]
+    result = subprocess.run(
+        [sys.executable, "-m", "tests.start_imports", *gets, "--", *twistd],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).parent.parent,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    modules: list[str] = json.loads(result.stdout)
+    return set(modules)
+
+
+def of(modules: set[str], packages: tuple[str, ...]) -> set[str]:
+    return {m for m in modules if m.partition(".")[0] in packages or m in packages}
+
+
+def routes_of(modules: set[str]) -> set[str]:
+    return {m for m in modules if m.startswith(ROUTE_PACKAGES)}
+
+
+def configmap(tmp_path: Path) -> str:
+    AtomicWriter(tmp_path / "config").write({"config.yaml": b"message: hi\n"})
+    return str(tmp_path / "config" / "config.yaml")
+
+
+def test_plain_http_start_loads_no_tls_beyond_twisted_web_s(tmp_path: Path) -> None:
+    (tmp_path / "static").mkdir()
+    floor = start_imports(
+        "web", "--listen", "tcp:0", "--path", str(tmp_path / "static")
+    )
+    plain = start_imports(
+        "configmapdemo", "--config", configmap(tmp_path), "--listen", "tcp:0"
+    )
+    assert "twisted_demo.tap" in plain
+    assert plain & TLS_MODULES == set()
+    # Twisted's own TCP transport loads part of it, and twistd web pays
+    # that too; nothing more.
+    assert of(plain, TLS_PACKAGES) - of(floor, TLS_PACKAGES) == set()
+
+
+def test_https_start_loads_the_tls_modules(tmp_path: Path) -> None:
+    # The probe of the test above sees them when they are loaded.
+    (tmp_path / "tls").mkdir()
+    for name, contents in CA.make().issue("localhost").files().items():
+        (tmp_path / "tls" / name).write_bytes(contents)
+    https = start_imports(
+        "configmapdemo",
+        "--config",
+        configmap(tmp_path),
+        "--listen",
+        "tcp:0",
+        "--tls-cert",
+        str(tmp_path / "tls" / "tls.crt"),
+        "--tls-key",
+        str(tmp_path / "tls" / "tls.key"),
+    )
+    assert TLS_MODULES <= https
+
+
+def test_routes_past_the_front_load_at_their_first_request(tmp_path: Path) -> None:
+    config = configmap(tmp_path)
+    args = ("configmapdemo", "--config", config, "--listen", "tcp:0")
+    probed = start_imports(*args, get=("/", "/healthz", "/readyz"))
+    assert routes_of(probed) == set()
+    scraped = start_imports(*args, get=("/metrics",))
+    assert {"klein", "twisted_demo.routes"} <= routes_of(scraped)
