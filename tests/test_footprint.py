@@ -1,6 +1,8 @@
 """
 What the service loads: a plain-HTTP start imports none of the TLS
-machinery and none of the routes past the front.
+machinery and none of the routes past the front, and the parser process
+imports only what its parse function needs.  Their cost is measured by
+the benchmark B8 (C{bench/footprint.py}).
 """
 
 from __future__ import annotations
@@ -9,9 +11,18 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
+import pytest_twisted
+from twisted.internet import reactor as _reactor
+
+from tests import lean_parser
 from tests.certs import CA
+from twisted_demo.config import parse_message
+from twisted_demo.live._process import ParserProcess
 from twisted_demo.testing import AtomicWriter
+
+reactor: Any = _reactor
 
 #: The packages of the TLS machinery: pyOpenSSL, cryptography (its x509
 #: layer among them) and service_identity.
@@ -96,3 +107,42 @@ def test_routes_past_the_front_load_at_their_first_request(tmp_path: Path) -> No
     assert routes_of(probed) == set()
     scraped = start_imports(*args, get=("/metrics",))
     assert {"klein", "twisted_demo.routes"} <= routes_of(scraped)
+
+
+@pytest_twisted.ensureDeferred
+async def test_parser_process_imports_only_what_its_parse_needs() -> None:
+    # As the demo runs it: its parse module imported as the process starts.
+    parse = ParserProcess(reactor, preload=["twisted_demo.config"])
+    parse.startService()
+    try:
+        parsed = parse(parse_message, b"message: hi\n").addTimeout(30, reactor)
+        assert await parsed == "hi"
+        listed = parse(lean_parser.modules, b"").addTimeout(30, reactor)
+        modules = set(await listed)
+    finally:
+        await parse.stopService()
+    # The child's own module runs as __main__.
+    ours = {m for m in modules if m.startswith(("twisted_demo", "tests", "__main__"))}
+    assert ours == {
+        "twisted_demo",
+        "twisted_demo.config",
+        "twisted_demo.live",
+        "twisted_demo.live._errors",
+        "twisted_demo.live._yaml",
+        "tests",
+        "tests.lean_parser",
+        "__main__",
+    }
+    others = {
+        m.partition(".")[0]
+        for m in modules - ours
+        if m.partition(".")[0] not in sys.stdlib_module_names
+    }
+    # PyYAML, and the runtime of its compiled part.
+    assert {m for m in others if not m.startswith("_cython_")} <= {
+        "yaml",
+        "_yaml",
+        "cython_runtime",
+    }
+    # Neither site, whose start and .pth files add modules, nor typing.
+    assert modules & {"site", "typing"} == set()

@@ -7,13 +7,18 @@ the parser process as in the server.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from itertools import chain
-from typing import Any
 
 import yaml
 
 from twisted_demo.live._errors import ConfigError
+
+# typing costs the parser process half a MiB, and this module is all it
+# needs besides PyYAML: the names are for mypy alone.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from typing import Any
 
 __all__ = ["MAX_DEPTH", "MAX_NODES", "parse_yaml"]
 
