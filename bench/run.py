@@ -17,14 +17,22 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from bench import bigconfig, parsecost, readpath, reload, soak, startup, throughput
+from bench import (
+    bigconfig,
+    footprint,
+    parsecost,
+    readpath,
+    reload,
+    soak,
+    throughput,
+)
 from bench.context import Context, Row
 from bench.load import wrk_available, wrk_version
 
 BENCHMARKS: list[tuple[str, Callable[[Context], None]]] = [
     ("B7", readpath.run),
     ("B9", parsecost.run),
-    ("B8", startup.run),
+    ("B8", footprint.run),
     ("B1", reload.run),
     ("B3", throughput.run),
     ("B5", bigconfig.run),
