@@ -15,11 +15,16 @@ from typing import Any
 
 import pytest_twisted
 from twisted.internet import reactor as _reactor
+from twisted.internet.defer import Deferred
+from twisted.internet.protocol import ProcessProtocol
+from twisted.python.failure import Failure
 
+from bench.proc import stat_fields
 from tests import lean_parser
 from tests.certs import CA
+from tests.support import wait_for
 from twisted_demo.config import parse_message
-from twisted_demo.live._process import ParserProcess
+from twisted_demo.live._process import ParserProcess, stdin_writer
 from twisted_demo.testing import AtomicWriter
 
 reactor: Any = _reactor
@@ -146,3 +151,38 @@ async def test_parser_process_imports_only_what_its_parse_needs() -> None:
     }
     # Neither site, whose start and .pth files add modules, nor typing.
     assert modules & {"site", "typing"} == set()
+
+
+class _Ends(ProcessProtocol):
+    def __init__(self) -> None:
+        self.ended: Deferred[None] = Deferred()
+
+    def processEnded(self, reason: Failure) -> None:
+        self.ended.callback(None)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_request_reaches_the_idle_parser_before_the_reactor_runs() -> None:
+    # stdin_writer reaches into Twisted's process transport, which has no
+    # public way to write now: this fails if Twisted moves what it uses.
+    ends = _Ends()
+    child = reactor.spawnProcess(
+        ends,
+        sys.executable,
+        [sys.executable, "-c", "import sys; sys.stdin.buffer.read(1)"],
+        env=None,
+        childFDs={0: "w", 1: "r", 2: "r"},
+    )
+    try:
+        child.write(b"x")
+        writer = stdin_writer(child)
+        assert writer is not None
+        writer.doWrite()
+        # The child reads its byte and exits while the reactor stands still
+        # (it is a zombie until the reactor reaps it).
+        wait_for(
+            lambda: stat_fields(child.pid)[0] == "Z",
+            "the child to read what was written and exit",
+        )
+    finally:
+        await ends.ended
