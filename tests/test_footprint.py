@@ -36,7 +36,7 @@ TLS_PACKAGES = ("OpenSSL", "cryptography", "service_identity")
 #: Modules of ours that plain HTTP must not load, and those only a request
 #: past the front (C{/config}, C{/metrics}, C{/-/reload}) needs.
 TLS_MODULES = {"twisted_demo.tls", "twisted_demo.tls_pair"}
-ROUTE_PACKAGES = ("klein", "werkzeug", "twisted_demo.routes")
+ROUTE_PACKAGES = ("klein", "werkzeug", "prometheus_client", "twisted_demo.routes")
 
 
 def start_imports(*twistd: str, get: tuple[str, ...] = ()) -> set[str]:
@@ -111,7 +111,7 @@ def test_routes_past_the_front_load_at_their_first_request(tmp_path: Path) -> No
     probed = start_imports(*args, get=("/", "/healthz", "/readyz"))
     assert routes_of(probed) == set()
     scraped = start_imports(*args, get=("/metrics",))
-    assert {"klein", "twisted_demo.routes"} <= routes_of(scraped)
+    assert {"klein", "prometheus_client", "twisted_demo.routes"} <= routes_of(scraped)
 
 
 @pytest_twisted.ensureDeferred

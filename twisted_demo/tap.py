@@ -8,7 +8,6 @@ from __future__ import annotations
 import signal
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CollectorRegistry
 from twisted.application.service import MultiService
 from twisted.internet.interfaces import IStreamServerEndpoint
 from twisted.web.resource import IResource
@@ -16,6 +15,7 @@ from twisted.web.resource import IResource
 from twisted_demo.config import parse_message
 from twisted_demo.live import ConfigError, LiveConfigMetrics, LiveConfigService
 from twisted_demo.logs import LogOutput
+from twisted_demo.metrics import LaterRegistry
 from twisted_demo.options import Options, exit_with
 from twisted_demo.server import WebService, endpoint_for, make_site
 from twisted_demo.signals import ReloadOnSignal, StopInOrder
@@ -38,18 +38,18 @@ def demo_resource(
     C{configmapdemo_config_...} and C{configmapdemo_tls_...}) counting from
     now on.
     """
-    registry = CollectorRegistry()
+    registry = LaterRegistry()
     live.observe(LiveConfigMetrics(registry, "configmapdemo", drift=lambda: live.drift))
     if tls is not None:
         from twisted_demo.tls import TLSMetrics
 
-        tls.observe(TLSMetrics(registry, "configmapdemo"))
+        tls.observe(TLSMetrics(registry.registry(), "configmapdemo"))
 
     def routes() -> IResource:
         # Klein's, imported at the first request past the front.
         from twisted_demo.routes import ConfigApp
 
-        return ConfigApp(live, registry, tls).resource()
+        return ConfigApp(live, registry.registry(), tls).resource()
 
     return Front(live, routes)
 

@@ -6,20 +6,29 @@ registry and name prefix.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Any
-
-from prometheus_client import CollectorRegistry
-from prometheus_client.metrics_core import (
-    CounterMetricFamily,
-    GaugeMetricFamily,
-    InfoMetricFamily,
-    Metric,
-)
-from prometheus_client.registry import Collector
+from typing import TYPE_CHECKING, Any, Protocol
 
 from twisted_demo.live._types import Failed, Loaded, Outcome, Unchanged, Updated
 
-__all__ = ["LiveConfigMetrics"]
+if TYPE_CHECKING:
+    from prometheus_client.metrics_core import Metric
+    from prometheus_client.registry import Collector
+else:
+    # prometheus_client is imported at the first collection: a program
+    # whose registry is made at its first scrape (as the demo's is) does
+    # not pay for it before.  The registry needs only collect().
+    Collector = object
+
+__all__ = ["LiveConfigMetrics", "Registry"]
+
+
+class Registry(Protocol):
+    """
+    Where metrics are registered: a C{prometheus_client}
+    C{CollectorRegistry}, or anything with its C{register}.
+    """
+
+    def register(self, collector: Collector) -> None: ...
 
 
 class LiveConfigMetrics(Collector):
@@ -46,7 +55,7 @@ class LiveConfigMetrics(Collector):
 
     def __init__(
         self,
-        registry: CollectorRegistry,
+        registry: Registry,
         prefix: str,
         drift: Callable[[], float] | None = None,
     ) -> None:
@@ -80,6 +89,12 @@ class LiveConfigMetrics(Collector):
         self._loaded = loaded
 
     def collect(self) -> Iterator[Metric]:
+        from prometheus_client.metrics_core import (
+            CounterMetricFamily,
+            GaugeMetricFamily,
+            InfoMetricFamily,
+        )
+
         name = self._name
         yield CounterMetricFamily(
             f"{name}_reloads",
