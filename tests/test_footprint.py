@@ -18,13 +18,15 @@ from twisted.internet import reactor as _reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import ProcessProtocol
 from twisted.python.failure import Failure
+from twisted.python.filepath import FilePath
 
 from bench.proc import stat_fields
 from tests import lean_parser
 from tests.certs import CA
-from tests.support import wait_for
+from tests.support import until, wait_for
 from twisted_demo.config import parse_message
 from twisted_demo.live._process import ParserProcess, stdin_writer
+from twisted_demo.live._watcher import WatchedDirectory
 from twisted_demo.testing import AtomicWriter
 
 reactor: Any = _reactor
@@ -186,3 +188,37 @@ async def test_a_request_reaches_the_idle_parser_before_the_reactor_runs() -> No
         )
     finally:
         await ends.ended
+
+
+class _Counted(WatchedDirectory):
+    made: list[bytes] = []
+
+    def child(self, path: bytes) -> FilePath[bytes]:  # type: ignore[override]
+        self.made.append(path)
+        return super().child(path)
+
+
+@pytest_twisted.ensureDeferred
+async def test_inotify_names_each_event_through_the_watched_directory(
+    tmp_path: Path,
+) -> None:
+    # The watcher's WatchedDirectory saves FilePath.child's checks only if
+    # Twisted's INotify makes each event's path with the watched path's
+    # child(): this fails if Twisted stops doing so.
+    from twisted.internet import inotify
+
+    seen: list[FilePath[bytes]] = []
+    notifier = inotify.INotify(reactor)
+    notifier.startReading()
+    try:
+        notifier.watch(
+            _Counted(bytes(tmp_path)),
+            mask=inotify.IN_CREATE,
+            callbacks=[lambda _, path, mask: seen.append(path)],
+        )
+        (tmp_path / "config.yaml").write_bytes(b"message: hi\n")
+        await until(reactor, lambda: bool(seen), "the event")
+    finally:
+        notifier.loseConnection()
+    assert seen == [FilePath(bytes(tmp_path / "config.yaml"))]
+    assert _Counted.made == [b"config.yaml"]
