@@ -8,6 +8,7 @@ of a kubelet update.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from attrs import frozen
@@ -82,23 +83,23 @@ def run(ctx: Context) -> None:
     TimedAtomicWriter(base).publish("start-up")
     config = base / CONFIG_KEY
 
-    def web(name: str) -> ServerProcess:
+    def on_port(
+        name: str, argv: Callable[[int], list[str]], body: bytes
+    ) -> ServerProcess:
+        """A server, not started, ready once C{GET /} answers C{body}."""
         port = free_port()
         return ServerProcess(
-            pinned(twistd_web_argv(port, static), ctx.server_cpus),
+            pinned(argv(port), ctx.server_cpus),
             port,
             ctx.workdir / f"{name}.log",
-            ready=("/", _INDEX),
+            ready=("/", body),
         )
 
+    def web(name: str) -> ServerProcess:
+        return on_port(name, lambda port: twistd_web_argv(port, static), _INDEX)
+
     def app(name: str) -> ServerProcess:
-        port = free_port()
-        return ServerProcess(
-            pinned(configmapdemo_argv(config, port), ctx.server_cpus),
-            port,
-            ctx.workdir / f"{name}.log",
-            ready=("/", b"start-up"),
-        )
+        return on_port(name, lambda port: configmapdemo_argv(config, port), b"start-up")
 
     # One unmeasured start of each first, so that twistd's plugin cache
     # exists and both read their files from the page cache.
