@@ -155,6 +155,20 @@ async def test_parser_process_imports_only_what_its_parse_needs() -> None:
     assert modules & {"site", "typing"} == set()
 
 
+@pytest_twisted.ensureDeferred
+async def test_certificate_pair_parser_process_loads_no_yaml_parser() -> None:
+    # The pair's parser process, started as HTTPS starts it, parses PEM.
+    parse = ParserProcess(reactor, preload=["twisted_demo.tls_pair"])
+    parse.startService()
+    try:
+        listed = parse(lean_parser.modules, b"").addTimeout(30, reactor)
+        modules = set(await listed)
+    finally:
+        await parse.stopService()
+    assert "twisted_demo.tls_pair" in modules
+    assert {m for m in modules if m.partition(".")[0] in ("yaml", "_yaml")} == set()
+
+
 class _Ends(ProcessProtocol):
     def __init__(self) -> None:
         self.ended: Deferred[None] = Deferred()
