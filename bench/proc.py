@@ -75,6 +75,20 @@ def rss_bytes(pid: int) -> int:
     raise RuntimeError(f"no VmRSS for pid {pid}")
 
 
+def private_bytes(pid: int) -> int:
+    """
+    The resident memory only C{pid} maps (its unique set size, from
+    C{/proc/PID/smaps_rollup}): what it adds to its tree's memory beyond
+    the pages it shares, such as the interpreter's, which are resident
+    once whoever maps them.
+    """
+    total = 0
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        if line.startswith(("Private_Clean:", "Private_Dirty:")):
+            total += int(line.split()[1]) * 1024
+    return total
+
+
 @frozen
 class CpuTimes:
     """

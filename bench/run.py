@@ -20,12 +20,12 @@ from string import ascii_lowercase
 
 from bench import (
     bigconfig,
+    footprint,
     forced,
     parsecost,
     readpath,
     reload,
     soak,
-    startup,
     throughput,
     treepeak,
     webhook,
@@ -38,7 +38,7 @@ BENCHMARKS: list[tuple[str, Callable[[Context], None]]] = [
     ("B7", readpath.run),
     ("B9", parsecost.run),
     ("B10", treepeak.run),
-    ("B8", startup.run),
+    ("B8", footprint.run),
     ("B1", reload.run),
     ("B3", throughput.run),
     ("B4f", forced.run),

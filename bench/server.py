@@ -55,14 +55,22 @@ def pinned(argv: Sequence[str], cpus: str | None) -> list[str]:
 
 class ServerProcess:
     """
-    A server under test: started, awaited until C{GET /readyz} answers 200,
-    and stopped with SIGTERM (SIGKILL if it will not go).
+    A server under test: started, awaited until it is ready (C{GET
+    /readyz} answers 200, or C{GET path} answers 200 with the body given
+    as C{ready}), and stopped with SIGTERM (SIGKILL if it will not go).
     """
 
-    def __init__(self, argv: Sequence[str], port: int, log_path: Path) -> None:
+    def __init__(
+        self,
+        argv: Sequence[str],
+        port: int,
+        log_path: Path,
+        ready: tuple[str, bytes | None] = ("/readyz", None),
+    ) -> None:
         self.argv = list(argv)
         self.port = port
         self.log_path = log_path
+        self.ready = ready
         self._process: subprocess.Popen[bytes] | None = None
         self.startup_seconds: float | None = None
 
@@ -75,7 +83,7 @@ class ServerProcess:
     def start(self, timeout: float = 20.0) -> float:
         """
         Start the process and return the seconds from C{Popen} to the first
-        200 from C{/readyz}.
+        200 that shows it ready.
         """
         with open(self.log_path, "ab") as log:
             started = time.perf_counter()
@@ -97,7 +105,7 @@ class ServerProcess:
                     f"server exited with {self._process.returncode}; "
                     f"see {self.log_path}:\n{self.log_tail()}"
                 )
-            if _ready(self.port):
+            if _ready(self.port, *self.ready):
                 self.startup_seconds = time.perf_counter() - started
                 return self.startup_seconds
             if time.monotonic() >= deadline:
@@ -136,12 +144,12 @@ class ServerProcess:
         self.stop()
 
 
-def _ready(port: int) -> bool:
+def _ready(port: int, path: str, body: bytes | None) -> bool:
     client = Client(port, timeout=1.0)
     try:
-        status, _ = client.get("/readyz")
+        status, got = client.get(path)
     except OSError:
         return False
     finally:
         client.close()
-    return status == 200
+    return status == 200 and body in (None, got)

@@ -233,11 +233,14 @@ class Options(_RefusedInOneLine):
     compData = usage.Completions(optActions={"config": usage.CompleteFiles()})
 
     def postOptions(self) -> None:
-        from twisted_demo.tls import tls_files
-
         # The pair's files, or None for plain HTTP; a UsageError unless
-        # both are given, in one directory.
-        self["tls"] = tls_files(self["tls-cert"], self["tls-key"])
+        # both are given, in one directory.  The TLS modules are imported
+        # only for HTTPS: plain HTTP does without them.
+        self["tls"] = None
+        if (self["tls-cert"], self["tls-key"]) != (None, None):
+            from twisted_demo.tls import tls_files
+
+            self["tls"] = tls_files(self["tls-cert"], self["tls-key"])
         if self["config"] is None:
             raise usage.UsageError("--config PATH is required: the YAML file to serve")
         self._refuse_json_logs_elsewhere()

@@ -6,28 +6,25 @@ are wired into a service.
 from __future__ import annotations
 
 import signal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
 from twisted.application.service import MultiService
 from twisted.web.resource import IResource
 
 from twisted_demo.config import parse_message
 from twisted_demo.live import ConfigError, LiveConfigMetrics, LiveConfigService
 from twisted_demo.logs import LogOutput
+from twisted_demo.metrics import LaterRegistry
 from twisted_demo.options import DEFAULT_TICK, Options, exit_with
 from twisted_demo.reloads import ForcedReloads
 from twisted_demo.server import WebService, endpoint_for, make_site
 from twisted_demo.signals import ReloadOnSignal, StopInOrder
-from twisted_demo.tls import (
-    RotatingServerTLS,
-    TLSFiles,
-    TLSLog,
-    TLSMetrics,
-    TLSPair,
-    TLSServerEndpoint,
-)
-from twisted_demo.web import ConfigApp
+from twisted_demo.web import Front
+
+if TYPE_CHECKING:
+    # HTTPS only: plain HTTP never imports the TLS modules (see
+    # tests/test_footprint.py).
+    from twisted_demo.tls import RotatingServerTLS, TLSFiles, TLSPair
 
 __all__ = ["Options", "demo_resource", "live_pair", "makeService", "served_pair"]
 
@@ -48,17 +45,24 @@ def demo_resource(
     /-/reload} goes through C{forced} (by default, one on the global reactor
     with the default tick), from the clients C{reload_from} allows.
     """
-    registry = CollectorRegistry()
-    ProcessCollector(registry=registry)
-    PlatformCollector(registry=registry)
+    registry = LaterRegistry()
     live.observe(LiveConfigMetrics(registry, "configmapdemo", drift=lambda: live.drift))
     if tls is not None:
-        tls.observe(TLSMetrics(registry, "configmapdemo"))
+        from twisted_demo.tls import TLSMetrics
+
+        tls.observe(TLSMetrics(registry.registry(), "configmapdemo"))
     if forced is None:
         from twisted.internet import reactor
 
         forced = ForcedReloads(live, tls, reactor, DEFAULT_TICK)
-    return ConfigApp(live, registry, tls, forced, reload_from).resource()
+
+    def routes() -> IResource:
+        # Klein's, imported at the first request past the front.
+        from twisted_demo.routes import ConfigApp
+
+        return ConfigApp(live, registry.registry(), tls, forced, reload_from).resource()
+
+    return Front(live, routes)
 
 
 def live_pair(files: TLSFiles, reactor: Any, tick: float) -> LiveConfigService[TLSPair]:
@@ -67,6 +71,8 @@ def live_pair(files: TLSFiles, reactor: Any, tick: float) -> LiveConfigService[T
     from one generation of their directory.  Its reloads are logged as
     certificate events.
     """
+    from twisted_demo.tls import TLSLog
+
     pair = LiveConfigService(
         files.directory,
         files.parse,
@@ -83,6 +89,8 @@ def served_pair(pair: LiveConfigService[TLSPair]) -> RotatingServerTLS:
     """
     Server-side TLS with the pair C{pair} serves when each connection comes.
     """
+    from twisted_demo.tls import RotatingServerTLS
+
     return RotatingServerTLS(
         lambda: None if pair.current is None else pair.current.value
     )
@@ -138,6 +146,8 @@ def makeService(options: Options) -> MultiService:
     )
     if pair is not None:
         pair.setServiceParent(configs)
+        from twisted_demo.tls import TLSServerEndpoint
+
         endpoint = TLSServerEndpoint(endpoint, served_pair(pair))
     WebService(
         options["listen"],

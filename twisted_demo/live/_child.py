@@ -30,7 +30,6 @@ A reply is one tag byte and its body::
 
 from __future__ import annotations
 
-import importlib
 import math
 import os
 import pickle
@@ -38,12 +37,18 @@ import resource
 import signal
 import struct
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from importlib import import_module
-from types import FrameType
-from typing import BinaryIO
 
 from twisted_demo.live._errors import ConfigError, describe_crash
+
+# The child imports only what parsing needs; typing alone would cost it
+# half a MiB.  These names are for mypy.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from types import FrameType
+    from typing import BinaryIO
 
 #: The length before each message, both ways (as Int32StringReceiver's).
 LENGTH = struct.Struct(">I")
@@ -323,7 +328,7 @@ def main(argv: list[str]) -> None:
         # parse is then as quick as any other.  A module that cannot be
         # imported is reported by the parse that needs it.
         try:
-            importlib.import_module(module)
+            import_module(module)
         except Exception:
             pass
     serve(requests, replies, _Budget(cpu_seconds), address_space)

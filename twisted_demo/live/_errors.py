@@ -15,7 +15,12 @@ from __future__ import annotations
 import json
 import os
 import re
-from typing import Any
+
+# The parser process loads this module: typing, for mypy alone, would cost
+# it half a MiB.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = [
     "ConfigError",

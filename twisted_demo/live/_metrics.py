@@ -7,24 +7,28 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
-
-from prometheus_client import CollectorRegistry
-from prometheus_client.metrics_core import (
-    CounterMetricFamily,
-    GaugeMetricFamily,
-    HistogramMetricFamily,
-    InfoMetricFamily,
-    Metric,
-)
-from prometheus_client.registry import Collector
+from typing import TYPE_CHECKING, Any, Protocol
 
 from twisted_demo.live._types import Failed, Loaded, Outcome, Unchanged, Updated
 
 if TYPE_CHECKING:
-    from twisted_demo.live._webhook import Answered
+    from prometheus_client.metrics_core import Metric
+    from prometheus_client.registry import Collector
 
-__all__ = ["LiveConfigMetrics", "ReloadCounter", "WebhookMetrics", "shown_path"]
+    from twisted_demo.live._webhook import Answered
+else:
+    # prometheus_client is imported at the first collection: a program
+    # whose registry is made at its first scrape (as the demo's is) does
+    # not pay for it before.  The registry needs only collect().
+    Collector = object
+
+__all__ = [
+    "LiveConfigMetrics",
+    "Registry",
+    "ReloadCounter",
+    "WebhookMetrics",
+    "shown_path",
+]
 
 #: The verdicts of a review, each counted from 0 (see L{Answer.verdict}).
 VERDICTS = ("allowed", "denied", "skipped", "malformed", "failed")
@@ -32,6 +36,15 @@ VERDICTS = ("allowed", "denied", "skipped", "malformed", "failed")
 #: Upper bounds, in seconds, of the answer time histogram's buckets:
 #: prometheus_client's defaults, up to the longest deadline worth setting.
 ANSWER_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class Registry(Protocol):
+    """
+    Where metrics are registered: a C{prometheus_client}
+    C{CollectorRegistry}, or anything with its C{register}.
+    """
+
+    def register(self, collector: Collector) -> None: ...
 
 
 def shown_path(path: str) -> str:
@@ -87,6 +100,11 @@ class ReloadCounter:
         C{NAME_last_reload_successful}, for a config called C{what} in
         their help.
         """
+        from prometheus_client.metrics_core import (
+            CounterMetricFamily,
+            GaugeMetricFamily,
+        )
+
         yield CounterMetricFamily(
             f"{name}_reloads",
             f"Reloads that replaced the {what} being served.",
@@ -127,7 +145,7 @@ class LiveConfigMetrics(Collector):
 
     def __init__(
         self,
-        registry: CollectorRegistry,
+        registry: Registry,
         prefix: str,
         drift: Callable[[], float] | None = None,
     ) -> None:
@@ -144,6 +162,11 @@ class LiveConfigMetrics(Collector):
         self._counter(outcome)
 
     def collect(self) -> Iterator[Metric]:
+        from prometheus_client.metrics_core import (
+            GaugeMetricFamily,
+            InfoMetricFamily,
+        )
+
         name = self._name
         yield from self._counter.families(
             name,
@@ -186,7 +209,7 @@ class WebhookMetrics(Collector):
     of its own, as L{LiveConfigMetrics} is, for no C{_created} series.
     """
 
-    def __init__(self, registry: CollectorRegistry, prefix: str) -> None:
+    def __init__(self, registry: Registry, prefix: str) -> None:
         self.registry = registry
         self._name = f"{prefix}_webhook"
         self._verdicts = dict.fromkeys(VERDICTS, 0)
@@ -204,6 +227,11 @@ class WebhookMetrics(Collector):
                 self._buckets[number] += 1
 
     def collect(self) -> Iterator[Metric]:
+        from prometheus_client.metrics_core import (
+            CounterMetricFamily,
+            HistogramMetricFamily,
+        )
+
         reviews = CounterMetricFamily(
             f"{self._name}_reviews",
             "AdmissionReviews answered, by verdict: allowed (checked), "

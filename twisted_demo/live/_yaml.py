@@ -8,13 +8,18 @@ the parser process as in the server.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from itertools import chain
-from typing import Any
 
 import yaml
 
 from twisted_demo.live._errors import ConfigError, line_and_column
+
+# typing costs the parser process half a MiB, and this module is all it
+# needs besides PyYAML: the names are for mypy alone.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from typing import Any
 
 __all__ = [
     "MAX_DEPTH",
