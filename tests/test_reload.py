@@ -86,7 +86,7 @@ def test_changed_file_is_swapped_in_and_logged_once(setup: Setup) -> None:
     [line] = log.messages()
     assert line == (
         f"Config file updated: sha256 {old.sha256[:12]} -> "
-        f"{outcome.new.sha256[:12]} ({setup.path}, generation None)"
+        f"{outcome.new.sha256[:12]} ({setup.path})"
     )
     assert setup.metric("configmapdemo_config_reloads_total") == 1
 
@@ -98,9 +98,7 @@ def test_first_load_is_logged_as_loaded_and_not_counted_as_a_reload(
         setup = Setup(tmp_path / "config.yaml")
     current = setup.live.current
     assert current is not None
-    assert log.messages() == [
-        f"Loaded {setup.path}: sha256 {current.sha256[:12]}, generation None"
-    ]
+    assert log.messages() == [f"Loaded {setup.path}: sha256 {current.sha256[:12]}"]
     assert setup.metric("configmapdemo_config_reloads_total") == 0
     assert setup.metric("configmapdemo_config_last_reload_successful") == 1
 
@@ -131,15 +129,13 @@ def test_storm_of_updates_is_logged_a_line_each_then_one_line_a_second(
         served = [first.sha256[:12]]
         served += [_update(setup, n) for n in range(LOG_BURST + 5)]
         assert log.messages() == [
-            f"Config file updated: sha256 {old} -> {new} "
-            f"({setup.path}, generation None)"
+            f"Config file updated: sha256 {old} -> {new} ({setup.path})"
             for old, new in itertools.pairwise(served[: LOG_BURST + 1])
         ]
         setup.clock.advance(LOG_INTERVAL)
     assert log.messages()[LOG_BURST:] == [
         f"Config file updated 5 times in {LOG_INTERVAL:.1f}s, logged as one line: "
-        f"sha256 {served[LOG_BURST]} -> {served[-1]} ({setup.path}, "
-        "generation None)"
+        f"sha256 {served[LOG_BURST]} -> {served[-1]} ({setup.path})"
     ]
     assert setup.metric("configmapdemo_config_reloads_total") == LOG_BURST + 5
     assert setup.clock.getDelayedCalls() == []

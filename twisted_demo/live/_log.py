@@ -64,17 +64,23 @@ class Allowance:
         return max(0.0, (1 - self.left) * self.interval)
 
 
-_UPDATED = (
-    "Config file updated: sha256 {old} -> {new} ({path}, generation {generation})"
-)
+_UPDATED = "Config file updated: sha256 {old} -> {new} ({path}%s)"
 _UPDATED_TIMES = (
     "Config file updated {count} times in {seconds:.1f}s, logged as one line: "
-    "sha256 {old} -> {new} ({path}, generation {generation})"
+    "sha256 {old} -> {new} ({path}%s)"
 )
 
 
 def _short(loaded: Loaded[Any] | None) -> str:
     return "none" if loaded is None else loaded.sha256[:12]
+
+
+def _at(loaded: Loaded[Any]) -> str:
+    """
+    The format naming C{loaded}'s C{..data} generation, after its path;
+    none for a plain file, which has no generation (its field is null).
+    """
+    return "" if loaded.generation is None else ", generation {generation}"
 
 
 class UpdateLog(Service):
@@ -136,7 +142,7 @@ class UpdateLog(Service):
     def _updated(self, old: Loaded[Any] | None, new: Loaded[Any]) -> None:
         if old is None:
             _log.info(
-                "Loaded {path}: sha256 {new}, generation {generation}",
+                "Loaded {path}: sha256 {new}" + _at(new),
                 path=new.path,
                 new=_short(new),
                 sha256=new.sha256,
@@ -179,7 +185,7 @@ class UpdateLog(Service):
         if count > 1:
             summed.update(count=count, seconds=self._clock.seconds() - self._held_since)
         _log.info(
-            _UPDATED if count == 1 else _UPDATED_TIMES,
+            (_UPDATED if count == 1 else _UPDATED_TIMES) % _at(new),
             **summed,
             old=_short(old),
             new=_short(new),
