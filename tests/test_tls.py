@@ -395,7 +395,8 @@ def test_metrics_show_expiry_and_count_reloads_and_refusals(
         )
         return value
 
-    metrics.swapped(None, a)
+    first = Loaded(a, "sha-a", None, 0.0, "/etc/tls")
+    metrics(Updated(None, first))
     assert sample("certificate_expiry_timestamp_seconds") == a.not_after.timestamp()
     assert sample("reloads_total") == 0
     assert (
@@ -407,11 +408,11 @@ def test_metrics_show_expiry_and_count_reloads_and_refusals(
         )
         == 1
     )
-    metrics.refused()
+    metrics(Failed("/etc/tls: tls.key: no PEM private key could be read", first))
     assert sample("reload_failures_total") == 1
     assert sample("last_reload_successful") == 0
     assert sample("certificate_expiry_timestamp_seconds") == a.not_after.timestamp()
-    metrics.swapped(a, b)
+    metrics(Updated(first, Loaded(b, "sha-b", None, 1.0, "/etc/tls")))
     assert sample("certificate_expiry_timestamp_seconds") == b.not_after.timestamp()
     assert sample("reloads_total") == 1
     assert sample("last_reload_successful") == 1
@@ -461,6 +462,7 @@ class LivePair:
 
     def __init__(self, files: dict[str, bytes], metrics: TLSMetrics) -> None:
         self.metrics = metrics
+        self.loaded: Loaded[TLSPair] | None = None
         self.current: TLSPair | None = None
         self.last_error: str | None = None
         self.offer(files)
@@ -470,10 +472,12 @@ class LivePair:
             pair = parse_tls_pair(files)
         except ConfigError as e:
             self.last_error = str(e)
-            self.metrics.refused()
+            self.metrics(Failed(self.last_error, self.loaded))
             return
-        old, self.current, self.last_error = self.current, pair, None
-        self.metrics.swapped(old, pair)
+        old = self.loaded
+        self.loaded = Loaded(pair, pair.sha256, None, 0.0, "/etc/tls")
+        self.current, self.last_error = pair, None
+        self.metrics(Updated(old, self.loaded))
 
 
 class Hello(Resource):

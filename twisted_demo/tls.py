@@ -19,7 +19,6 @@ from attrs import frozen
 from OpenSSL.SSL import Connection, Context
 from prometheus_client import CollectorRegistry
 from prometheus_client.metrics_core import (
-    CounterMetricFamily,
     GaugeMetricFamily,
     InfoMetricFamily,
     Metric,
@@ -40,7 +39,14 @@ from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
 from twisted.python.usage import UsageError
 from zope.interface import implementer
 
-from twisted_demo.live import ConfigError, Failed, Outcome, Unchanged, Updated
+from twisted_demo.live import (
+    ConfigError,
+    Failed,
+    Outcome,
+    ReloadCounter,
+    Unchanged,
+    Updated,
+)
 from twisted_demo.tls_pair import (
     CERT_FILE,
     KEY_FILE,
@@ -246,8 +252,8 @@ class TLSMetrics(Collector):
     The certificate being served and its reloads, for Prometheus; the
     expiry gauge is what an alert before expiry reads.  Call it with each
     outcome of the pair's live config (pass it to
-    C{LiveConfigService.observe}), or tell it of each change with
-    L{swapped} and L{refused}.
+    C{LiveConfigService.observe}): the reloads are counted by the library's
+    own rule (L{ReloadCounter}), as the config's are.
 
     A collector of its own, as C{LiveConfigMetrics} is, so that its
     counters have no C{_created} series.
@@ -258,10 +264,7 @@ class TLSMetrics(Collector):
     ) -> None:
         self.registry = registry
         self._name = f"{prefix}_tls"
-        self._pair: TLSPair | None = None
-        self._reloads = 0
-        self._failures = 0
-        self._last_successful = 0.0
+        self._counter = ReloadCounter()
         registry.register(self)
 
     def __call__(self, outcome: Outcome[TLSPair]) -> None:
@@ -269,52 +272,20 @@ class TLSMetrics(Collector):
         Count C{outcome}, a reload of the pair: a refusal is counted once,
         however many times the same files are read again.
         """
-        match outcome:
-            case Updated(old, new):
-                self.swapped(None if old is None else old.value, new.value)
-            case Unchanged(recovered=True):
-                # The files went back to the pair being served.
-                self._last_successful = 1
-            case Failed(repeated=False):
-                self.refused()
-
-    def swapped(self, old: TLSPair | None, new: TLSPair) -> None:
-        """
-        Describe C{new}, now served; a reload unless it is the first pair.
-        """
-        self._pair = new
-        self._last_successful = 1
-        if old is not None:
-            self._reloads += 1
-
-    def refused(self) -> None:
-        """
-        Count a refused pair; the one being served stays.
-        """
-        self._failures += 1
-        self._last_successful = 0
+        self._counter(outcome)
 
     def collect(self) -> Iterator[Metric]:
-        name, pair = self._name, self._pair
+        name, current = self._name, self._counter.current
+        pair: TLSPair | None = None if current is None else current.value
         yield GaugeMetricFamily(
             f"{name}_certificate_expiry_timestamp_seconds",
             "POSIX time at which the certificate being served expires.",
             value=0 if pair is None else pair.not_after.timestamp(),
         )
-        yield CounterMetricFamily(
-            f"{name}_reloads",
-            "Reloads that replaced the certificate pair being served.",
-            value=self._reloads,
-        )
-        yield CounterMetricFamily(
-            f"{name}_reload_failures",
+        yield from self._counter.families(
+            name,
+            "certificate pair",
             "Certificate pairs refused: unreadable, mismatched or expired.",
-            value=self._failures,
-        )
-        yield GaugeMetricFamily(
-            f"{name}_last_reload_successful",
-            "1 if the last certificate pair read was taken, else 0.",
-            value=self._last_successful,
         )
         info = InfoMetricFamily(f"{name}_certificate", "The certificate being served.")
         if pair is not None:
