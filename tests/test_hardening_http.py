@@ -20,7 +20,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.support import TwistdServer, wait_for
-from twisted_demo.server import FD_RESERVE, MAX_BODY_BYTES
+from twisted_demo.budget import FD_RESERVE
+from twisted_demo.server import MAX_BODY_BYTES
 from twisted_demo.testing import free_port
 
 GET_ROUTES = ["/", "/healthz", "/readyz", "/config", "/metrics"]

@@ -1,11 +1,12 @@
 """
-The connection guard in front of Twisted's HTTP channel: backpressure on a
-client that pipelines and never reads, request framing that agrees with
-Twisted's, timeouts, the connection cap, and the listen backlog.
+The limits on Twisted's HTTP channel: backpressure on a client that
+pipelines and never reads, refusals with 400, 408 and 413, timeouts, the
+connection cap, and the listen backlog.
 
-Two tests here watch Twisted itself: they fail, loudly, the day Twisted
-limits request bodies or parses a huge C{Content-Length} without raising,
-and the guard's own framing (L{twisted_demo.server._Framing}) can go.
+Some tests here watch Twisted itself: they fail, loudly, the day Twisted
+limits request bodies, parses a huge C{Content-Length} without raising, or
+changes how it refuses a request itself, and the server's workaround for
+each can go or must follow.
 """
 
 from __future__ import annotations
@@ -27,15 +28,13 @@ from twisted.web.resource import Resource
 from twisted.web.server import Site
 
 from tests.support import DEADLINE, until
+from twisted_demo.budget import FD_RESERVE, connection_limit
 from twisted_demo.options import Options
 from twisted_demo.server import (
     DEFAULT_HEADER_TIMEOUT,
     DEFAULT_IDLE_TIMEOUT,
-    FD_RESERVE,
     MAX_BODY_BYTES,
-    MAX_HELD_BYTES,
-    ConnectionGuard,
-    connection_limit,
+    ConfigSite,
     endpoint_for,
     make_site,
     with_backlog,
@@ -64,12 +63,12 @@ class Recording(Resource):
 
 class Connected:
     """
-    One connection to a guarded site, over an in-memory transport.
+    One connection to a site, over an in-memory transport.
     """
 
-    def __init__(self, guard: ConnectionGuard) -> None:
+    def __init__(self, site: ConfigSite) -> None:
         self.transport = StringTransport()
-        self.protocol = guard.buildProtocol(IPv4Address("TCP", "127.0.0.1", 4321))
+        self.protocol = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 4321))
         assert self.protocol is not None
         self.protocol.makeConnection(self.transport)
 
@@ -88,10 +87,9 @@ class Connected:
 
 def _guard(
     resource: Resource, clock: Clock | None = None, **options: Any
-) -> ConnectionGuard:
+) -> ConfigSite:
     clock = Clock() if clock is None else clock
-    site = make_site(resource, clock=clock)
-    return ConnectionGuard(site, clock, **options)
+    return make_site(resource, clock=clock, **options)
 
 
 def _chunked(*chunks: bytes, trailer: bytes = b"") -> bytes:
@@ -193,7 +191,11 @@ def test_twisted_still_raises_on_a_content_length_past_the_digit_limit() -> None
         (b"Content-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
         (b"Transfer-Encoding: gzip\r\n\r\n", 400),
         (b"Transfer-Encoding: chunked\r\n\r\nzz\r\n", 400),
-        (b"Transfer-Encoding: chunked\r\n\r\n" + b"f" * 100 + b"\r\n", 413),
+        (
+            b"Transfer-Encoding: chunked\r\n\r\n%x\r\n" % (MAX_BODY_BYTES + 1)
+            + b"x" * (MAX_BODY_BYTES + 1),
+            413,
+        ),
         (b"Transfer-Encoding: chunked\r\n\r\n" + b"f" * 5000, 400),
         (b"Transfer-Encoding: chunked\r\n\r\n1\r\nab\r\n", 400),
         (b"Content-Length: %d\r\n\r\n" % (MAX_BODY_BYTES + 1), 413),
@@ -243,25 +245,39 @@ def test_requests_wait_and_reading_stops_while_the_client_reads_nothing() -> Non
     assert send_buffer is not None
     send_buffer.pauseProducing()
     request = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
-    connection.send(request * 2)
-    assert resource.seen == []
-    assert connection.transport.producerState == "producing"
+    connection.send(request * 3)
+    # One response is written; the requests after it wait, and the server
+    # reads nothing more from the client.
+    assert len(resource.seen) == 1
+    assert connection.transport.producerState == "paused"
     # Not a slow request: the client is the one not reading.
     clock.advance(5)
-    assert connection.sent == b""
-    connection.send(request * (MAX_HELD_BYTES // len(request)))
-    assert connection.transport.producerState == "paused"
+    assert connection.sent.count(b"HTTP/1.1 ") == 1
 
     send_buffer.resumeProducing()
-    assert len(resource.seen) == 2 + MAX_HELD_BYTES // len(request)
+    assert len(resource.seen) == 3
     assert connection.transport.producerState == "producing"
     assert not connection.closed
+
+
+def test_client_that_reads_nothing_is_closed_after_the_idle_timeout() -> None:
+    clock = Clock()
+    site = make_site(Recording(), idle_timeout=30, clock=clock)
+    connection = Connected(site)
+    send_buffer = connection.transport.producer
+    assert send_buffer is not None
+    send_buffer.pauseProducing()
+    connection.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n" * 2)
+    clock.advance(29)
+    assert not connection.closed
+    clock.advance(1)
+    assert connection.closed
 
 
 def test_connection_with_no_request_under_way_closes_after_the_idle_timeout() -> None:
     clock = Clock()
     site = make_site(Recording(), idle_timeout=30, clock=clock)
-    connection = Connected(ConnectionGuard(site, clock))
+    connection = Connected(site)
     connection.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
     assert connection.sent.startswith(b"HTTP/1.1 200 ")
     clock.advance(29)

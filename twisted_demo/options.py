@@ -108,14 +108,6 @@ class Options(usage.Options):
             "volume, the file inside the mounted directory.",
         ],
         [
-            "listen",
-            "l",
-            DEFAULT_LISTEN,
-            "Twisted server endpoint to listen on, e.g. tcp:8080, "
-            "tcp6:8080:interface=\\:\\:, unix:/run/demo.sock or "
-            "ssl:8443:privateKey=key.pem:certKey=cert.pem.",
-        ],
-        [
             "tls-cert",
             None,
             None,
@@ -159,11 +151,12 @@ class Options(usage.Options):
             "max-connections",
             None,
             None,
-            "Most HTTP connections open at once (default and ceiling: the "
-            "file descriptor limit, RLIMIT_NOFILE, minus 64). When full, the "
-            "connection idle for longest, or else the slowest to send its "
+            "Most HTTP connections open at once (default: what the memory "
+            "limit allows, see README; ceiling: the file descriptor limit, "
+            "RLIMIT_NOFILE, minus 64). When full, the server accepts no new "
+            "connection and closes the one idle for longest, or else the "
             # Twisted adds ". " and the coerceDoc.
-            "request, is closed to make room",
+            "slowest to send its request, to make room",
             _named("max-connections", _positive_integer("connections")),
         ],
         [
@@ -182,6 +175,22 @@ class Options(usage.Options):
             _named("header-timeout", _positive_number),
         ],
     ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self["listen"] = []
+
+    def opt_listen(self, endpoint: str) -> None:
+        """
+        Twisted server endpoint to listen on, e.g. tcp:8080,
+        tcp6:8080:interface=\\:\\:, unix:/run/demo.sock or
+        ssl:8443:privateKey=key.pem:certKey=cert.pem; give it again to
+        listen on several (default: tcp:8080).
+        """
+        self["listen"].append(endpoint)
+
+    opt_l = opt_listen
+
     compData = usage.Completions(optActions={"config": usage.CompleteFiles()})
 
     def parseOptions(self, options: Sequence[str] | None = None) -> None:
@@ -203,6 +212,15 @@ class Options(usage.Options):
         self["tls"] = tls_files(self["tls-cert"], self["tls-key"])
         if self["config"] is None:
             raise usage.UsageError("--config PATH is required: the YAML file to serve")
+        if not self["listen"]:
+            self["listen"] = [DEFAULT_LISTEN]
+        if self["tls"] is not None:
+            for listen in self["listen"]:
+                if server.endpoint_kind(listen) == "ssl":
+                    raise usage.UsageError(
+                        f"--listen {listen!r} is TLS already: with --tls-cert, "
+                        "give a tcp: endpoint, which --tls-cert serves over TLS"
+                    )
         if self["log-format"] == "json" and not logs_to_stdout(self.parent):
             raise usage.UsageError(
                 "--log-format json writes to standard output: run 'twistd -n' "

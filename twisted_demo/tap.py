@@ -10,14 +10,16 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 from twisted.application.service import MultiService
+from twisted.logger import Logger
 from twisted.web.resource import IResource
 
+from twisted_demo import budget
 from twisted_demo.config import parse_message
 from twisted_demo.live import ConfigError, LiveConfigMetrics, LiveConfigService
 from twisted_demo.logs import LogOutput
 from twisted_demo.options import Options, exit_with
 from twisted_demo.server import WebService, endpoint_for, make_site
-from twisted_demo.signals import ReloadOnSignal, StopInOrder
+from twisted_demo.signals import IgnoreSignals, ReloadOnSignal, StopInOrder
 from twisted_demo.tls import (
     RotatingServerTLS,
     TLSFiles,
@@ -28,6 +30,8 @@ from twisted_demo.tls import (
 from twisted_demo.web import ConfigApp, reload_all
 
 __all__ = ["Options", "demo_resource", "live_pair", "makeService"]
+
+_log = Logger(namespace="configmapdemo")
 
 
 def demo_resource(
@@ -71,6 +75,9 @@ def makeService(options: Options) -> MultiService:
     from twisted.internet import reactor as _reactor
 
     reactor: Any = _reactor
+    too_few = budget.too_few_descriptors()
+    if too_few is not None:
+        exit_with(too_few)
     live = LiveConfigService(
         options["config"],
         parse_message,
@@ -87,10 +94,12 @@ def makeService(options: Options) -> MultiService:
             pair.load_blocking()
     except ConfigError as e:
         exit_with(str(e))
-    try:
-        endpoint = endpoint_for(reactor, options["listen"])
-    except ValueError as e:
-        exit_with(f"--listen {options['listen']!r} is not a server endpoint: {e}")
+    endpoints = []
+    for listen in options["listen"]:
+        try:
+            endpoints.append((listen, endpoint_for(reactor, listen)))
+        except ValueError as e:
+            exit_with(f"--listen {listen!r} is not a server endpoint: {e}")
 
     # Stopped last added first: the web server finishes the responses under
     # way, which may still reload, before the live configs stop.  These stop
@@ -106,19 +115,21 @@ def makeService(options: Options) -> MultiService:
         options["access-log"],
         idle_timeout=options["idle-timeout"],
         clock=reactor,
+        header_timeout=options["header-timeout"],
+        max_connections=options["max-connections"]
+        or budget.default_connections(tls=pair is not None),
     )
+    _log.info("Serving at most {limit} connections at once", limit=site.max_connections)
     if pair is not None:
         pair.setServiceParent(configs)
-        endpoint = TLSServerEndpoint(endpoint, _served(pair))
-    WebService(
-        options["listen"],
-        endpoint,
-        site,
-        reactor,
-        max_connections=options["max-connections"],
-        header_timeout=options["header-timeout"],
-    ).setServiceParent(service)
+    for listen, endpoint in endpoints:
+        if pair is not None:
+            endpoint = TLSServerEndpoint(endpoint, _served(pair))
+        WebService(listen, endpoint, site, reactor).setServiceParent(service)
     ReloadOnSignal(
         signal.SIGHUP, lambda: reload_all(live, pair), reactor.callFromThread
+    ).setServiceParent(service)
+    IgnoreSignals(
+        [signal.SIGUSR1, signal.SIGUSR2], reactor.callFromThread
     ).setServiceParent(service)
     return service
