@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import http.client
 import json
+import signal
 import socket
 import subprocess
 from collections.abc import Iterator
@@ -429,3 +430,140 @@ def test_port_in_use_stops_twistd_with_one_line_and_no_traceback(
             assert "Traceback" not in running.output
         finally:
             running.close()
+
+
+def test_http_1_1_request_without_host_gets_400(server: TwistdServer) -> None:
+    """
+    Issue 17, item 6 (RFC 9112, section 3.2); HTTP/1.0 needs no Host.
+    """
+    response = _raw(server, b"GET / HTTP/1.1\r\n\r\n")
+    assert response.startswith(b"HTTP/1.1 400 ")
+    assert b"X-Content-Type-Options: nosniff\r\n" in response
+    assert response.endswith(b"\r\n\r\nno Host header\n")
+    assert _raw(server, b"GET / HTTP/1.0\r\n\r\n").startswith(b"HTTP/1.0 200 ")
+
+
+def test_request_twisted_refuses_itself_gets_400_with_nosniff(
+    server: TwistdServer,
+) -> None:
+    """
+    Issue 17, item 6: more than 500 headers, which Twisted's own channel
+    refuses, answer like every other refusal.
+    """
+    headers = b"".join(b"X-H%d: v\r\n" % i for i in range(501))
+    response = _raw(server, b"GET / HTTP/1.1\r\nHost: x\r\n" + headers + b"\r\n")
+    assert response.startswith(b"HTTP/1.1 400 ")
+    assert b"X-Content-Type-Options: nosniff\r\n" in response
+
+
+def _one_request(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            received = b""
+            while chunk := s.recv(65536):
+                received += chunk
+    except OSError:
+        return False
+    return received.startswith(b"HTTP/1.1 200 ") and received.endswith(b"Hello World")
+
+
+def test_bursts_at_the_descriptor_limit_leave_a_client_served(tmp_path: Path) -> None:
+    """
+    Issue 17, item 3: at C{nofile 1024}, bursts of 300 connections that
+    send nothing used to take descriptors faster than the server shed
+    them, and a third of a client's requests were reset.  Now the port
+    stops accepting at the limit, at least 95% of the client's requests
+    succeed, and the log says so once.
+    """
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 4096)), hard))
+    path = tmp_path / "config.yaml"
+    path.write_bytes(CONFIG)
+    running = TwistdServer(path, wrapper=["prlimit", "--nofile=1024:1024", "--"])
+    held: list[socket.socket] = []
+    try:
+        running.wait_ready()
+        served = 0
+        for _ in range(8):
+            for _ in range(300):
+                held.append(socket.create_connection(("127.0.0.1", running.port)))
+            while len(held) > 1500:
+                held.pop(0).close()
+            served += sum(_one_request(running.port) for _ in range(10))
+        assert served >= 76, f"{served} of 80 requests served"
+        limit = 1024 - FD_RESERVE
+        wait_for(
+            lambda: f"Connection limit of {limit} reached" in running.output,
+            "the connection limit's log line",
+        )
+        assert running.output.count(f"Connection limit of {limit} reached") == 1
+        assert "EMFILE" not in running.output
+        assert "Traceback" not in running.output
+    finally:
+        for s in held:
+            s.close()
+        running.close()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_too_few_descriptors_to_run_is_one_line_and_exit_1(tmp_path: Path) -> None:
+    """
+    Issue 17, item 5: it used to print a traceback and neither serve nor
+    exit.
+    """
+    path = tmp_path / "config.yaml"
+    path.write_bytes(CONFIG)
+    running = TwistdServer(path, wrapper=["prlimit", "--nofile=9:9", "--"])
+    try:
+        assert running.process.wait(30) == 1
+        lines = running.output.strip().splitlines()
+        assert lines[-1] == (
+            "configmapdemo: error: only 9 file descriptors may be open "
+            f"(RLIMIT_NOFILE, ulimit -n): at least {FD_RESERVE + 1} are needed"
+        ), running.output
+        assert "Traceback" not in running.output
+    finally:
+        running.close()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGUSR1, signal.SIGUSR2])
+def test_sigusr1_and_sigusr2_are_logged_and_ignored(
+    tmp_path: Path, signum: signal.Signals
+) -> None:
+    """
+    Issue 17, item 5: either used to end the process without a line.
+    """
+    path = tmp_path / "config.yaml"
+    path.write_bytes(CONFIG)
+    running = TwistdServer(path)
+    try:
+        running.wait_ready()
+        running.process.send_signal(signum)
+        line = f"Received {signum.name}: ignored, it has no use"
+        wait_for(lambda: line in running.output, "the signal's log line")
+        assert running.get("/").text == "Hello World"
+        assert running.stop() == -signal.SIGTERM
+    finally:
+        running.close()
+
+
+def test_several_listen_endpoints_all_serve(tmp_path: Path) -> None:
+    """
+    Issue 17, item 6: a repeated C{--listen} used to keep only the last.
+    """
+    path = tmp_path / "config.yaml"
+    path.write_bytes(CONFIG)
+    other = free_port()
+    running = TwistdServer(
+        path, ["--listen", f"tcp:{other}:interface=127.0.0.1", "--max-connections", "5"]
+    )
+    try:
+        running.wait_ready()
+        assert running.get("/").text == "Hello World"
+        assert _one_request(other)
+        assert "Serving at most 5 connections at once" in running.output
+    finally:
+        running.close()

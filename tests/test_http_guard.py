@@ -21,11 +21,15 @@ import pytest_twisted
 from twisted.internet import reactor as _reactor
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionDone
+from twisted.internet.interfaces import IPushProducer
 from twisted.internet.task import Clock, deferLater
 from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
 from twisted.web.server import Site
+from zope.interface import implementer
 
 from tests.support import DEADLINE, until
 from twisted_demo.budget import FD_RESERVE, connection_limit
@@ -457,3 +461,76 @@ def test_connection_and_timeout_options_are_parsed_and_checked(
         error, _ = capsys.readouterr().err.splitlines()
         assert error.startswith(f"configmapdemo: error: {option} ")
         assert repr(value) in error
+
+
+def test_twisted_still_refuses_many_headers_itself_without_nosniff() -> None:
+    """
+    When this fails, Twisted's channel refuses a request it cannot read in
+    another way: follow it in L{twisted_demo.server._Channel}'s overrides
+    (https://github.com/twisted/twisted/issues/8250).
+    """
+    from twisted.web.http import HTTPChannel
+
+    transport = StringTransport()
+    channel = Site(Recording(), reactor=Clock()).buildProtocol(None)
+    assert channel is not None
+    channel.makeConnection(transport)
+    headers = b"".join(b"X-H%d: v\r\n" % i for i in range(501))
+    channel.dataReceived(b"GET / HTTP/1.1\r\nHost: x\r\n" + headers + b"\r\n")
+    assert transport.value() == b"HTTP/1.1 400 Bad Request\r\n\r\n"
+    assert callable(HTTPChannel._respondToBadRequestAndDisconnect)
+
+
+def test_twisted_tcp_port_still_accepts_in_batches_of_number_accepts() -> None:
+    """
+    When this fails, Twisted's TCP port no longer sizes its batches of
+    accepts by C{numberAccepts}: the site's bound on them must follow.
+    """
+    port = reactor.listenTCP(0, Site(Recording()), interface="127.0.0.1")
+    try:
+        assert port.numberAccepts == 100
+    finally:
+        port.stopListening()
+
+
+def test_refusals_of_twisted_and_of_the_limits_carry_nosniff() -> None:
+    headers = b"".join(b"X-H%d: v\r\n" % i for i in range(501))
+    for request in [
+        b"GET / HTTP/1.1\r\nHost: x\r\n" + headers + b"\r\n",
+        b"GET / HTTP/1.1\r\n\r\n",
+        b"G" * (20 * 1024),
+        b"NOT A REQUEST LINE\r\n\r\n",
+    ]:
+        connection = Connected(_guard(Recording()))
+        connection.send(request)
+        assert connection.sent.startswith(b"HTTP/1.1 400 "), request[:40]
+        assert b"X-Content-Type-Options: nosniff\r\n" in connection.sent
+        assert connection.closed
+
+
+def test_full_site_pauses_its_port_until_a_connection_closes() -> None:
+    clock = Clock()
+    site = _guard(Recording(), clock, max_connections=2)
+
+    @implementer(IPushProducer)
+    class Port:
+        state = "producing"
+        numberAccepts = 100
+
+        def pauseProducing(self) -> None:
+            self.state = "paused"
+
+        def resumeProducing(self) -> None:
+            self.state = "producing"
+
+        def stopProducing(self) -> None:
+            pass
+
+    port = Port()
+    site.accept_from(port)  # type: ignore[arg-type]
+    connections = [Connected(site) for _ in range(3)]
+    assert port.state == "paused"
+    assert connections[0].closed
+    connections[0].protocol.connectionLost(Failure(ConnectionDone()))
+    assert port.state == "producing"
+    assert port.numberAccepts == 2 + FD_RESERVE // 2 - 2

@@ -278,8 +278,17 @@ def _machine() -> Any:
     def forget(life: _Life, c: _Connection) -> None:
         c.forget()
 
-    for state in (new, idle, reading, sending):
+    for state in (new, idle, sending):
         state.upon(_Life.drain).to(closed)(close)
+    # A request arriving is answered, then the connection closes.
+    reading.upon(_Life.drain).to(draining).returns(None)
+
+    @draining.upon(_Life.received).loop()
+    def answer_last(life: _Life, c: _Connection, request: Request) -> bool:
+        answer(life, c, request)
+        finish_then_close(life, c)
+        return True
+
 
     @answering.upon(_Life.drain).to(draining)
     def finish_then_close(life: _Life, c: _Connection) -> None:
@@ -311,7 +320,7 @@ def _machine() -> Any:
             c.channel.shed()
 
     # What cannot change a state: ignored.
-    for state in (answering, sending, draining, closed):
+    for state in (answering, sending, closed):
         state.upon(_Life.received).loop().returns(False)
     loops = [
         (_Life.begun, [reading, answering, sending, draining, closed]),
