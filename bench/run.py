@@ -17,7 +17,16 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from bench import bigconfig, parsecost, readpath, reload, soak, startup, throughput
+from bench import (
+    bigconfig,
+    connections,
+    parsecost,
+    readpath,
+    reload,
+    soak,
+    startup,
+    throughput,
+)
 from bench.context import Context, Row
 from bench.load import wrk_available, wrk_version
 
@@ -29,6 +38,7 @@ BENCHMARKS: list[tuple[str, Callable[[Context], None]]] = [
     ("B3", throughput.run),
     ("B5", bigconfig.run),
     ("B6", soak.run),
+    ("B6C", connections.run),
 ]
 
 

@@ -7,7 +7,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -59,8 +59,16 @@ class ServerProcess:
     and stopped with SIGTERM (SIGKILL if it will not go).
     """
 
-    def __init__(self, argv: Sequence[str], port: int, log_path: Path) -> None:
+    def __init__(
+        self,
+        argv: Sequence[str],
+        port: int,
+        log_path: Path,
+        ready: Callable[[int], bool] | None = None,
+    ) -> None:
         self.argv = list(argv)
+        #: Whether the server on a port answers yet (default: C{/readyz}).
+        self._ready = _ready if ready is None else ready
         self.port = port
         self.log_path = log_path
         self._process: subprocess.Popen[bytes] | None = None
@@ -97,7 +105,7 @@ class ServerProcess:
                     f"server exited with {self._process.returncode}; "
                     f"see {self.log_path}:\n{self.log_tail()}"
                 )
-            if _ready(self.port):
+            if self._ready(self.port):
                 self.startup_seconds = time.perf_counter() - started
                 return self.startup_seconds
             if time.monotonic() >= deadline:

@@ -55,13 +55,15 @@ def test_no_cgroup_limit_is_none(tmp_path: Path) -> None:
 
 def test_connections_fit_the_memory_beside_the_baseline_and_the_parsers() -> None:
     memory = 128 * 2**20
-    plain = budget.connections_for(memory, tls=False, parsers=1)
-    tls = budget.connections_for(memory, tls=True, parsers=2)
+    plain = budget.connections_for(memory, tls=False)
+    tls = budget.connections_for(memory, tls=True)
     room = memory - budget.BASELINE
     assert plain * budget.PLAIN_CONNECTION <= room - budget.PARSER_SHARE
     assert (plain + 1) * budget.PLAIN_CONNECTION > room - budget.PARSER_SHARE
-    assert tls * budget.TLS_CONNECTION <= room - 2 * budget.PARSER_SHARE
-    assert budget.connections_for(0, tls=False, parsers=1) == budget.MIN_CONNECTIONS
+    parsers = budget.PARSER_SHARE + budget.PAIR_PARSER_SHARE
+    assert tls * budget.TLS_CONNECTION <= room - parsers
+    assert (tls + 1) * budget.TLS_CONNECTION > room - parsers
+    assert budget.connections_for(0, tls=False) == budget.MIN_CONNECTIONS
 
 
 def test_default_limit_follows_the_cgroup_else_the_documented_default(
@@ -69,11 +71,11 @@ def test_default_limit_follows_the_cgroup_else_the_documented_default(
 ) -> None:
     root = _tree(tmp_path, "0::/\n", {"memory.max": "max\n"})
     assert budget.default_connections(tls=False, root=root) == (
-        budget.connections_for(budget.DEFAULT_MEMORY, tls=False, parsers=1)
+        budget.connections_for(budget.DEFAULT_MEMORY, tls=False)
     )
     (root / "sys/fs/cgroup/memory.max").write_text(f"{512 * 2**20}\n")
     assert budget.default_connections(tls=True, root=root) == (
-        budget.connections_for(512 * 2**20, tls=True, parsers=2)
+        budget.connections_for(512 * 2**20, tls=True)
     )
 
 

@@ -4,8 +4,8 @@ the file descriptors the process may use: the arithmetic in pure functions,
 and one function that reads the limits (the container's cgroup, then
 C{RLIMIT_NOFILE}).
 
-The costs are measured by C{python -m bench} (the C{B12} row: bytes per idle
-connection, plain and TLS, and the server's baseline).
+The costs are measured by C{python -m bench} (the C{B6c} row: bytes per idle
+connection, plain and TLS, and the process tree's memory).
 """
 
 from __future__ import annotations
@@ -22,30 +22,38 @@ FD_RESERVE = 64
 #: Deployment in C{deploy/}.
 DEFAULT_MEMORY = 128 * 2**20
 
-#: The server process at rest, before its first connection (Python 3.11,
-#: Twisted, Klein, the metrics), with room for a 1 MiB message served.
-BASELINE = 40 * 2**20
+#: The server process at rest, before its first connection: Python 3.11,
+#: Twisted, Klein, the metrics and pyOpenSSL (measured 57 to 59 MiB VmRSS).
+BASELINE = 60 * 2**20
 
-#: A parser process's share: it rests at about 23 MiB with the demo's
-#: strict loader; a reload of a valid 1 MiB config peaks higher, but one
-#: at a time and only for the reload.
-PARSER_SHARE = 24 * 2**20
+#: The share of the config's parser process (measured 13.5 MiB at rest),
+#: and of the certificate pair's, which loads C{cryptography} (29.5 MiB).
+PARSER_SHARE = 16 * 2**20
+PAIR_PARSER_SHARE = 32 * 2**20
 
-#: Bytes one idle connection costs the server, with room: measured about
-#: 3.8 KB plain and 28 KB over TLS (OpenSSL's buffers held).
-PLAIN_CONNECTION = 6 * 1024
-TLS_CONNECTION = 32 * 1024
+#: Bytes one idle connection costs the server, with some room: measured
+#: 4.0 KB plain and 33.8 KB over TLS (OpenSSL's buffers held), B6c.
+PLAIN_CONNECTION = 4608
+TLS_CONNECTION = 36 * 1024
 
 #: The fewest connections any budget allows.
 MIN_CONNECTIONS = 16
 
 
-def connections_for(memory: int, *, tls: bool, parsers: int) -> int:
+def parser_shares(*, tls: bool) -> int:
+    """
+    The memory the parser processes take from the budget: the config's, and
+    the certificate pair's when serving HTTPS.
+    """
+    return PARSER_SHARE + (PAIR_PARSER_SHARE if tls else 0)
+
+
+def connections_for(memory: int, *, tls: bool) -> int:
     """
     How many idle connections fit in C{memory} bytes beside the server's
-    baseline and C{parsers} parser processes, at least L{MIN_CONNECTIONS}.
+    baseline and its parser processes, at least L{MIN_CONNECTIONS}.
     """
-    room = memory - BASELINE - parsers * PARSER_SHARE
+    room = memory - BASELINE - parser_shares(tls=tls)
     each = TLS_CONNECTION if tls else PLAIN_CONNECTION
     return max(MIN_CONNECTIONS, room // each)
 
@@ -123,15 +131,10 @@ def _limit(mount: Path, path: str, name: str) -> int | None:
 def default_connections(*, tls: bool, root: Path = Path("/")) -> int:
     """
     The connection limit for this process: what its memory allows (its
-    cgroup's limit, else L{DEFAULT_MEMORY}), with one parser process for
-    the config and one more for a TLS pair.
+    cgroup's limit, else L{DEFAULT_MEMORY}).
     """
     memory = cgroup_memory(root)
-    return connections_for(
-        DEFAULT_MEMORY if memory is None else memory,
-        tls=tls,
-        parsers=2 if tls else 1,
-    )
+    return connections_for(DEFAULT_MEMORY if memory is None else memory, tls=tls)
 
 
 def connection_limit(requested: int | None = None) -> int:

@@ -289,7 +289,6 @@ def _machine() -> Any:
         finish_then_close(life, c)
         return True
 
-
     @answering.upon(_Life.drain).to(draining)
     def finish_then_close(life: _Life, c: _Connection) -> None:
         assert c.request is not None
