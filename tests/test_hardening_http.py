@@ -567,3 +567,44 @@ def test_several_listen_endpoints_all_serve(tmp_path: Path) -> None:
         assert "Serving at most 5 connections at once" in running.output
     finally:
         running.close()
+
+
+def test_connection_cap_holds_on_a_real_server(tmp_path: Path) -> None:
+    """
+    Issue 17, item 2, at a small scale: with C{--max-connections 20}, 100
+    clients that each get an answer and stay open leave the server holding
+    at most 21 of them (the newest, which made it shed the oldest idle
+    one), and a new client is still served.
+    """
+    path = tmp_path / "config.yaml"
+    path.write_bytes(CONFIG)
+    running = TwistdServer(path, ["--max-connections", "20"])
+    held: list[socket.socket] = []
+
+    def sockets() -> int:
+        fds = Path(f"/proc/{running.process.pid}/fd")
+        return sum(1 for fd in fds.iterdir() if "socket:" in _target(fd))
+
+    try:
+        running.wait_ready()
+        before = sockets()
+        for _ in range(100):
+            s = socket.create_connection(("127.0.0.1", running.port), timeout=10)
+            s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            received = b""
+            while not received.endswith(b"ok\n"):
+                received += s.recv(4096)
+            held.append(s)
+        wait_for(lambda: sockets() - before <= 21, "the shed connections to close")
+        assert _one_request(running.port)
+    finally:
+        for s in held:
+            s.close()
+        running.close()
+
+
+def _target(fd: Path) -> str:
+    try:
+        return str(fd.readlink())
+    except OSError:
+        return ""

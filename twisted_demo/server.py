@@ -53,6 +53,7 @@ from twisted.python.failure import Failure
 from twisted.web.http import HTTPChannel
 from twisted.web.resource import IResource
 from twisted.web.server import Request, Site
+from zope.interface import implementer
 
 from twisted_demo import budget
 
@@ -70,6 +71,9 @@ DEFAULT_IDLE_TIMEOUT = 60.0
 
 #: Seconds a client has to send the whole of a request once it has started.
 DEFAULT_HEADER_TIMEOUT = 10.0
+
+#: Bytes of a response written at a time, as the client reads them.
+_SLICE = 64 * 1024
 
 #: Seconds a connection whose request was refused may go on sending it.
 _LINGER = 2.0
@@ -441,14 +445,64 @@ def _discard(data: bytes) -> None:
     pass
 
 
+@implementer(IPushProducer)
+class _Slices:
+    """
+    A large response body, written a slice at a time while the client
+    reads: a client that does not read holds one slice, not a copy of it.
+    """
+
+    def __init__(self, request: _Request, body: bytes) -> None:
+        self._request = request
+        self._body = memoryview(body)
+        self._paused = False
+        self.finish_after = False
+
+    @property
+    def sending(self) -> bool:
+        return bool(self._body)
+
+    def resumeProducing(self) -> None:
+        self._paused = False
+        while self._body and not self._paused:
+            piece, self._body = self._body[:_SLICE], self._body[_SLICE:]
+            Request.write(self._request, bytes(piece))
+        if not self._body:
+            self._request.unregisterProducer()
+            if self.finish_after:
+                self._request.finish()
+
+    def pauseProducing(self) -> None:
+        self._paused = True
+
+    def stopProducing(self) -> None:
+        self._body = memoryview(b"")
+
+
 class _Request(Request):
     """
     A request whose body and framing are checked against the server's
-    limits before the app sees it.
+    limits before the app sees it, and whose large responses are written
+    as the client reads them.
     """
 
     channel: _Channel
     _body = 0
+    _slices: _Slices | None = None
+
+    def write(self, data: bytes) -> None:
+        if len(data) <= _SLICE or self.method == b"HEAD" or self._slices is not None:
+            super().write(data)
+            return
+        self._slices = _Slices(self, data)
+        self.registerProducer(self._slices, True)
+        self._slices.resumeProducing()
+
+    def finish(self) -> None:
+        if self._slices is not None and self._slices.sending:
+            self._slices.finish_after = True
+        else:
+            super().finish()
 
     def gotLength(self, length: int | None) -> None:
         if length is not None and length > self.channel.site.max_body_bytes:

@@ -5,6 +5,7 @@ identity, metrics, and a forced reload.
 
 from __future__ import annotations
 
+import functools
 import json
 from datetime import datetime, timezone
 from typing import Any
@@ -69,7 +70,16 @@ def _json(request: IRequest, body: dict[str, Any], code: int = 200) -> bytes:
 
 
 def _text(request: IRequest, body: str, code: int = 200) -> bytes:
-    return _respond(request, body.encode("utf-8"), _TEXT, code)
+    return _respond(request, _utf8(body), _TEXT, code)
+
+
+@functools.lru_cache(maxsize=4)
+def _utf8(text: str) -> bytes:
+    """
+    C{text} encoded, once: every response carrying the message shares one
+    copy of it, which the server sends a slice at a time.
+    """
+    return text.encode("utf-8")
 
 
 class ConfigApp:
