@@ -27,11 +27,10 @@ and C{tests/test_http_guard.py} fails the day Twisted changes them.
 
 from __future__ import annotations
 
-import itertools
-from typing import Any, Protocol
+import enum
+from typing import Any
 from urllib.parse import unquote_to_bytes
 
-from automat import TypeMachineBuilder
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, maybeDeferred, succeed
@@ -80,9 +79,6 @@ _LINGER = 2.0
 
 #: More digits than any length this server could accept.
 _MAX_LENGTH_DIGITS = 18
-
-#: Orders connections by when they opened or last finished a response.
-_events = itertools.count()
 
 _REASONS = {400: b"Bad Request", 408: b"Request Timeout", 413: b"Content Too Large"}
 
@@ -167,185 +163,169 @@ def _refusal(status: int, reason: str) -> bytes:
     )
 
 
-class _Life(Protocol):
+class _State(enum.Enum):
     """
-    What happens to a connection, the inputs of its state machine.
+    Where a connection is in its life.
     """
 
-    def begun(self) -> None:
-        "Part of a request arrived."
+    NEW = "no request yet"
+    IDLE = "between requests"
+    READING = "a request arriving"
+    ANSWERING = "the app answering"
+    SENDING = "the client not reading the response"
+    DRAINING = "the server stopping"
+    CLOSED = "closed or closing"
 
-    def received(self, request: Request) -> bool:
-        "A whole request arrived: whether to answer it."
 
-    def done(self) -> None:
-        "The response was written and the socket is taking more."
+NEW, IDLE, READING = _State.NEW, _State.IDLE, _State.READING
+ANSWERING, SENDING = _State.ANSWERING, _State.SENDING
+DRAINING, CLOSED = _State.DRAINING, _State.CLOSED
 
-    def blocked(self, request: Request) -> None:
-        "The response was written; the client leaves it unread."
-
-    def unblocked(self) -> Request | None:
-        "The client read; the request held back, if any."
-
-    def drain(self) -> None:
-        "The server stops: close once the current response is sent."
-
-    def refuse(self, status: int, reason: str) -> None:
-        "Answer the request under way with C{status} and close."
-
-    def shed(self) -> None:
-        "Close at once to make room for another connection."
-
-    def lost(self) -> None:
-        "The connection closed."
+#: Which connections are closed first to make room: idle (0), then those
+#: still sending a request (1); the others never.
+_TIERS = {NEW: 1, IDLE: 0, READING: 1}
 
 
 class _Connection:
     """
-    The state a connection's machine acts on: its channel, site and timers.
+    One connection's life: each method is an event, which moves it from one
+    L{_State} to another.  (Modelled on an automat machine, as
+    C{ClientService}'s; automat's typed machine looks a transition up by
+    scanning all of them, which cost more per request than the rest of the
+    HTTP layer together.)
     """
 
     def __init__(self, channel: _Channel, site: ConfigSite) -> None:
         self.channel = channel
         self.site = site
+        self.state = NEW
         self.request: Request | None = None
-        self.held: Request | None = None
         self.timer: IDelayedCall | None = None
+        site.sheddable(channel, 1)
 
-    def stop_timer(self) -> None:
+    def _to(self, state: _State) -> None:
+        self.state = state
+        self.site.sheddable(self.channel, _TIERS.get(state))
+
+    def _stop_timer(self) -> None:
         if self.timer is not None and self.timer.active():
             self.timer.cancel()
         self.timer = None
 
-    def forget(self) -> None:
+    def begun(self) -> None:
         """
-        Stop timing the connection and never shed it.
+        Part of a request arrived: it has the header timeout to arrive whole.
         """
-        self.stop_timer()
-        self.site.sheddable(self.channel, None)
+        if self.state is NEW or self.state is IDLE:
+            # A new connection keeps its place among those to shed.
+            if self.state is IDLE:
+                self._to(READING)
+            self.state = READING
+            site = self.site
+            self.timer = site.reactor.callLater(site.header_timeout, self._timed_out)
 
-    def close(self) -> None:
-        self.forget()
-        self.channel.loseConnection()
-
-
-def _machine() -> Any:
-    m = TypeMachineBuilder(_Life, _Connection)
-    new, idle, reading = m.state("New"), m.state("Idle"), m.state("Reading")
-    answering, sending = m.state("Answering"), m.state("Sending")
-    draining, closed = m.state("Draining"), m.state("Closed")
-    everything = [new, idle, reading, answering, sending, draining, closed]
-
-    @new.upon(_Life.begun).to(reading)
-    def begin(life: _Life, c: _Connection) -> None:
-        c.timer = c.site.reactor.callLater(c.site.header_timeout, _timed_out, life)
-
-    @idle.upon(_Life.begun).to(reading)
-    def begin_again(life: _Life, c: _Connection) -> None:
-        c.site.sheddable(c.channel, 1)
-        begin(life, c)
-
-    @new.upon(_Life.received).to(answering)
-    @idle.upon(_Life.received).to(answering)
-    @reading.upon(_Life.received).to(answering)
-    def answer(life: _Life, c: _Connection, request: Request) -> bool:
-        if c.timer is not None:
-            c.stop_timer()
-        c.site.sheddable(c.channel, None)
-        c.request = request
+    def received(self, request: Request) -> bool:
+        """
+        A whole request arrived: whether to answer it.
+        """
+        state = self.state
+        if state is CLOSED or state is ANSWERING or state is SENDING:
+            return False
+        if self.timer is not None:
+            self._stop_timer()
+        self.request = request
+        if state is DRAINING:
+            self._close_after(request)
+        else:
+            self._to(ANSWERING)
         return True
 
-    @answering.upon(_Life.done).to(idle)
-    def answered(life: _Life, c: _Connection) -> None:
-        c.request = None
-        c.site.sheddable(c.channel, 0)
+    def done(self) -> None:
+        """
+        The response was written, and the socket takes more.
+        """
+        if self.state is ANSWERING:
+            self.request = None
+            self._to(IDLE)
+        elif self.state is DRAINING:
+            self._to(CLOSED)
 
-    @answering.upon(_Life.blocked).to(sending)
-    def hold(life: _Life, c: _Connection, request: Request) -> None:
-        c.request, c.held = None, request
-        # Read nothing more until the client reads: Twisted would go on
-        # reading while it answers.  And the channel stops its idle timeout
-        # while it answers: a client that reads nothing is idle, though.
-        IPushProducer(c.channel.transport).pauseProducing()
-        c.channel.setTimeout(c.site.timeOut)
+    def blocked(self, request: Request) -> None:
+        """
+        The response was written; the client leaves it unread.  Hold the
+        next request back, read nothing more until the client reads
+        (Twisted would go on reading while it answers), and time the
+        connection out as idle.
+        """
+        if self.state is ANSWERING:
+            self.request = request
+            self._to(SENDING)
+            IPushProducer(self.channel.transport).pauseProducing()
+            self.channel.setTimeout(self.site.timeOut)
+        elif self.state is DRAINING:
+            self.close()
 
-    @sending.upon(_Life.unblocked).to(idle)
-    def release(life: _Life, c: _Connection) -> Request | None:
-        c.channel.setTimeout(None)
-        c.site.sheddable(c.channel, 0)
-        held, c.held = c.held, None
+    def unblocked(self) -> Request | None:
+        """
+        The client read: the request held back, to finish now, if any.
+        """
+        if self.state is not SENDING:
+            return None
+        self.channel.setTimeout(None)
+        self._to(IDLE)
+        held, self.request = self.request, None
         return held
 
-    def close(life: _Life, c: _Connection) -> None:
-        c.close()
+    def drain(self) -> None:
+        """
+        The server stops: close once the response under way, or the request
+        arriving, is answered.
+        """
+        state = self.state
+        if state is ANSWERING:
+            assert self.request is not None
+            self._close_after(self.request)
+        elif state is READING:
+            self._to(DRAINING)
+        elif state is not DRAINING and state is not CLOSED:
+            self.close()
 
-    def forget(life: _Life, c: _Connection) -> None:
-        c.forget()
+    def _close_after(self, request: Request) -> None:
+        request.setHeader(b"connection", b"close")
+        self.channel.persistent = False
+        self._to(DRAINING)
 
-    for state in (new, idle, sending):
-        state.upon(_Life.drain).to(closed)(close)
-    # A request arriving is answered, then the connection closes.
-    reading.upon(_Life.drain).to(draining).returns(None)
+    def refuse(self, status: int, reason: str) -> None:
+        """
+        Answer the request under way with C{status}, and close.
+        """
+        if self.state is not CLOSED:
+            self.lost()
+            self.channel.refused(status, reason)
+            self.timer = self.site.reactor.callLater(_LINGER, self.channel.shed)
 
-    @draining.upon(_Life.received).loop()
-    def answer_last(life: _Life, c: _Connection, request: Request) -> bool:
-        answer(life, c, request)
-        finish_then_close(life, c)
-        return True
+    def _timed_out(self) -> None:
+        self.timer = None
+        self.refuse(408, "request not received in time")
 
-    @answering.upon(_Life.drain).to(draining)
-    def finish_then_close(life: _Life, c: _Connection) -> None:
-        assert c.request is not None
-        c.request.setHeader(b"connection", b"close")
-        c.channel.persistent = False
+    def shed(self) -> None:
+        """
+        Close at once, to make room for another connection.
+        """
+        if self.state in _TIERS:
+            self.lost()
+            self.channel.shed()
 
-    draining.upon(_Life.done).to(closed).returns(None)
+    def close(self) -> None:
+        self.lost()
+        self.channel.loseConnection()
 
-    @draining.upon(_Life.blocked).to(closed)
-    def close_unread(life: _Life, c: _Connection, request: Request) -> None:
-        c.close()
-
-    for state in everything[:-1]:
-
-        @state.upon(_Life.refuse).to(closed)
-        def refuse(life: _Life, c: _Connection, status: int, reason: str) -> None:
-            c.forget()
-            c.channel.refused(status, reason)
-            c.timer = c.site.reactor.callLater(_LINGER, c.channel.shed)
-
-        state.upon(_Life.lost).to(closed)(forget)
-
-    for state in (new, idle, reading):
-
-        @state.upon(_Life.shed).to(closed)
-        def shed(life: _Life, c: _Connection) -> None:
-            c.forget()
-            c.channel.shed()
-
-    # What cannot change a state: ignored.
-    for state in (answering, sending, closed):
-        state.upon(_Life.received).loop().returns(False)
-    loops = [
-        (_Life.begun, [reading, answering, sending, draining, closed]),
-        (_Life.done, [new, idle, reading, sending, closed]),
-        (_Life.blocked, [new, idle, reading, sending, closed]),
-        (_Life.unblocked, [new, idle, reading, answering, draining, closed]),
-        (_Life.drain, [draining, closed]),
-        (_Life.refuse, [closed]),
-        (_Life.shed, [answering, sending, draining, closed]),
-        (_Life.lost, [closed]),
-    ]
-    for method, states in loops:
-        for state in states:
-            state.upon(method).loop().returns(None)  # type: ignore[arg-type]
-    return m.build()
-
-
-def _timed_out(life: _Life) -> None:
-    life.refuse(408, "request not received in time")
-
-
-_life = _machine()
+    def lost(self) -> None:
+        """
+        The connection closed, or is closing.
+        """
+        self._to(CLOSED)
+        self._stop_timer()
 
 
 class _Channel(HTTPChannel):
@@ -354,13 +334,13 @@ class _Channel(HTTPChannel):
     """
 
     site: ConfigSite
-    life: _Life
+    life: _Connection
     _received = 0
     _output_paused = False
 
     def connectionMade(self) -> None:
         super().connectionMade()
-        self.life = _life(_Connection(self, self.site))
+        self.life = _Connection(self, self.site)
         self.site.connection_made(self)
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
@@ -642,7 +622,6 @@ class ConfigSite(Site):
 
     def connection_made(self, channel: _Channel) -> None:
         self.open.add(channel)
-        self._sheddable[1][channel] = None
         if len(self.open) > self.max_connections:
             self._full()
 
