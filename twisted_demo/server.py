@@ -14,15 +14,14 @@ connections when it stops.
     request back while the client leaves responses unread: Twisted then
     stops reading past 16 KiB of them, so a client that pipelines and never
     reads costs a fixed amount of memory.
-  - Each connection's life is a state machine (L{_machine}): new, idle,
-    reading a request, answering it, sending its response, draining, closed.
+  - Each connection's life is a set of named states (L{_State}): new,
+    idle, reading a request, answering it, sending its response, draining,
+    closed.
   - L{ConfigSite} counts the connections: at its limit it stops accepting
     (the listening port is a producer, paused) and closes the connection
     idle for longest, or else the slowest to send its request.
 
-What Twisted offers no public way to do is in L{_Channel}'s two
-C{_respondToBadRequestAndDisconnect} and C{lineLengthExceeded} overrides,
-and C{tests/test_http_guard.py} fails the day Twisted changes them.
+What Twisted offers no public way to do is in one place, L{_TwistedGaps}.
 """
 
 from __future__ import annotations
@@ -97,9 +96,7 @@ def listen_backlog(somaxconn: str = "/proc/sys/net/core/somaxconn") -> int:
 
 
 def _parameters(description: str) -> list[str]:
-    """
-    The colon-separated parts of an endpoint description, escapes kept.
-    """
+    """The colon-separated parts of an endpoint description, escapes kept."""
     parts = [""]
     escaped = False
     for char in description:
@@ -112,9 +109,7 @@ def _parameters(description: str) -> list[str]:
 
 
 def endpoint_kind(description: str) -> str:
-    """
-    The kind of endpoint C{description} names: C{tcp}, C{ssl}, C{unix}...
-    """
+    """The kind of endpoint C{description} names: C{tcp}, C{ssl}, C{unix}..."""
     return _parameters(description)[0]
 
 
@@ -213,9 +208,7 @@ class _Connection:
         self.timer = None
 
     def begun(self) -> None:
-        """
-        Part of a request arrived: it has the header timeout to arrive whole.
-        """
+        """Part of a request arrived: it has the header timeout to arrive whole."""
         if self.state is NEW or self.state is IDLE:
             # A new connection keeps its place among those to shed.
             if self.state is IDLE:
@@ -225,9 +218,7 @@ class _Connection:
             self.timer = site.reactor.callLater(site.header_timeout, self._timed_out)
 
     def received(self, request: Request) -> bool:
-        """
-        A whole request arrived: whether to answer it.
-        """
+        """A whole request arrived: whether to answer it."""
         state = self.state
         if state is CLOSED or state is ANSWERING or state is SENDING:
             return False
@@ -241,9 +232,7 @@ class _Connection:
         return True
 
     def done(self) -> None:
-        """
-        The response was written, and the socket takes more.
-        """
+        """The response was written, and the socket takes more."""
         if self.state is ANSWERING:
             self.request = None
             self._to(IDLE)
@@ -266,9 +255,7 @@ class _Connection:
             self.close()
 
     def unblocked(self) -> Request | None:
-        """
-        The client read: the request held back, to finish now, if any.
-        """
+        """The client read: the request held back, to finish now, if any."""
         if self.state is not SENDING:
             return None
         self.channel.setTimeout(None)
@@ -296,9 +283,7 @@ class _Connection:
         self._to(DRAINING)
 
     def refuse(self, status: int, reason: str) -> None:
-        """
-        Answer the request under way with C{status}, and close.
-        """
+        """Answer the request under way with C{status}, and close."""
         if self.state is not CLOSED:
             self.lost()
             self.channel.refused(status, reason)
@@ -309,9 +294,7 @@ class _Connection:
         self.refuse(408, "request not received in time")
 
     def shed(self) -> None:
-        """
-        Close at once, to make room for another connection.
-        """
+        """Close at once, to make room for another connection."""
         if self.state in _TIERS:
             self.lost()
             self.channel.shed()
@@ -321,16 +304,47 @@ class _Connection:
         self.channel.loseConnection()
 
     def lost(self) -> None:
-        """
-        The connection closed, or is closing.
-        """
+        """The connection closed, or is closing."""
         self._to(CLOSED)
         self._stop_timer()
 
 
-class _Channel(HTTPChannel):
+class _TwistedGaps(HTTPChannel):
     """
-    Twisted's HTTP/1.1 channel, whose connection lives by L{_machine}.
+    What Twisted offers no public way to do, in one place; each is watched
+    by a test in C{tests/test_http_guard.py} that fails if Twisted changes.
+
+      - Twisted refuses some requests itself with a bare C{400 Bad Request}
+        and no headers (more than 500 headers, a header line it cannot
+        read): U{https://github.com/twisted/twisted/issues/8250}.
+      - A TCP port accepts up to C{numberAccepts} connections each time it
+        is readable, 20 more each time the backlog fills the batch, and
+        cannot be paused part way (C{twisted.internet.tcp.Port.doRead});
+        no ticket asks for a bound (the nearest is
+        U{https://github.com/twisted/twisted/issues/3958}).
+    """
+
+    life: _Connection
+
+    def _respondToBadRequestAndDisconnect(self) -> None:
+        self.life.refuse(400, "malformed request")
+
+    def lineLengthExceeded(self, line: bytes) -> None:
+        # Public, but Twisted's answers nothing at all.
+        self.life.refuse(400, "request head too large")
+
+    @staticmethod
+    def accept_at_most(port: Any, count: int) -> None:
+        """
+        Have C{port} accept at most C{count} connections in its next batch.
+        """
+        if hasattr(port, "numberAccepts"):
+            port.numberAccepts = max(1, min(port.numberAccepts, count))
+
+
+class _Channel(_TwistedGaps):
+    """
+    Twisted's HTTP/1.1 channel, with the limits of the module's docstring.
     """
 
     site: ConfigSite
@@ -384,17 +398,6 @@ class _Channel(HTTPChannel):
         if held is not None:
             super().requestDone(held)
 
-    # Twisted's own refusals, with the headers every response carries.
-    # Neither has a public hook: https://github.com/twisted/twisted/issues/8250
-
-    def _respondToBadRequestAndDisconnect(self) -> None:
-        self.life.refuse(400, "malformed request")
-
-    def lineLengthExceeded(self, line: bytes) -> None:
-        self.life.refuse(400, "request head too large")
-
-    # Actions of the machine.
-
     def refused(self, status: int, reason: str) -> None:
         """
         Answer with C{status}, discard what the client still sends and
@@ -414,9 +417,7 @@ class _Channel(HTTPChannel):
             transport.loseConnection()
 
     def shed(self) -> None:
-        """
-        Close at once, discarding what is not sent yet.
-        """
+        """Close at once, discarding what is not sent yet."""
         transport: Any = self.transport
         transport.abortConnection()
 
@@ -534,20 +535,6 @@ def _problem(request: Request, path: bytes, version: bytes) -> str | None:
 _SLACK = budget.FD_RESERVE // 2
 
 
-def _accept_at_most(port: Any, count: int) -> None:
-    """
-    Have C{port} accept at most C{count} connections in its next batch.
-
-    A TCP port accepts up to C{numberAccepts} connections each time it is
-    readable, 20 more each time the backlog fills the batch, with no public
-    way to bound it or to pause it part way (the loop is in
-    C{twisted.internet.tcp.Port.doRead}); C{tests/test_http_guard.py} fails
-    if the attribute goes.
-    """
-    if hasattr(port, "numberAccepts"):
-        port.numberAccepts = max(1, min(port.numberAccepts, count))
-
-
 class ConfigSite(Site):
     """
     The L{Site} serving the app: no tracebacks in responses, an optional
@@ -591,9 +578,7 @@ class ConfigSite(Site):
             super().log(request)
 
     def acceptableProtocols(self) -> list[bytes]:
-        """
-        HTTP/1.1 only, for ALPN: the channel is Twisted's HTTP/1.1 one.
-        """
+        """HTTP/1.1 only, for ALPN: the channel is Twisted's HTTP/1.1 one."""
         return [b"http/1.1"]
 
     def buildProtocol(self, addr: IAddress | None) -> Any:
@@ -604,16 +589,12 @@ class ConfigSite(Site):
         return super().buildProtocol(addr)
 
     def accept_from(self, port: IListeningPort) -> None:
-        """
-        Pause C{port} while the site is full, if it can be paused.
-        """
+        """Pause C{port} while the site is full, if it can be paused."""
         if IPushProducer.providedBy(port):
             self._ports.append(port)
 
     def sheddable(self, channel: _Channel, tier: int | None) -> None:
-        """
-        Mark C{channel} as the newest to shed in C{tier}, or as not to shed.
-        """
+        """Mark C{channel} as the newest to shed in C{tier}, or as not to shed."""
         idle, arriving = self._sheddable
         idle.pop(channel, None)
         arriving.pop(channel, None)
@@ -630,7 +611,8 @@ class ConfigSite(Site):
         if self._paused and len(self.open) <= self.max_connections:
             self._paused = False
             for port in self._ports:
-                _accept_at_most(port, self.max_connections + _SLACK - len(self.open))
+                room = self.max_connections + _SLACK - len(self.open)
+                _Channel.accept_at_most(port, room)
                 port.resumeProducing()
         if not self.open:
             drained, self._drained = self._drained, []
