@@ -393,18 +393,23 @@ def test_slow_clients_holding_every_descriptor_do_not_lock_out_a_request(
         slow[-1].setblocking(False)
         with pytest.raises(BlockingIOError):
             slow[-1].recv(100)
-        limit = 160 - FD_RESERVE
-        # The server's output arrives through a pipe, after the answer.
-        wait_for(
-            lambda: f"Connection limit of {limit} reached" in running.output,
-            "the connection limit's log line",
-        )
-        assert running.output.count(f"Connection limit of {limit} reached") == 1
-        assert "Traceback" not in running.output
+        _limit_logged_once(running, 160 - FD_RESERVE)
     finally:
         for s in slow:
             s.close()
         running.close()
+
+
+def _limit_logged_once(running: TwistdServer, limit: int) -> None:
+    """
+    The server said once that it reached its connection limit of C{limit},
+    and logged no traceback.
+    """
+    line = f"Connection limit of {limit} reached"
+    # The server's output arrives through a pipe, after the answers.
+    wait_for(lambda: line in running.output, "the connection limit's log line")
+    assert running.output.count(line) == 1
+    assert "Traceback" not in running.output
 
 
 def test_port_in_use_stops_twistd_with_one_line_and_no_traceback(
@@ -494,14 +499,8 @@ def test_bursts_at_the_descriptor_limit_leave_a_client_served(tmp_path: Path) ->
                 held.pop(0).close()
             served += sum(_one_request(running.port) for _ in range(10))
         assert served >= 76, f"{served} of 80 requests served"
-        limit = 1024 - FD_RESERVE
-        wait_for(
-            lambda: f"Connection limit of {limit} reached" in running.output,
-            "the connection limit's log line",
-        )
-        assert running.output.count(f"Connection limit of {limit} reached") == 1
+        _limit_logged_once(running, 1024 - FD_RESERVE)
         assert "EMFILE" not in running.output
-        assert "Traceback" not in running.output
     finally:
         for s in held:
             s.close()

@@ -112,7 +112,7 @@ class Options(usage.Options):
             None,
             None,
             "PEM certificate, then the chain that completes it, to serve "
-            "--listen over TLS; needs --tls-key in the same directory (e.g. "
+            "every --listen over TLS; needs --tls-key in the same directory (e.g. "
             "/etc/tls/tls.crt in a kubernetes.io/tls Secret volume). Replaced "
             "live when the files change.",
         ],
@@ -181,13 +181,16 @@ class Options(usage.Options):
         self["listen"] = []
 
     def opt_listen(self, endpoint: str) -> None:
-        """
-        Twisted server endpoint to listen on, e.g. tcp:8080,
-        tcp6:8080:interface=\\:\\:, unix:/run/demo.sock or
-        ssl:8443:privateKey=key.pem:certKey=cert.pem; give it again to
-        listen on several (default: tcp:8080).
-        """
         self["listen"].append(endpoint)
+
+    # Twisted shows the docstring of an opt_ method as its help, keeping the
+    # indentation of its lines.
+    opt_listen.__doc__ = (
+        "Twisted server endpoint to listen on, e.g. tcp:8080, "
+        "tcp6:8080:interface=\\:\\:, unix:/run/demo.sock or "
+        "ssl:8443:privateKey=key.pem:certKey=cert.pem; give it again to "
+        "listen on several (default: tcp:8080)."
+    )
 
     opt_l = opt_listen
 
