@@ -607,3 +607,16 @@ def _target(fd: Path) -> str:
         return str(fd.readlink())
     except OSError:
         return ""
+
+
+def test_default_connection_limit_is_what_the_memory_allows(
+    server: TwistdServer,
+) -> None:
+    """
+    Issue 17, item 2: the default was the file descriptor limit minus 64,
+    about a million in a container, whatever the memory.
+    """
+    from twisted_demo import budget
+
+    expected = budget.connection_limit(budget.default_connections(tls=False))
+    assert f"Serving at most {expected} connections at once" in server.output
