@@ -191,7 +191,7 @@ def test_twisted_still_raises_on_a_content_length_past_the_digit_limit() -> None
     ("request_bytes", "status"),
     [
         (b"Content-Length: " + b"9" * 5000 + b"\r\n\r\n", 400),
-        (b"Content-Length: 1" + b"0" * 30 + b"\r\n\r\n", 400),
+        (b"Content-Length: 1" + b"0" * 30 + b"\r\n\r\n", 413),
         (b"Content-Length: 12abc\r\n\r\n", 400),
         (b"Content-Length: 1\r\nContent-Length: 1\r\n\r\nx", 400),
         (b"Content-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n", 400),

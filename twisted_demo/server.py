@@ -8,8 +8,8 @@ connections when it stops.
     its length is known (C{gotLength}) or, chunked, as it grows
     (C{handleContentChunk}), and an HTTP/1.1 request without C{Host}, or
     with a URL or C{Host} that is not UTF-8, with 400 (C{requestReceived}).
-  - L{_Channel} refuses a C{Content-Length} too long for C{int()} with 400
-    (C{headerReceived}), gives a client L{DEFAULT_HEADER_TIMEOUT} seconds to
+  - L{_Channel} refuses a C{Content-Length} too long for C{int()} with 400,
+    gives a client L{DEFAULT_HEADER_TIMEOUT} seconds to
     send a request once it has started it, and holds the next pipelined
     request back while the client leaves responses unread: Twisted then
     stops reading past 16 KiB of them, so a client that pipelines and never
@@ -75,9 +75,6 @@ _SLICE = 64 * 1024
 
 #: Seconds a connection whose request was refused may go on sending it.
 _LINGER = 2.0
-
-#: More digits than any length this server could accept.
-_MAX_LENGTH_DIGITS = 18
 
 _REASONS = {400: b"Bad Request", 408: b"Request Timeout", 413: b"Content Too Large"}
 
@@ -196,11 +193,16 @@ class _Connection:
         self.state = NEW
         self.request: Request | None = None
         self.timer: IDelayedCall | None = None
-        site.sheddable(channel, 1)
+        site.tiers[1][channel] = None
 
     def _to(self, state: _State) -> None:
+        tiers = self.site.tiers
+        old, new = _TIERS.get(self.state), _TIERS.get(state)
+        if old is not None:
+            tiers[old].pop(self.channel, None)
+        if new is not None:
+            tiers[new][self.channel] = None
         self.state = state
-        self.site.sheddable(self.channel, _TIERS.get(state))
 
     def _stop_timer(self) -> None:
         if self.timer is not None and self.timer.active():
@@ -234,8 +236,10 @@ class _Connection:
     def done(self) -> None:
         """The response was written, and the socket takes more."""
         if self.state is ANSWERING:
+            # _to(IDLE), on every request: no tier to leave.
             self.request = None
-            self._to(IDLE)
+            self.state = IDLE
+            self.site.tiers[0][self.channel] = None
         elif self.state is DRAINING:
             self._to(CLOSED)
 
@@ -364,21 +368,15 @@ class _Channel(_TwistedGaps):
 
     def dataReceived(self, data: bytes) -> None:
         received = self._received
-        super().dataReceived(data)
+        try:
+            super().dataReceived(data)
+        except ValueError:
+            # int() of a Content-Length past Python's digit limit: the one
+            # error Twisted's parser raises rather than answers.
+            self.life.refuse(400, "invalid Content-Length")
+            return
         if self._received == received:
             self.life.begun()
-
-    def headerReceived(self, line: bytes) -> bool:
-        # int() of a Content-Length past Python's digit limit raises.
-        if len(line) > 15 + _MAX_LENGTH_DIGITS and line[:15].lower() == (
-            b"content-length:"
-        ):
-            value = line[15:].strip(b" \t").lstrip(b"0")
-            if len(value) > _MAX_LENGTH_DIGITS:
-                self.life.refuse(400, "invalid Content-Length")
-                return False
-        ok: bool = super().headerReceived(line)
-        return ok
 
     def requestDone(self, request: Request) -> None:
         if self._output_paused:
@@ -567,7 +565,7 @@ class ConfigSite(Site):
         #: Every open connection, and those that may be shed, oldest first:
         #: idle ones (0) before those still sending a request (1).
         self.open: set[_Channel] = set()
-        self._sheddable: tuple[dict[_Channel, None], ...] = ({}, {})
+        self.tiers: tuple[dict[_Channel, None], ...] = ({}, {})
         self._ports: list[Any] = []
         self._paused = False
         self._full_logged_at: float | None = None
@@ -593,14 +591,6 @@ class ConfigSite(Site):
         if IPushProducer.providedBy(port):
             self._ports.append(port)
 
-    def sheddable(self, channel: _Channel, tier: int | None) -> None:
-        """Mark C{channel} as the newest to shed in C{tier}, or as not to shed."""
-        idle, arriving = self._sheddable
-        idle.pop(channel, None)
-        arriving.pop(channel, None)
-        if tier is not None:
-            self._sheddable[tier][channel] = None
-
     def connection_made(self, channel: _Channel) -> None:
         self.open.add(channel)
         if len(self.open) > self.max_connections:
@@ -624,7 +614,7 @@ class ConfigSite(Site):
             self._paused = True
             for port in self._ports:
                 port.pauseProducing()
-        idle, arriving = self._sheddable
+        idle, arriving = self.tiers
         victims = idle or arriving
         now = self.reactor.seconds()
         if self._full_logged_at is None or now - self._full_logged_at >= 60:
