@@ -410,7 +410,7 @@ class _Channel(_TwistedGaps):
             transport
         ):
             transport.loseWriteConnection()
-            self._networkProducer.resumeProducing()
+            IPushProducer(transport).resumeProducing()
         else:
             transport.loseConnection()
 
