@@ -18,7 +18,7 @@ from bench.configs import CONFIG_KEY, TimedAtomicWriter, WriterProcess
 from bench.context import Context, Row, serves
 from bench.proc import cpu_times, holdings, private_bytes, process_tree
 from bench.reload import time_updates
-from bench.server import ServerProcess, pinned
+from bench.server import ServerProcess, answers, pinned
 from bench.stats import Summary, ms
 from twisted_demo.testing import configmapdemo_argv, free_port, twistd_executable
 
@@ -88,7 +88,7 @@ def run(ctx: Context) -> None:
             pinned(argv(port), ctx.server_cpus),
             port,
             ctx.workdir / f"{name}.log",
-            ready=("/", body),
+            ready=answers("/", body),
         )
 
     def web(name: str) -> ServerProcess:

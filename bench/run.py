@@ -20,6 +20,7 @@ from string import ascii_lowercase
 
 from bench import (
     bigconfig,
+    connections,
     footprint,
     forced,
     parsecost,
@@ -44,6 +45,7 @@ BENCHMARKS: list[tuple[str, Callable[[Context], None]]] = [
     ("B4f", forced.run),
     ("B5", bigconfig.run),
     ("B6", soak.run),
+    ("B6C", connections.run),
     ("B11", webhook.run),
 ]
 

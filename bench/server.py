@@ -7,7 +7,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -65,12 +65,13 @@ class ServerProcess:
         argv: Sequence[str],
         port: int,
         log_path: Path,
-        ready: tuple[str, bytes | None] = ("/readyz", None),
+        ready: Callable[[int], bool] | None = None,
     ) -> None:
         self.argv = list(argv)
+        #: Whether the server on a port answers yet (default: C{/readyz}).
+        self._ready = answers() if ready is None else ready
         self.port = port
         self.log_path = log_path
-        self.ready = ready
         self._process: subprocess.Popen[bytes] | None = None
         self.startup_seconds: float | None = None
 
@@ -105,7 +106,7 @@ class ServerProcess:
                     f"server exited with {self._process.returncode}; "
                     f"see {self.log_path}:\n{self.log_tail()}"
                 )
-            if _ready(self.port, *self.ready):
+            if self._ready(self.port):
                 self.startup_seconds = time.perf_counter() - started
                 return self.startup_seconds
             if time.monotonic() >= deadline:
@@ -142,6 +143,14 @@ class ServerProcess:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+def answers(path: str = "/readyz", body: bytes | None = None) -> Callable[[int], bool]:
+    """
+    Whether the server on a port answers C{path} with 200 (and C{body}, if
+    given): what L{ServerProcess} waits for as it starts.
+    """
+    return lambda port: _ready(port, path, body)
 
 
 def _ready(port: int, path: str, body: bytes | None) -> bool:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import re
 import signal
-import socket
 import subprocess
 import time
 from datetime import datetime, timezone
@@ -194,41 +193,6 @@ def _serves(server: TwistdServer, message: str) -> bool:
         return server.get("/").text == message
     except OSError:
         return False
-
-
-def test_refused_connections_at_the_descriptor_limit_are_summed_up(
-    configmap: AtomicWriter,
-) -> None:
-    # Few descriptors, so that connections soon find none left; Twisted
-    # then accepts and closes each, with a line naming its address.
-    server = TwistdServer(
-        configmap.target_dir / CONFIG_NAME,
-        wrapper=["bash", "-c", 'ulimit -n 64 && exec "$@"', "bash"],
-    )
-    line = "EMFILE recovery: Closed socket from"
-    held: list[socket.socket] = []
-
-    def summed_up() -> bool:
-        if f"{line} … (repeated " in server.output:
-            return True
-        for _ in range(20):
-            held.append(socket.create_connection(("127.0.0.1", server.port)))
-        while len(held) > 150:
-            held.pop(0).close()
-        return False
-
-    try:
-        server.wait_ready()
-        wait_for(summed_up, "a line summing up refused connections")
-        counts = re.findall(rf"{line} … \(repeated (\d+) times in ", server.output)
-        assert all(int(count) >= 2 for count in counts)
-        while held:
-            held.pop().close()
-        wait_for(lambda: _serves(server, "Hello World"), "the server to serve again")
-    finally:
-        for connection in held:
-            connection.close()
-        server.close()
 
 
 def _access_lines(server: TwistdServer, count: int) -> list[str]:

@@ -497,7 +497,10 @@ def test_container_port_is_the_service_target_port_and_the_app_default() -> None
     service = manifest("service.yaml")
     assert service["spec"]["type"] == "ClusterIP"
     [port] = service["spec"]["ports"]
-    app_default = endpoint_port(Options()["listen"])
+    options = Options()
+    options.parseOptions(["--config", "c.yaml"])
+    [listen] = options["listen"]
+    app_default = endpoint_port(listen)
     assert container_port(port["targetPort"]) == port["port"] == app_default
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import http.client
 import json
+import signal
 import socket
 import subprocess
 from collections.abc import Iterator
@@ -20,7 +21,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.support import TwistdServer, wait_for
-from twisted_demo.server import FD_RESERVE, MAX_BODY_BYTES
+from twisted_demo.budget import FD_RESERVE
+from twisted_demo.server import MAX_BODY_BYTES
 from twisted_demo.testing import free_port
 
 GET_ROUTES = ["/", "/healthz", "/readyz", "/config", "/metrics"]
@@ -391,18 +393,23 @@ def test_slow_clients_holding_every_descriptor_do_not_lock_out_a_request(
         slow[-1].setblocking(False)
         with pytest.raises(BlockingIOError):
             slow[-1].recv(100)
-        limit = 160 - FD_RESERVE
-        # The server's output arrives through a pipe, after the answer.
-        wait_for(
-            lambda: f"Connection limit of {limit} reached" in running.output,
-            "the connection limit's log line",
-        )
-        assert running.output.count(f"Connection limit of {limit} reached") == 1
-        assert "Traceback" not in running.output
+        _limit_logged_once(running, 160 - FD_RESERVE)
     finally:
         for s in slow:
             s.close()
         running.close()
+
+
+def _limit_logged_once(running: TwistdServer, limit: int) -> None:
+    """
+    The server said once that it reached its connection limit of C{limit},
+    and logged no traceback.
+    """
+    line = f"Connection limit of {limit} reached"
+    # The server's output arrives through a pipe, after the answers.
+    wait_for(lambda: line in running.output, "the connection limit's log line")
+    assert running.output.count(line) == 1
+    assert "Traceback" not in running.output
 
 
 def test_port_in_use_stops_twistd_with_one_line_and_no_traceback(
@@ -428,3 +435,188 @@ def test_port_in_use_stops_twistd_with_one_line_and_no_traceback(
             assert "Traceback" not in running.output
         finally:
             running.close()
+
+
+def test_http_1_1_request_without_host_gets_400(server: TwistdServer) -> None:
+    """
+    Issue 17, item 6 (RFC 9112, section 3.2); HTTP/1.0 needs no Host.
+    """
+    response = _raw(server, b"GET / HTTP/1.1\r\n\r\n")
+    assert response.startswith(b"HTTP/1.1 400 ")
+    assert b"X-Content-Type-Options: nosniff\r\n" in response
+    assert response.endswith(b"\r\n\r\nno Host header\n")
+    assert _raw(server, b"GET / HTTP/1.0\r\n\r\n").startswith(b"HTTP/1.0 200 ")
+
+
+def test_request_twisted_refuses_itself_gets_400_with_nosniff(
+    server: TwistdServer,
+) -> None:
+    """
+    Issue 17, item 6: more than 500 headers, which Twisted's own channel
+    refuses, answer like every other refusal.
+    """
+    headers = b"".join(b"X-H%d: v\r\n" % i for i in range(501))
+    response = _raw(server, b"GET / HTTP/1.1\r\nHost: x\r\n" + headers + b"\r\n")
+    assert response.startswith(b"HTTP/1.1 400 ")
+    assert b"X-Content-Type-Options: nosniff\r\n" in response
+
+
+def _one_request(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            received = b""
+            while chunk := s.recv(65536):
+                received += chunk
+    except OSError:
+        return False
+    return received.startswith(b"HTTP/1.1 200 ") and received.endswith(b"Hello World")
+
+
+def test_bursts_at_the_descriptor_limit_leave_a_client_served(tmp_path: Path) -> None:
+    """
+    Issue 17, item 3: at C{nofile 1024}, bursts of 300 connections that
+    send nothing used to take descriptors faster than the server shed
+    them, and a third of a client's requests were reset.  Now the port
+    stops accepting at the limit, at least 95% of the client's requests
+    succeed, and the log says so once.
+    """
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 4096)), hard))
+    path = tmp_path / "config.yaml"
+    path.write_bytes(CONFIG)
+    running = TwistdServer(path, wrapper=["prlimit", "--nofile=1024:1024", "--"])
+    held: list[socket.socket] = []
+    try:
+        running.wait_ready()
+        served = 0
+        for _ in range(8):
+            for _ in range(300):
+                held.append(socket.create_connection(("127.0.0.1", running.port)))
+            while len(held) > 1500:
+                held.pop(0).close()
+            served += sum(_one_request(running.port) for _ in range(10))
+        assert served >= 76, f"{served} of 80 requests served"
+        _limit_logged_once(running, 1024 - FD_RESERVE)
+        assert "EMFILE" not in running.output
+    finally:
+        for s in held:
+            s.close()
+        running.close()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_too_few_descriptors_to_run_is_one_line_and_exit_1(tmp_path: Path) -> None:
+    """
+    Issue 17, item 5: it used to print a traceback and neither serve nor
+    exit.
+    """
+    path = tmp_path / "config.yaml"
+    path.write_bytes(CONFIG)
+    running = TwistdServer(path, wrapper=["prlimit", "--nofile=9:9", "--"])
+    try:
+        assert running.process.wait(30) == 1
+        lines = running.output.strip().splitlines()
+        assert lines[-1] == (
+            "configmapdemo: error: only 9 file descriptors may be open "
+            f"(RLIMIT_NOFILE, ulimit -n): at least {FD_RESERVE + 1} are needed"
+        ), running.output
+        assert "Traceback" not in running.output
+    finally:
+        running.close()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGUSR1, signal.SIGUSR2])
+def test_sigusr1_and_sigusr2_are_logged_and_ignored(
+    tmp_path: Path, signum: signal.Signals
+) -> None:
+    """
+    Issue 17, item 5: either used to end the process without a line.
+    """
+    path = tmp_path / "config.yaml"
+    path.write_bytes(CONFIG)
+    running = TwistdServer(path)
+    try:
+        running.wait_ready()
+        running.process.send_signal(signum)
+        line = f"Received {signum.name}: ignored, it has no use"
+        wait_for(lambda: line in running.output, "the signal's log line")
+        assert running.get("/").text == "Hello World"
+        assert running.stop() == -signal.SIGTERM
+    finally:
+        running.close()
+
+
+def test_several_listen_endpoints_all_serve(tmp_path: Path) -> None:
+    """
+    Issue 17, item 6: a repeated C{--listen} used to keep only the last.
+    """
+    path = tmp_path / "config.yaml"
+    path.write_bytes(CONFIG)
+    other = free_port()
+    running = TwistdServer(
+        path, ["--listen", f"tcp:{other}:interface=127.0.0.1", "--max-connections", "5"]
+    )
+    try:
+        running.wait_ready()
+        assert running.get("/").text == "Hello World"
+        assert _one_request(other)
+        assert "Serving at most 5 connections at once" in running.output
+    finally:
+        running.close()
+
+
+def test_connection_cap_holds_on_a_real_server(tmp_path: Path) -> None:
+    """
+    Issue 17, item 2, at a small scale: with C{--max-connections 20}, 100
+    clients that each get an answer and stay open leave the server holding
+    at most 21 of them (the newest, which made it shed the oldest idle
+    one), and a new client is still served.
+    """
+    path = tmp_path / "config.yaml"
+    path.write_bytes(CONFIG)
+    running = TwistdServer(path, ["--max-connections", "20"])
+    held: list[socket.socket] = []
+
+    def sockets() -> int:
+        fds = Path(f"/proc/{running.process.pid}/fd")
+        return sum(1 for fd in fds.iterdir() if "socket:" in _target(fd))
+
+    try:
+        running.wait_ready()
+        before = sockets()
+        for _ in range(100):
+            s = socket.create_connection(("127.0.0.1", running.port), timeout=10)
+            s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            received = b""
+            while not received.endswith(b"ok\n"):
+                received += s.recv(4096)
+            held.append(s)
+        wait_for(lambda: sockets() - before <= 21, "the shed connections to close")
+        assert _one_request(running.port)
+    finally:
+        for s in held:
+            s.close()
+        running.close()
+
+
+def _target(fd: Path) -> str:
+    try:
+        return str(fd.readlink())
+    except OSError:
+        return ""
+
+
+def test_default_connection_limit_is_what_the_memory_allows(
+    server: TwistdServer,
+) -> None:
+    """
+    Issue 17, item 2: the default was the file descriptor limit minus 64,
+    about a million in a container, whatever the memory.
+    """
+    from twisted_demo import budget
+
+    expected = budget.connection_limit(budget.default_plan(tls=False).connections)
+    assert f"Serving at most {expected} connections at once" in server.output

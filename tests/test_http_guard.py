@@ -1,11 +1,12 @@
 """
-The connection guard in front of Twisted's HTTP channel: backpressure on a
-client that pipelines and never reads, request framing that agrees with
-Twisted's, timeouts, the connection cap, and the listen backlog.
+The limits on Twisted's HTTP channel: backpressure on a client that
+pipelines and never reads, refusals with 400, 408 and 413, timeouts, the
+connection cap, and the listen backlog.
 
-Two tests here watch Twisted itself: they fail, loudly, the day Twisted
-limits request bodies or parses a huge C{Content-Length} without raising,
-and the guard's own framing (L{twisted_demo.server._Framing}) can go.
+Some tests here watch Twisted itself: they fail, loudly, the day Twisted
+limits request bodies, parses a huge C{Content-Length} without raising, or
+changes how it refuses a request itself, and the server's workaround for
+each can go or must follow.
 """
 
 from __future__ import annotations
@@ -20,22 +21,24 @@ import pytest_twisted
 from twisted.internet import reactor as _reactor
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionDone
+from twisted.internet.interfaces import IPushProducer
 from twisted.internet.task import Clock, deferLater
 from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
 from twisted.web.server import Site
+from zope.interface import implementer
 
 from tests.support import DEADLINE, until
+from twisted_demo.budget import FD_RESERVE, connection_limit
 from twisted_demo.options import Options
 from twisted_demo.server import (
     DEFAULT_HEADER_TIMEOUT,
     DEFAULT_IDLE_TIMEOUT,
-    FD_RESERVE,
     MAX_BODY_BYTES,
-    MAX_HELD_BYTES,
-    ConnectionGuard,
-    connection_limit,
+    ConfigSite,
     endpoint_for,
     make_site,
     with_backlog,
@@ -64,12 +67,14 @@ class Recording(Resource):
 
 class Connected:
     """
-    One connection to a guarded site, over an in-memory transport.
+    One connection to a site, over an in-memory transport.
     """
 
-    def __init__(self, guard: ConnectionGuard) -> None:
-        self.transport = StringTransport()
-        self.protocol = guard.buildProtocol(IPv4Address("TCP", "127.0.0.1", 4321))
+    def __init__(
+        self, site: ConfigSite, transport: StringTransport | None = None
+    ) -> None:
+        self.transport = StringTransport() if transport is None else transport
+        self.protocol = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 4321))
         assert self.protocol is not None
         self.protocol.makeConnection(self.transport)
 
@@ -88,10 +93,9 @@ class Connected:
 
 def _guard(
     resource: Resource, clock: Clock | None = None, **options: Any
-) -> ConnectionGuard:
+) -> ConfigSite:
     clock = Clock() if clock is None else clock
-    site = make_site(resource, clock=clock)
-    return ConnectionGuard(site, clock, **options)
+    return make_site(resource, clock=clock, **options)
 
 
 def _chunked(*chunks: bytes, trailer: bytes = b"") -> bytes:
@@ -187,13 +191,17 @@ def test_twisted_still_raises_on_a_content_length_past_the_digit_limit() -> None
     ("request_bytes", "status"),
     [
         (b"Content-Length: " + b"9" * 5000 + b"\r\n\r\n", 400),
-        (b"Content-Length: 1" + b"0" * 30 + b"\r\n\r\n", 400),
+        (b"Content-Length: 1" + b"0" * 30 + b"\r\n\r\n", 413),
         (b"Content-Length: 12abc\r\n\r\n", 400),
         (b"Content-Length: 1\r\nContent-Length: 1\r\n\r\nx", 400),
         (b"Content-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
         (b"Transfer-Encoding: gzip\r\n\r\n", 400),
         (b"Transfer-Encoding: chunked\r\n\r\nzz\r\n", 400),
-        (b"Transfer-Encoding: chunked\r\n\r\n" + b"f" * 100 + b"\r\n", 413),
+        (
+            b"Transfer-Encoding: chunked\r\n\r\n%x\r\n" % (MAX_BODY_BYTES + 1)
+            + b"x" * (MAX_BODY_BYTES + 1),
+            413,
+        ),
         (b"Transfer-Encoding: chunked\r\n\r\n" + b"f" * 5000, 400),
         (b"Transfer-Encoding: chunked\r\n\r\n1\r\nab\r\n", 400),
         (b"Content-Length: %d\r\n\r\n" % (MAX_BODY_BYTES + 1), 413),
@@ -243,25 +251,39 @@ def test_requests_wait_and_reading_stops_while_the_client_reads_nothing() -> Non
     assert send_buffer is not None
     send_buffer.pauseProducing()
     request = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
-    connection.send(request * 2)
-    assert resource.seen == []
-    assert connection.transport.producerState == "producing"
+    connection.send(request * 3)
+    # One response is written; the requests after it wait, and the server
+    # reads nothing more from the client.
+    assert len(resource.seen) == 1
+    assert connection.transport.producerState == "paused"
     # Not a slow request: the client is the one not reading.
     clock.advance(5)
-    assert connection.sent == b""
-    connection.send(request * (MAX_HELD_BYTES // len(request)))
-    assert connection.transport.producerState == "paused"
+    assert connection.sent.count(b"HTTP/1.1 ") == 1
 
     send_buffer.resumeProducing()
-    assert len(resource.seen) == 2 + MAX_HELD_BYTES // len(request)
+    assert len(resource.seen) == 3
     assert connection.transport.producerState == "producing"
     assert not connection.closed
+
+
+def test_client_that_reads_nothing_is_closed_after_the_idle_timeout() -> None:
+    clock = Clock()
+    site = make_site(Recording(), idle_timeout=30, clock=clock)
+    connection = Connected(site)
+    send_buffer = connection.transport.producer
+    assert send_buffer is not None
+    send_buffer.pauseProducing()
+    connection.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n" * 2)
+    clock.advance(29)
+    assert not connection.closed
+    clock.advance(1)
+    assert connection.closed
 
 
 def test_connection_with_no_request_under_way_closes_after_the_idle_timeout() -> None:
     clock = Clock()
     site = make_site(Recording(), idle_timeout=30, clock=clock)
-    connection = Connected(ConnectionGuard(site, clock))
+    connection = Connected(site)
     connection.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
     assert connection.sent.startswith(b"HTTP/1.1 200 ")
     clock.advance(29)
@@ -441,3 +463,121 @@ def test_connection_and_timeout_options_are_parsed_and_checked(
         error, _ = capsys.readouterr().err.splitlines()
         assert error.startswith(f"configmapdemo: error: {option} ")
         assert repr(value) in error
+
+
+def test_twisted_still_refuses_many_headers_itself_without_nosniff() -> None:
+    """
+    When this fails, Twisted's channel refuses a request it cannot read in
+    another way: follow it in L{twisted_demo.server._Channel}'s overrides
+    (https://github.com/twisted/twisted/issues/8250).
+    """
+    from twisted.web.http import HTTPChannel
+
+    transport = StringTransport()
+    channel = Site(Recording(), reactor=Clock()).buildProtocol(None)
+    assert channel is not None
+    channel.makeConnection(transport)
+    headers = b"".join(b"X-H%d: v\r\n" % i for i in range(501))
+    channel.dataReceived(b"GET / HTTP/1.1\r\nHost: x\r\n" + headers + b"\r\n")
+    assert transport.value() == b"HTTP/1.1 400 Bad Request\r\n\r\n"
+    assert callable(HTTPChannel._respondToBadRequestAndDisconnect)
+
+
+def test_twisted_tcp_port_still_accepts_in_batches_of_number_accepts() -> None:
+    """
+    When this fails, Twisted's TCP port no longer sizes its batches of
+    accepts by C{numberAccepts}: the site's bound on them must follow.
+    """
+    port = reactor.listenTCP(0, Site(Recording()), interface="127.0.0.1")
+    try:
+        assert port.numberAccepts == 100
+    finally:
+        port.stopListening()
+
+
+def test_refusals_of_twisted_and_of_the_limits_carry_nosniff() -> None:
+    headers = b"".join(b"X-H%d: v\r\n" % i for i in range(501))
+    for request in [
+        b"GET / HTTP/1.1\r\nHost: x\r\n" + headers + b"\r\n",
+        b"GET / HTTP/1.1\r\n\r\n",
+        b"G" * (20 * 1024),
+        b"NOT A REQUEST LINE\r\n\r\n",
+    ]:
+        connection = Connected(_guard(Recording()))
+        connection.send(request)
+        assert connection.sent.startswith(b"HTTP/1.1 400 "), request[:40]
+        assert b"X-Content-Type-Options: nosniff\r\n" in connection.sent
+        assert connection.closed
+
+
+def test_full_site_pauses_its_port_until_a_connection_closes() -> None:
+    clock = Clock()
+    site = _guard(Recording(), clock, max_connections=2)
+
+    @implementer(IPushProducer)
+    class Port:
+        state = "producing"
+        numberAccepts = 100
+
+        def pauseProducing(self) -> None:
+            self.state = "paused"
+
+        def resumeProducing(self) -> None:
+            self.state = "producing"
+
+        def stopProducing(self) -> None:
+            pass
+
+    port = Port()
+    site.accept_from(port)  # type: ignore[arg-type]
+    connections = [Connected(site) for _ in range(3)]
+    assert port.state == "paused"
+    assert connections[0].closed
+    connections[0].protocol.connectionLost(Failure(ConnectionDone()))
+    assert port.state == "producing"
+    assert port.numberAccepts == 2 + FD_RESERVE // 2 - 2
+
+
+class SlowReader(StringTransport):
+    """
+    A socket whose client reads only when told: it pauses the server once
+    64 KiB wait, as a real socket's send buffer does.
+    """
+
+    waiting = False
+
+    def write(self, data: bytes) -> None:
+        super().write(data)
+        if len(self.value()) > 64 * 1024 and not self.waiting:
+            self.waiting = True
+            assert self.producer is not None
+            self.producer.pauseProducing()
+
+    def read(self) -> bytes:
+        sent: bytes = self.value()
+        self.clear()
+        if self.waiting:
+            self.waiting = False
+            assert self.producer is not None
+            self.producer.resumeProducing()
+        return sent
+
+
+def test_large_response_is_written_as_the_client_reads_it() -> None:
+    """
+    A client that does not read holds the server to a slice or two of a
+    large response, not a copy of the whole (issue 17: 80 such clients of
+    a 1 MB message took the process past its memory limit).
+    """
+    size = 1024 * 1024
+    resource = Recording(size)
+    transport = SlowReader()
+    connection = Connected(_guard(resource), transport)
+    connection.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n" * 2)
+    received = b""
+    while len(resource.seen) < 2 or transport.value():
+        waiting = len(transport.value())
+        assert waiting <= 3 * 64 * 1024
+        received += transport.read()
+    assert received.count(b"HTTP/1.1 200 OK") == 2
+    assert len(received) > 2 * size

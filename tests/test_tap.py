@@ -27,7 +27,7 @@ def _parse(*args: str) -> Options:
 def test_defaults() -> None:
     options = _parse("--config", "c.yaml")
     assert options["config"] == "c.yaml"
-    assert options["listen"] == DEFAULT_LISTEN == "tcp:8080"
+    assert options["listen"] == [DEFAULT_LISTEN] == ["tcp:8080"]
     assert options["tick"] == 0.1
     assert options["max-bytes"] == DEFAULT_MAX_BYTES == 1024 * 1024
     assert not options["access-log"]
@@ -39,7 +39,7 @@ def test_all_options_are_parsed() -> None:
         "--access-log",
     )  # fmt: skip
     assert (options["listen"], options["tick"], options["max-bytes"]) == (
-        "unix:/tmp/s",
+        ["unix:/tmp/s"],
         0.5,
         10,
     )
@@ -171,3 +171,23 @@ def test_invalid_config_exits_with_one_line(
     assert capsys.readouterr().err == (
         f"configmapdemo: error: {config}: top level must be a mapping, got a list\n"
     )
+
+
+def test_ssl_listen_with_tls_cert_is_a_usage_error(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """
+    Issue 17, item 6: TLS twice failed every handshake.
+    """
+    cert, key = tmp_path / "tls.crt", tmp_path / "tls.key"
+    with pytest.raises(SystemExit) as exited:
+        _parse(
+            "--config", "c.yaml", "--listen", "ssl:8443:privateKey=k.pem",
+            "--tls-cert", str(cert), "--tls-key", str(key),
+        )  # fmt: skip
+    assert exited.value.code == 1
+    error = capsys.readouterr().err.splitlines()[0]
+    assert error.startswith(
+        "configmapdemo: error: --listen 'ssl:8443:privateKey=k.pem'"
+    )
+    assert "--tls-cert" in error

@@ -161,19 +161,11 @@ class Options(_RefusedInOneLine):
             "volume, the file inside the mounted directory.",
         ],
         [
-            "listen",
-            "l",
-            DEFAULT_LISTEN,
-            "Twisted server endpoint to listen on, e.g. tcp:8080, "
-            "tcp6:8080:interface=\\:\\:, unix:/run/demo.sock or "
-            "ssl:8443:privateKey=key.pem:certKey=cert.pem.",
-        ],
-        [
             "tls-cert",
             None,
             None,
             "PEM certificate, then the chain that completes it, to serve "
-            "--listen over TLS; needs --tls-key in the same directory (e.g. "
+            "every --listen over TLS; needs --tls-key in the same directory (e.g. "
             "/etc/tls/tls.crt in a kubernetes.io/tls Secret volume). Replaced "
             "live when the files change.",
         ],
@@ -198,11 +190,12 @@ class Options(_RefusedInOneLine):
             "max-connections",
             None,
             None,
-            "Most HTTP connections open at once (default and ceiling: the "
-            "file descriptor limit, RLIMIT_NOFILE, minus 64). When full, the "
-            "connection idle for longest, or else the slowest to send its "
+            "Most HTTP connections open at once (default: what the memory "
+            "limit allows, see README; ceiling: the file descriptor limit, "
+            "RLIMIT_NOFILE, minus 64). When full, the server accepts no new "
+            "connection and closes the one idle for longest, or else the "
             # Twisted adds ". " and the coerceDoc.
-            "request, is closed to make room",
+            "slowest to send its request, to make room",
             _named("max-connections", _positive_integer("connections")),
         ],
         [
@@ -230,6 +223,25 @@ class Options(_RefusedInOneLine):
             _named("header-timeout", _positive_number),
         ],
     ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self["listen"] = []
+
+    def opt_listen(self, endpoint: str) -> None:
+        self["listen"].append(endpoint)
+
+    # Twisted shows the docstring of an opt_ method as its help, keeping the
+    # indentation of its lines.
+    opt_listen.__doc__ = (
+        "Twisted server endpoint to listen on, e.g. tcp:8080, "
+        "tcp6:8080:interface=\\:\\:, unix:/run/demo.sock or "
+        "ssl:8443:privateKey=key.pem:certKey=cert.pem; give it again to "
+        "listen on several (default: tcp:8080)."
+    )
+
+    opt_l = opt_listen
+
     compData = usage.Completions(optActions={"config": usage.CompleteFiles()})
 
     def postOptions(self) -> None:
@@ -243,6 +255,15 @@ class Options(_RefusedInOneLine):
             self["tls"] = tls_files(self["tls-cert"], self["tls-key"])
         if self["config"] is None:
             raise usage.UsageError("--config PATH is required: the YAML file to serve")
+        if not self["listen"]:
+            self["listen"] = [DEFAULT_LISTEN]
+        if self["tls"] is not None:
+            for listen in self["listen"]:
+                if server.endpoint_kind(listen) == "ssl":
+                    raise usage.UsageError(
+                        f"--listen {listen!r} is TLS already: with --tls-cert, "
+                        "give a tcp: endpoint, which --tls-cert serves over TLS"
+                    )
         self._refuse_json_logs_elsewhere()
 
 

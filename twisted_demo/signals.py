@@ -1,7 +1,8 @@
 """
-The process's signals: C{SIGHUP} reloads the config, and a second
-C{SIGTERM} or C{SIGINT} while the service stops is logged rather than
-handed to the reactor, which raises when told to stop twice.
+The process's signals: C{SIGHUP} reloads the config, C{SIGUSR1} and
+C{SIGUSR2} are logged and ignored rather than ending the process, and a
+second C{SIGTERM} or C{SIGINT} while the service stops is logged rather
+than handed to the reactor, which raises when told to stop twice.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from twisted.python.failure import Failure
 
 from twisted_demo.logs import LogOutput
 
-__all__ = ["ReloadOnSignal", "StopInOrder"]
+__all__ = ["IgnoreSignals", "ReloadOnSignal", "StopInOrder"]
 
 _log = Logger(namespace="configmapdemo")
 
@@ -56,6 +57,37 @@ class ReloadOnSignal(Service):
     def stopService(self) -> None:
         super().stopService()
         signal.signal(self._signum, self._previous)
+
+
+class IgnoreSignals(Service):
+    """
+    Logs each of C{signums} the process receives, and otherwise ignores it:
+    their default action would end the process without a line.
+    """
+
+    def __init__(
+        self,
+        signums: list[int],
+        call_from_thread: Callable[[Callable[[], object]], object],
+    ) -> None:
+        self._signums = signums
+        self._call_from_thread = call_from_thread
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        name = signal.Signals(signum).name
+        self._call_from_thread(
+            lambda: _log.info("Received {signal}: ignored, it has no use", signal=name)
+        )
+
+    def startService(self) -> None:
+        super().startService()
+        self._previous = {s: signal.signal(s, self._handle) for s in self._signums}
+
+    def stopService(self) -> None:
+        super().stopService()
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
 
 
 class StopInOrder(MultiService):

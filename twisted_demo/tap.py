@@ -9,8 +9,10 @@ import signal
 from typing import TYPE_CHECKING, Any
 
 from twisted.application.service import MultiService
+from twisted.logger import Logger
 from twisted.web.resource import IResource
 
+from twisted_demo import budget
 from twisted_demo.config import parse_message
 from twisted_demo.live import ConfigError, LiveConfigMetrics, LiveConfigService
 from twisted_demo.logs import LogOutput
@@ -18,7 +20,7 @@ from twisted_demo.metrics import LaterRegistry
 from twisted_demo.options import DEFAULT_TICK, Options, exit_with
 from twisted_demo.reloads import ForcedReloads
 from twisted_demo.server import WebService, endpoint_for, make_site
-from twisted_demo.signals import ReloadOnSignal, StopInOrder
+from twisted_demo.signals import IgnoreSignals, ReloadOnSignal, StopInOrder
 from twisted_demo.web import Front
 
 if TYPE_CHECKING:
@@ -27,6 +29,8 @@ if TYPE_CHECKING:
     from twisted_demo.tls import RotatingServerTLS, TLSFiles, TLSPair
 
 __all__ = ["Options", "demo_resource", "live_pair", "makeService", "served_pair"]
+
+_log = Logger(namespace="configmapdemo")
 
 
 def demo_resource(
@@ -65,11 +69,14 @@ def demo_resource(
     return Front(live, routes)
 
 
-def live_pair(files: TLSFiles, reactor: Any, tick: float) -> LiveConfigService[TLSPair]:
+def live_pair(
+    files: TLSFiles, reactor: Any, tick: float, memory: int | None = None
+) -> LiveConfigService[TLSPair]:
     """
     The certificate pair in C{files}, followed live: both files are read
-    from one generation of their directory.  Its reloads are logged as
-    certificate events.
+    from one generation of their directory, in a parser process bounded to
+    C{memory} bytes (L{None}: the library's default).  Its reloads are
+    logged as certificate events.
     """
     from twisted_demo.tls import TLSLog
 
@@ -79,6 +86,7 @@ def live_pair(files: TLSFiles, reactor: Any, tick: float) -> LiveConfigService[T
         files=files.names,
         reactor=reactor,
         tick=tick,
+        parser_memory=memory,
         log_outcomes=False,
     )
     pair.observe(TLSLog())
@@ -105,15 +113,24 @@ def makeService(options: Options) -> MultiService:
     from twisted.internet import reactor as _reactor
 
     reactor: Any = _reactor
+    too_few = budget.too_few_descriptors()
+    if too_few is not None:
+        exit_with(too_few)
+    tls = options["tls"]
+    shares = budget.default_plan(tls=tls is not None)
     live = LiveConfigService(
         options["config"],
         parse_message,
         reactor=reactor,
         tick=options["tick"],
         max_bytes=options["max-bytes"],
+        parser_memory=shares.parser_memory,
     )
-    tls = options["tls"]
-    pair = None if tls is None else live_pair(tls, reactor, options["tick"])
+    pair = (
+        None
+        if tls is None
+        else live_pair(tls, reactor, options["tick"], shares.pair_parser_memory)
+    )
     forced = ForcedReloads(live, pair, reactor, options["tick"])
     resource = demo_resource(
         live, pair, forced=forced, reload_from=options["reload-from"]
@@ -124,10 +141,12 @@ def makeService(options: Options) -> MultiService:
             pair.load_blocking()
     except ConfigError as e:
         exit_with(str(e))
-    try:
-        endpoint = endpoint_for(reactor, options["listen"])
-    except ValueError as e:
-        exit_with(f"--listen {options['listen']!r} is not a server endpoint: {e}")
+    endpoints = []
+    for listen in options["listen"]:
+        try:
+            endpoints.append((listen, endpoint_for(reactor, listen)))
+        except ValueError as e:
+            exit_with(f"--listen {listen!r} is not a server endpoint: {e}")
 
     # Stopped last added first: the web server finishes the responses under
     # way, which may still reload, before the live configs stop.  These stop
@@ -143,21 +162,22 @@ def makeService(options: Options) -> MultiService:
         options["access-log"],
         idle_timeout=options["idle-timeout"],
         clock=reactor,
+        header_timeout=options["header-timeout"],
+        max_connections=options["max-connections"] or shares.connections,
     )
+    _log.info("Serving at most {limit} connections at once", limit=site.max_connections)
     if pair is not None:
         pair.setServiceParent(configs)
-        from twisted_demo.tls import TLSServerEndpoint
+    for listen, endpoint in endpoints:
+        if pair is not None:
+            from twisted_demo.tls import TLSServerEndpoint
 
-        endpoint = TLSServerEndpoint(endpoint, served_pair(pair))
-    WebService(
-        options["listen"],
-        endpoint,
-        site,
-        reactor,
-        max_connections=options["max-connections"],
-        header_timeout=options["header-timeout"],
-    ).setServiceParent(service)
+            endpoint = TLSServerEndpoint(endpoint, served_pair(pair))
+        WebService(listen, endpoint, site, reactor).setServiceParent(service)
     ReloadOnSignal(
         signal.SIGHUP, lambda: forced.request("SIGHUP"), reactor.callFromThread
+    ).setServiceParent(service)
+    IgnoreSignals(
+        [signal.SIGUSR1, signal.SIGUSR2], reactor.callFromThread
     ).setServiceParent(service)
     return service

@@ -7,6 +7,7 @@ request for one of them.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -46,7 +47,16 @@ def text_response(request: IRequest, body: str, code: int = 200) -> bytes:
     """
     Answer C{request} with C{body} as UTF-8 plain text.
     """
-    return respond(request, body.encode("utf-8"), _TEXT, code)
+    return respond(request, _utf8(body), _TEXT, code)
+
+
+@functools.lru_cache(maxsize=4)
+def _utf8(text: str) -> bytes:
+    """
+    C{text} encoded, once: every response carrying the message shares one
+    copy of it, which the server sends a slice at a time.
+    """
+    return text.encode("utf-8")
 
 
 #: The probes, answered in front of the routes: Kubernetes asks for them

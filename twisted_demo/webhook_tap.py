@@ -120,9 +120,8 @@ def makeService(options: WebhookOptions) -> MultiService:
     WebService(
         options["listen"],
         TLSServerEndpoint(endpoint, served_pair(pair)),
-        make_site(resource, clock=reactor),
+        make_site(resource, clock=reactor, max_body_bytes=webhook.request_limit),
         reactor,
-        max_body_bytes=webhook.request_limit,
     ).setServiceParent(service)
     ReloadOnSignal(signal.SIGHUP, pair.reload, reactor.callFromThread).setServiceParent(
         service

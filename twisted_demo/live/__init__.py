@@ -44,6 +44,7 @@ if TYPE_CHECKING:
         check_file_set,
         check_files,
     )
+    from twisted_demo.live._child import PARSER_MEMORY
     from twisted_demo.live._command import FileSetOptions, check_main, positive_integer
     from twisted_demo.live._log import LOG_BURST, LOG_INTERVAL, Allowance
     from twisted_demo.live._manifest import check_manifests
@@ -64,6 +65,7 @@ __all__ = [
     "DEFAULT_MAX_BYTES",
     "LOG_BURST",
     "LOG_INTERVAL",
+    "PARSER_MEMORY",
     "AdmissionWebhook",
     "Allowance",
     "CheckFailed",
@@ -103,6 +105,7 @@ _LAZY = {
     "DATA_DIR_NAME": "_reader",
     "LOG_BURST": "_log",
     "LOG_INTERVAL": "_log",
+    "PARSER_MEMORY": "_child",
     "Allowance": "_log",
     "DEFAULT_MAX_BYTES": "_reader",
     "CheckFailed": "_check",

@@ -73,7 +73,7 @@ NICENESS = 10
 #: 3 to 4 MiB below it: address space is a bound on RSS that the kernel
 #: enforces at each allocation, at no cost and with no overshoot, where a
 #: watch on RSS would have to poll and could not stop a parse in C.
-ADDRESS_SPACE = 72 * 2**20
+PARSER_MEMORY = 72 * 2**20
 
 #: CPU seconds one parse may use (RLIMIT_CPU is raised to the CPU used so
 #: far plus this before each parse).  A valid 1 MiB config takes about

@@ -100,7 +100,7 @@ class Limits:
     @ivar cpu_seconds: CPU seconds per parse (RLIMIT_CPU).
     """
 
-    address_space: int = _child.ADDRESS_SPACE
+    address_space: int = _child.PARSER_MEMORY
     cpu_seconds: int = _child.CPU_SECONDS
 
 

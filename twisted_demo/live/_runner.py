@@ -66,7 +66,7 @@ def default_runner(
     @param deadline: Seconds a parse may take, renewed while it uses CPU
         (see C{ParserProcess}).
     @param memory: The parser process's address space limit in bytes, or
-        L{None} for C{ADDRESS_SPACE}.
+        L{None} for C{PARSER_MEMORY}.
     """
     from twisted_demo.live._process import Limits, ParserProcess
 
