@@ -461,6 +461,33 @@ def test_request_twisted_refuses_itself_gets_400_with_nosniff(
     assert b"X-Content-Type-Options: nosniff\r\n" in response
 
 
+@pytest.mark.parametrize(
+    "request_line",
+    [
+        b"GET /\xff HTTP/1.1",
+        b"GARBAGE",
+        b"GET /",
+        b"GET / HTTP/9.9",
+        b"GET / FOO",
+        b"GET  / HTTP/1.1",
+    ],
+)
+def test_malformed_request_line_gets_400_and_logs_no_traceback(
+    server: TwistdServer, request_line: bytes
+) -> None:
+    """
+    A request line Twisted refuses, with its head and blank line in the
+    same read: Twisted's parser used to go on to the blank line, in a
+    request it never began, and the client got nothing but a traceback in
+    the log.
+    """
+    response = _raw(server, request_line + b"\r\nHost: x\r\n\r\n")
+    assert response.startswith(b"HTTP/1.1 400 ")
+    assert b"X-Content-Type-Options: nosniff\r\n" in response
+    assert _raw(server, b"GET / HTTP/1.0\r\n\r\n").startswith(b"HTTP/1.0 200 ")
+    assert "Traceback" not in server.output
+
+
 def _one_request(port: int) -> bool:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=10) as s:

@@ -406,6 +406,10 @@ class _Channel(_TwistedGaps):
         """
         transport: Any = self.transport
         self.dataReceived = _discard  # type: ignore[method-assign]
+        # And the rest of what was read with it: Twisted's parser would go
+        # on to the next line of the same read (a refused request line's
+        # head, then a blank line) in a request it never began.
+        self.clearLineBuffer()
         transport.write(_refusal(status, reason))
         transport.unregisterProducer()
         if ITCPTransport.providedBy(transport) and not ISSLTransport.providedBy(
