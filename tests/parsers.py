@@ -121,6 +121,22 @@ def hungry(data: bytes) -> int:
     return len(chunks)
 
 
+_parsed_here = 0
+
+
+def fits_only_when_fresh(data: bytes) -> int:
+    """
+    Fit in a fresh process's memory, and in one that has parsed before run
+    out of it, as a large parse can in a heap that earlier parses left
+    fragmented; return the process id.
+    """
+    global _parsed_here
+    _parsed_here += 1
+    if _parsed_here > 1:
+        raise MemoryError
+    return os.getpid()
+
+
 def huge(data: bytes) -> bytes:
     """
     A value too big to send back.

@@ -562,6 +562,22 @@ async def test_hostile_yaml_is_refused_by_the_memory_limit(
 
 
 @pytest_twisted.ensureDeferred
+async def test_memory_refusal_is_tried_again_in_a_fresh_child(
+    services: Services,
+) -> None:
+    parse = services.on_reactor()
+    first = await within(parse(parsers.fits_only_when_fresh, b"one"))
+    # Out of memory in a child that parsed before: a fresh child parses it,
+    # rather than the input being refused for what an earlier one left.
+    second = await within(parse(parsers.fits_only_when_fresh, b"two"))
+    assert second != first
+    # A fresh child's refusal stands: the input is refused, not retried.
+    error = await failure_of(parse(parsers.hungry, b""))
+    assert isinstance(error, ConfigError)
+    assert "MiB of memory" in str(error)
+
+
+@pytest_twisted.ensureDeferred
 async def test_parse_past_its_cpu_seconds_is_refused(services: Services) -> None:
     # At the server's priority, so that a busy machine delays it less.
     parse = services.on_reactor(niceness=0, limits=Limits(cpu_seconds=1))

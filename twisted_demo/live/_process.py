@@ -162,6 +162,9 @@ class _Child(ProcessProtocol):
         self.last_line = ""
         #: Whether it ended by a signal (the OOM killer, a crash in C).
         self.signalled = False
+        #: How many parses it was sent: after the first, its heap holds
+        #: what earlier parses left, fragmented.
+        self.parses = 0
 
     @property
     def process(self) -> IProcessTransport:
@@ -452,6 +455,7 @@ class ParserProcess(Service):
                 continue
             timer = self._clock.callLater(self._deadline, self._overdue)
             self._current = _Parse(request, child, timer)
+            child.parses += 1
             child.send(request.message)
 
     def _finish(self, child: _Child) -> _ParseRequest[object] | None:
@@ -493,7 +497,12 @@ class ParserProcess(Service):
         elif tag == _child.LIMIT:
             # A fresh child for the next parse, with none of this one's heap.
             self._retire(child, kill=False, why="it went past a limit")
-            request.result.errback(ConfigError(text))
+            if child.parses > 1:
+                # What earlier parses left in its heap may have made the
+                # difference: only a fresh child's refusal is the input's.
+                self._waiting.appendleft(request)
+            else:
+                request.result.errback(ConfigError(text))
         else:
             self._retire(child, kill=True, why=f"an unknown reply {tag!r}")
             request.result.errback(
