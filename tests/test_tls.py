@@ -691,3 +691,17 @@ async def test_refused_pair_leaves_the_old_one_served_and_says_why(
         _, _, sha256, _ = await deferToThread(get, connection)
     assert sha256 == leaf_b.sha256
     assert https.live.last_error is None
+
+
+def test_pair_in_a_plain_directory_is_logged_without_a_generation(
+    leaf_a: Leaf,
+) -> None:
+    pair = parse_tls_pair(leaf_a.files())
+    plain = Loaded(pair, "sha-a", None, 0.0, "/etc/tls")
+    secret = Loaded(pair, "sha-a", "..2026_12_07_00_00_00.1", 0.0, "/etc/tls")
+    with captured_log() as log:
+        TLSLog()(Updated(None, plain))
+        TLSLog()(Updated(None, secret))
+    [in_plain, in_secret] = log.messages()
+    assert in_plain.endswith("(/etc/tls)")
+    assert in_secret.endswith("(/etc/tls, generation ..2026_12_07_00_00_00.1)")

@@ -450,6 +450,11 @@ def test_a_rotated_certificate_serves_new_connections(
             "--max-bytes must be a whole number of bytes above 0, got '0'",
         ),
         (["--config", "c.yaml"], "option --config not recognized"),
+        (
+            ["--tls-cert", "c", "--tls-key", "k", "--listen", "ssl:8443"],
+            "--listen 'ssl:8443' is TLS already: with --tls-cert, give a tcp: "
+            "endpoint, which --tls-cert serves over TLS",
+        ),
     ],
 )
 def test_a_refused_command_line_is_one_line_and_a_pointer_to_help(

@@ -258,12 +258,7 @@ class Options(_RefusedInOneLine):
         if not self["listen"]:
             self["listen"] = [DEFAULT_LISTEN]
         if self["tls"] is not None:
-            for listen in self["listen"]:
-                if server.endpoint_kind(listen) == "ssl":
-                    raise usage.UsageError(
-                        f"--listen {listen!r} is TLS already: with --tls-cert, "
-                        "give a tcp: endpoint, which --tls-cert serves over TLS"
-                    )
+            _refuse_tls_twice(self["listen"])
         self._refuse_json_logs_elsewhere()
 
 
@@ -324,7 +319,21 @@ class WebhookOptions(_RefusedInOneLine):
                 "--tls-cert PATH and --tls-key PATH are required: the API "
                 "server calls webhooks over HTTPS only"
             )
+        _refuse_tls_twice([self["listen"]])
         self._refuse_json_logs_elsewhere()
+
+
+def _refuse_tls_twice(listens: list[str]) -> None:
+    """
+    Refuse an C{ssl:} endpoint beside C{--tls-cert}, which serves the
+    endpoints over TLS itself: TLS over TLS fails every handshake.
+    """
+    for listen in listens:
+        if server.endpoint_kind(listen) == "ssl":
+            raise usage.UsageError(
+                f"--listen {listen!r} is TLS already: with --tls-cert, "
+                "give a tcp: endpoint, which --tls-cert serves over TLS"
+            )
 
 
 def exit_with(

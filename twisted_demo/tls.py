@@ -315,7 +315,10 @@ class TLSLog:
                 pair = new.value
                 log.info(
                     "TLS certificate {event}: sha256 {sha256}, subject {subject}, "
-                    "not_after {not_after} ({path}, generation {generation})",
+                    "not_after {not_after} ({path}"
+                    # A directory that is not a Secret volume has none.
+                    + ("" if new.generation is None else ", generation {generation}")
+                    + ")",
                     event="loaded" if old is None else "updated",
                     sha256=pair.sha256,
                     subject=pair.subject,

@@ -354,7 +354,7 @@ class AdmissionWebhook(MultiService):
         if request.get("kind") != _CONFIGMAP:
             # The webhook's rules sent something other than a ConfigMap.
             _log.warn(
-                "Allowed a {operation} of a {kind} unchecked: only ConfigMaps "
+                "Allowed a {operation} of {kind} unchecked: only ConfigMaps "
                 "are checked",
                 operation=operation,
                 kind=str(_kind(request.get("kind"))),
@@ -407,9 +407,9 @@ class AdmissionWebhook(MultiService):
 
 def _kind(kind: object) -> str:
     if not isinstance(kind, Mapping):
-        return "object of no kind"
+        return "an object of no kind"
     group = kind.get("group")
-    return f"{kind.get('kind')} ({group or 'core'}/{kind.get('version')})"
+    return f"a {kind.get('kind')} ({group or 'core'}/{kind.get('version')})"
 
 
 class _ReviewResource(Resource):
