@@ -157,6 +157,32 @@ def test_a_request_whose_client_went_away_leaves_the_others_answered(
     assert len(config.reloads) == 2
 
 
+def test_a_request_made_as_an_answer_arrives_shares_one_later_reload(
+    tmp_path: Path,
+) -> None:
+    """
+    A client that pipelines its requests asks again as each answer is
+    written, inside the reload's own callbacks: that used to start a second
+    run a tick later beside the one the request started, with no one
+    waiting for it.
+    """
+    config = Config(tmp_path)
+    answered: list[Forced] = []
+
+    def ask_again(forced: Forced) -> None:
+        answered.append(forced)
+        if len(answered) < 5:
+            config.forced.request("POST /-/reload").addCallback(ask_again)
+
+    config.forced.request("POST /-/reload").addCallback(ask_again)
+    for _ in range(20):
+        config.clock.advance(TICK)
+    assert len(answered) == 5
+    # One reload per answer, a tick apart: none run for nobody.
+    assert len(config.reloads) == 5
+    assert config.clock.getDelayedCalls() == []
+
+
 def test_a_flood_of_forced_reloads_costs_one_reload_per_tick(tmp_path: Path) -> None:
     config = Config(tmp_path)
     asked = []

@@ -264,6 +264,9 @@ def test_reload_only_ever_rereads_the_configured_file(
         ("POST", "/-/reload", 200),
         ("GET", "/nope", 404),
         ("DELETE", "/", 405),
+        # Answered by twisted.web itself, without the app's resource.
+        ("OPTIONS", "*", 200),
+        ("GET", "*", 405),
     ],
 )
 def test_every_response_carries_nosniff(
@@ -647,3 +650,29 @@ def test_default_connection_limit_is_what_the_memory_allows(
 
     expected = budget.connection_limit(budget.default_plan(tls=False).connections)
     assert f"Serving at most {expected} connections at once" in server.output
+
+
+def test_an_ssl_endpoint_gets_the_budget_of_tls_connections(tmp_path: Path) -> None:
+    """
+    Connections over an C{ssl:} endpoint cost what TLS connections cost:
+    it used to get the plain budget, room for several times the memory.
+    """
+    from tests.certs import CA
+    from twisted_demo import budget
+
+    leaf = CA.make().issue("localhost")
+    for name, data in leaf.files().items():
+        (tmp_path / name).write_bytes(data)
+    path = tmp_path / "config.yaml"
+    path.write_bytes(CONFIG)
+    ssl = (
+        f"ssl:{free_port()}:interface=127.0.0.1:"
+        f"privateKey={tmp_path / 'tls.key'}:certKey={tmp_path / 'tls.crt'}"
+    )
+    running = TwistdServer(path, extra=["--listen", ssl])
+    try:
+        running.wait_ready()
+        expected = budget.connection_limit(budget.default_plan(tls=True).connections)
+        assert f"Serving at most {expected} connections at once" in running.output
+    finally:
+        running.close()

@@ -128,7 +128,9 @@ class ForcedReloads:
             _log_outcome(forced, " and ".join(by), len(waiting))
             for d in waiting:
                 d.callback(forced)
-            if self._waiting:
+            # A request made by an answer (a pipelining client asks again
+            # as each is written) has already scheduled the next reload.
+            if self._waiting and not self._running and self._next is None:
                 self._schedule()
 
         self._reload().addCallback(done)

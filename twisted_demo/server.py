@@ -507,6 +507,9 @@ class _Request(Request):
     def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
         # For the access log's duration.
         self.started = time.monotonic()
+        # On every answer, those twisted.web gives without the app's
+        # resource (OPTIONS *, and its 405 for other methods on *) too.
+        self.responseHeaders.setRawHeaders(b"x-content-type-options", [b"nosniff"])
         channel = self.channel
         channel._received += 1
         problem = _problem(self, path, version)

@@ -19,7 +19,7 @@ from twisted_demo.logs import LogOutput
 from twisted_demo.metrics import LaterRegistry
 from twisted_demo.options import DEFAULT_TICK, Options, exit_with
 from twisted_demo.reloads import ForcedReloads
-from twisted_demo.server import WebService, endpoint_for, make_site
+from twisted_demo.server import WebService, endpoint_for, endpoint_kind, make_site
 from twisted_demo.signals import IgnoreSignals, ReloadOnSignal, StopInOrder
 from twisted_demo.web import Front
 
@@ -117,7 +117,12 @@ def makeService(options: Options) -> MultiService:
     if too_few is not None:
         exit_with(too_few)
     tls = options["tls"]
-    shares = budget.default_plan(tls=tls is not None)
+    # Connections over TLS cost more, whether --tls-cert or an ssl:
+    # endpoint serves them.
+    shares = budget.default_plan(
+        tls=tls is not None
+        or any(endpoint_kind(listen) == "ssl" for listen in options["listen"])
+    )
     live = LiveConfigService(
         options["config"],
         parse_message,
