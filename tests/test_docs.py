@@ -329,3 +329,15 @@ def test_library_errors_example_prints_what_is_quoted() -> None:
     )
 
     assert run.stdout.splitlines() == printed.lines
+
+
+def test_every_public_name_of_the_library_is_documented() -> None:
+    import twisted_demo.live
+
+    library = (ROOT / "docs" / "library.md").read_text()
+    undocumented = [
+        name
+        for name in twisted_demo.live.__all__
+        if not re.search(rf"`{re.escape(name)}\b", library)
+    ]
+    assert undocumented == []

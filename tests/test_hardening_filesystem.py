@@ -6,6 +6,7 @@ logged, and the service recovers by itself when the fault clears.
 from __future__ import annotations
 
 import errno
+import json
 import os
 import shutil
 import socket
@@ -607,4 +608,8 @@ def test_metrics_stay_valid_when_the_config_path_is_not_utf8(tmp_path: Path) -> 
         # The byte that is not UTF-8 is shown escaped, never dropped.
         assert "caf\\\\xe9" in info
     assert config.status == 200
+    # The same in /config: no lone surrogate, which strict JSON parsers
+    # refuse, but the byte as the metrics show it.
+    assert "\\ud" not in config.text
+    assert json.loads(config.text)["source"] == f"{tmp_path}/caf\\xe9/{CONFIG_NAME}"
     assert "Traceback" not in output

@@ -16,7 +16,7 @@ from twisted.internet.defer import Deferred
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource
 
-from twisted_demo.live import Failed, LiveConfigService
+from twisted_demo.live import Failed, LiveConfigService, shown_path
 from twisted_demo.reloads import (
     Forced,
     ForcedReloads,
@@ -87,9 +87,11 @@ class ConfigApp:
         else:
             body.update(
                 sha256=current.sha256,
-                generation=current.generation,
+                generation=None
+                if current.generation is None
+                else shown_path(current.generation),
                 loaded_at=_timestamp(current.loaded_at),
-                source=current.path,
+                source=shown_path(current.path),
             )
         body["never_updated"] = live.never_updated
         if self._tls is not None:

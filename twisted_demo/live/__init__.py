@@ -52,6 +52,7 @@ if TYPE_CHECKING:
         LiveConfigMetrics,
         ReloadCounter,
         WebhookMetrics,
+        shown_path,
     )
     from twisted_demo.live._reader import DATA_DIR_NAME, DEFAULT_MAX_BYTES
     from twisted_demo.live._runner import In, Runner, inline
@@ -98,6 +99,7 @@ __all__ = [
     "inline",
     "parse_yaml",
     "positive_integer",
+    "shown_path",
 ]
 
 _LAZY = {
@@ -136,6 +138,7 @@ _LAZY = {
     "inline": "_runner",
     "parse_yaml": "_yaml",
     "positive_integer": "_command",
+    "shown_path": "_metrics",
 }
 
 
