@@ -284,6 +284,24 @@ def test_readme_pre_commit_snippet_names_a_commit_with_its_hooks() -> None:
     for hook in repo["hooks"]:
         assert hook["id"] in ids
         assert re.search(hook["files"], "deploy/configmap.yaml")
+    # The check it runs is this one: an older commit's may show values
+    # from the file that this one never shows.
+    check = [
+        "twisted_demo/check.py",
+        "twisted_demo/config.py",
+        *(
+            f"twisted_demo/live/{name}.py"
+            for name in (
+                "_check",
+                "_command",
+                "_errors",
+                "_manifest",
+                "_report",
+                "_yaml",
+            )
+        ),
+    ]
+    assert git(ROOT, "diff", "--stat", rev, "--", *check) == ""
 
 
 def test_kubelet_command_swaps_data_and_refuses_a_bad_command_line(
