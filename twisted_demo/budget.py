@@ -37,9 +37,9 @@ BASELINE = 60 * 2**20
 PAIR_PARSER_MEMORY = 48 * 2**20
 
 #: Bytes one idle connection costs the server, with some room: measured
-#: 4.0 KB plain and 31 to 34 KB over TLS (OpenSSL's state), B6c.
+#: 2.8 to 4.5 KB plain and 31 to 37 KB over TLS (OpenSSL's state), B6c.
 PLAIN_CONNECTION = 4608
-TLS_CONNECTION = 36 * 1024
+TLS_CONNECTION = 40 * 1024
 
 #: The fewest connections any budget allows.
 MIN_CONNECTIONS = 16
