@@ -495,6 +495,24 @@ def test_twisted_tcp_port_still_accepts_in_batches_of_number_accepts() -> None:
         port.stopListening()
 
 
+def test_twisted_site_still_builds_its_channel_through_protocol() -> None:
+    """
+    When this fails, Twisted's L{Site} no longer builds each connection's
+    channel with C{protocol} and hands it the site and the request class,
+    or no longer builds its private HTTP/1.1-or-HTTP/2 proxy by default:
+    how the site serves its own channel (C{_TwistedGaps.served_by}) must
+    follow.
+    """
+    address = IPv4Address("TCP", "127.0.0.1", 40000)
+    default = Site(Recording()).buildProtocol(address)
+    assert type(default).__name__ == "_GenericHTTPChannelProtocol"
+    site = make_site(Recording())
+    channel = site.buildProtocol(address)
+    assert type(channel).__name__ == "_Channel"
+    assert channel.site is site
+    assert channel.requestFactory is site.requestFactory
+
+
 def test_refusals_of_twisted_and_of_the_limits_carry_nosniff() -> None:
     headers = b"".join(b"X-H%d: v\r\n" % i for i in range(501))
     for request in [

@@ -328,7 +328,20 @@ class _TwistedGaps(HTTPChannel):
         cannot be paused part way (C{twisted.internet.tcp.Port.doRead});
         no ticket asks for a bound (the nearest is
         U{https://github.com/twisted/twisted/issues/3958}).
+      - A L{Site} builds its channel through C{protocol}, typed as Twisted's
+        private proxy that can swap HTTP/1.1 for HTTP/2
+        (U{https://github.com/twisted/twisted/issues/8193}); serving a
+        subclass of L{HTTPChannel} is how the limits apply, but Twisted
+        documents no way to (U{https://github.com/twisted/twisted/issues/5727}).
+        L{served_by} sets it, here alone.
     """
+
+    @classmethod
+    def served_by(cls, site: type[Site]) -> None:
+        """
+        Have C{site}'s instances build this channel for each connection.
+        """
+        site.protocol = cls  # type: ignore[assignment]
 
     life: _Connection
 
@@ -551,8 +564,6 @@ class ConfigSite(Site):
     once (see the module's docstring).
     """
 
-    protocol = _Channel  # type: ignore[assignment]
-
     def __init__(
         self,
         resource: IResource,
@@ -677,6 +688,9 @@ class ConfigSite(Site):
 
         call = clock.callLater(timeout, give_up)
         return d.addBoth(lambda result: call.cancel() if call.active() else None)
+
+
+_Channel.served_by(ConfigSite)
 
 
 def make_site(

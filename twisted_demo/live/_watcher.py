@@ -67,6 +67,11 @@ class WatchedDirectory(FilePath[bytes]):
     makes against escaping the directory (three normalisations, most of an
     event's cost, and a kubelet update brings six events before the one
     that reloads) are left out.
+
+    That C{INotify} names events through C{child} of the watched path is
+    not documented, and no Twisted ticket covers the cost;
+    C{tests/test_footprint.py} fails if Twisted stops doing so, and the
+    watcher then only loses the saving.
     """
 
     def child(self, path: bytes) -> FilePath[bytes]:  # type: ignore[override]
