@@ -384,6 +384,27 @@ def test_validate_answers_post_only(webhook: WebhookServer) -> None:
     assert webhook.get("/validate").status == 405
 
 
+@pytest.mark.parametrize(
+    ("method", "path", "status"),
+    [
+        ("GET", "/healthz", 200),
+        ("GET", "/readyz", 200),
+        ("GET", "/metrics", 200),
+        ("POST", "/validate", 400),
+        ("GET", "/validate", 405),
+        ("GET", "/nowhere", 404),
+    ],
+)
+def test_every_answer_carries_nosniff(
+    webhook: WebhookServer, method: str, path: str, status: int
+) -> None:
+    response, _ = webhook.request(
+        method, path, b"not json" if method == "POST" else None
+    )
+    assert response.status == status
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+
+
 def test_metrics_count_reviews_by_verdict_and_time_the_answers(
     webhook: WebhookServer,
 ) -> None:
