@@ -123,3 +123,30 @@ def test_the_default_memory_is_what_the_deployment_gives() -> None:
     assert pod_limit(deploy / "tls" / "deployment-patch.yaml") == (
         budget.DEFAULT_TLS_MEMORY
     )
+
+
+def test_readme_quotes_the_budget_the_code_makes() -> None:
+    readme = " ".join((REPO_ROOT / "README.md").read_text().split())
+    section = readme[readme.index("### Connections and memory") :]
+    MiB, KiB = 2**20, 2**10
+    plain = budget.plan(budget.DEFAULT_MEMORY, tls=False)
+    tls = budget.plan(budget.DEFAULT_TLS_MEMORY, tls=True)
+    assert (
+        f"the Deployment's ({budget.DEFAULT_MEMORY // MiB} MiB, "
+        f"{budget.DEFAULT_TLS_MEMORY // MiB} MiB with `--tls-cert`" in section
+    )
+    assert f"less the server at rest ({budget.BASELINE // MiB} MiB)" in section
+    assert f"({PARSER_MEMORY // MiB} MiB of address space for the config's" in section
+    assert (
+        f"{budget.PAIR_PARSER_MEMORY // MiB} MiB for the certificate pair's" in section
+    )
+    assert (
+        f"({budget.PLAIN_CONNECTION / KiB:g} KiB plain, "
+        f"{budget.TLS_CONNECTION // KiB} KiB over TLS;" in section
+    )
+    assert f"at least {budget.MIN_CONNECTIONS} connections" in section
+    assert (
+        f"`Serving at most {plain.connections} connections at once` with "
+        f"{budget.DEFAULT_MEMORY // MiB} MiB, plain; {tls.connections} over TLS"
+        in section
+    )

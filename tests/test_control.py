@@ -330,6 +330,12 @@ def test_help_documents_who_may_force_a_reload() -> None:
     assert "--reload-from" in text and "loopback" in text
 
 
+def test_only_loopback_may_force_a_reload_by_default(tmp_path: Path) -> None:
+    options = Options()
+    options.parseOptions(["--config", str(tmp_path / "config.yaml")])
+    assert options["reload-from"] == "loopback"
+
+
 def test_sighup_and_post_log_their_outcome_in_a_real_twistd(
     twistd_server: TwistdServer, configmap: AtomicWriter
 ) -> None:

@@ -338,6 +338,14 @@ def test_make_cert_makes_a_pair_the_api_server_can_trust(
     assert json.loads(review)["request"]["uid"] == response["uid"]
 
 
+def test_make_cert_pair_is_valid_for_a_year(made_cert: Path) -> None:
+    from cryptography import x509
+
+    certificate = x509.load_pem_x509_certificate((made_cert / "tls.crt").read_bytes())
+    valid = certificate.not_valid_after_utc - certificate.not_valid_before_utc
+    assert valid.days in (365, 366)
+
+
 def test_the_configuration_is_applied_after_the_webhook_it_calls(
     rendered: list[dict[str, Any]],
 ) -> None:

@@ -359,3 +359,30 @@ def test_every_public_name_of_the_library_is_documented() -> None:
         if not re.search(rf"`{re.escape(name)}\b", library)
     ]
     assert undocumented == []
+
+
+def test_readme_quotes_the_parser_process_defaults() -> None:
+    from twisted_demo.live import PARSER_MEMORY
+    from twisted_demo.live._child import CPU_SECONDS, NICENESS
+    from twisted_demo.live._service import DEADLINE
+
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    assert (
+        f"it runs at nice +{NICENESS}, with at most {PARSER_MEMORY // 2**20} MiB of "
+        f"address space and {CPU_SECONDS} s of CPU a parse; a parse that has not "
+        f"answered in {DEADLINE:g} s and used no CPU meanwhile is killed" in readme
+    )
+
+
+def test_every_test_reliability_md_names_exists() -> None:
+    text = (ROOT / "docs" / "reliability.md").read_text()
+    files = dict(re.findall(r"^\| `(\w+)` \| `(tests/test_\w+\.py)` \|$", text, re.M))
+    cited = set(re.findall(r"`([a-z_]+)::(test_\w+)", text))
+    assert cited
+    missing = [
+        f"{prefix}::{name}"
+        for prefix, name in sorted(cited)
+        if prefix not in files
+        or f"def {name}(" not in (ROOT / files[prefix]).read_text()
+    ]
+    assert missing == []

@@ -28,7 +28,7 @@ from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
-from twisted.web.server import Site
+from twisted.web.server import NOT_DONE_YET, Site
 from zope.interface import implementer
 
 from tests.support import DEADLINE, until
@@ -264,6 +264,43 @@ def test_requests_wait_and_reading_stops_while_the_client_reads_nothing() -> Non
     assert len(resource.seen) == 3
     assert connection.transport.producerState == "producing"
     assert not connection.closed
+
+
+class Holding(Resource):
+    """
+    Answers nothing until told: a request the app is still working on.
+    """
+
+    isLeaf = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.held: list[Any] = []
+
+    def render(self, request: Any) -> Any:
+        self.held.append(request)
+        return NOT_DONE_YET
+
+
+def test_reading_stops_while_more_than_16_kib_of_requests_wait() -> None:
+    """
+    README: pipelined requests wait, unread by the app, and the server
+    stops reading the connection while more than 16 KiB of them wait (the
+    buffer of Twisted's channel, which this server keeps).
+    """
+    resource = Holding()
+    connection = Connected(_guard(resource, Clock()))
+    request = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+    connection.send(request)
+    assert len(resource.held) == 1
+    waiting = 0
+    while waiting + len(request) <= 16 * 1024:
+        connection.send(request)
+        waiting += len(request)
+        assert connection.transport.producerState == "producing", waiting
+    connection.send(request)
+    assert connection.transport.producerState == "paused"
+    assert len(resource.held) == 1
 
 
 def test_client_that_reads_nothing_is_closed_after_the_idle_timeout() -> None:

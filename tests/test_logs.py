@@ -9,6 +9,7 @@ import io
 import json
 from datetime import datetime, timezone
 
+import pytest
 from twisted.application.service import Application, MultiService
 from twisted.internet.task import Clock
 from twisted.logger import (
@@ -284,24 +285,35 @@ def test_allowance_refills_one_line_per_interval_up_to_the_burst() -> None:
     assert [allowance.take(100.0) for _ in range(4)] == [True, True, True, False]
 
 
-def test_twisteds_own_lines_that_differ_only_in_a_field_are_summed_up() -> None:
+@pytest.mark.parametrize(
+    ("namespace", "text", "field"),
+    [
+        (
+            "twisted.internet.tcp.Port",
+            "EMFILE recovery: Closed socket from {address}",
+            "address",
+        ),
+        # The line README quotes: HTTPChannel's, for each client timed out.
+        ("twisted.web.http.HTTPChannel", "Timing out client: {peer}", "peer"),
+    ],
+)
+def test_twisteds_own_lines_that_differ_only_in_a_field_are_summed_up(
+    namespace: str, text: str, field: str
+) -> None:
     clock = Clock()
     lines: list[str] = []
     limiter = RepeatLimiter(lambda event: lines.append(formatEvent(event)), clock)
-    port_log = Logger(namespace="twisted.internet.tcp.Port", observer=limiter)
+    log = Logger(namespace=namespace, observer=limiter)
     for number in range(REPEAT_BURST + 40):
-        port_log.info(
-            "EMFILE recovery: Closed socket from {address}",
-            address=("127.0.0.1", 40000 + number),
-        )
+        log.info(text, **{field: ("127.0.0.1", 40000 + number)})
     clock.advance(REPEAT_INTERVAL)
     assert lines[:REPEAT_BURST] == [
-        f"EMFILE recovery: Closed socket from ('127.0.0.1', {40000 + number})"
+        text.replace("{" + field + "}", f"('127.0.0.1', {40000 + number})")
         for number in range(REPEAT_BURST)
     ]
     assert lines[REPEAT_BURST:] == [
-        "EMFILE recovery: Closed socket from … "
-        "(repeated 40 times in 1.0s, logged as one line)"
+        text.replace("{" + field + "}", "…")
+        + " (repeated 40 times in 1.0s, logged as one line)"
     ]
 
 

@@ -81,6 +81,8 @@ def test_service_monitor_scrapes_the_services_metrics_port(
     [endpoint] = spec["endpoints"]
     assert endpoint["port"] in [port["name"] for port in service["spec"]["ports"]]
     assert endpoint["path"] == "/metrics"
+    # deploy/README.md: scraped every 30 s.
+    assert endpoint["interval"] == "30s"
     assert set(endpoint) <= {"port", "path", "interval", "scheme", "tlsConfig"}
 
 

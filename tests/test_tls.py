@@ -218,6 +218,8 @@ def test_certificate_issued_by_a_clock_slightly_ahead_is_taken(ca: CA) -> None:
     start = now + timedelta(minutes=1)
     fresh = ca.issue(not_before=start, not_after=start + timedelta(days=7))
     assert NOT_BEFORE_LEEWAY > start - now
+    # README: refused when it becomes valid more than five minutes from now.
+    assert NOT_BEFORE_LEEWAY == timedelta(minutes=5)
     assert parse_tls_pair(fresh.files(), now=now).sha256 == fresh.sha256
     beyond = start - NOT_BEFORE_LEEWAY - timedelta(seconds=1)
     assert "not valid until" in refusal(fresh.files(), now=beyond)
