@@ -368,7 +368,8 @@ def test_readme_quotes_the_parser_process_defaults() -> None:
 
     readme = " ".join((ROOT / "README.md").read_text().split())
     assert (
-        f"it runs at nice +{NICENESS}, with at most {PARSER_MEMORY // 2**20} MiB of "
+        f"it runs at nice +{NICENESS}, set before its imports, with at most "
+        f"{PARSER_MEMORY // 2**20} MiB of "
         f"address space and {CPU_SECONDS} s of CPU a parse; a parse that has not "
         f"answered in {DEADLINE:g} s and used no CPU meanwhile is killed" in readme
     )

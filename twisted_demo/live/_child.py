@@ -1,8 +1,9 @@
 """
 The parser process: the child side of L{twisted_demo.live._process}.
 
-Run as C{python -m twisted_demo.live._child NICENESS ADDRESS_SPACE
-CPU_SECONDS}.  It reads requests on stdin and writes replies on stdout,
+Run by the server's interpreter with its priority already lowered (see
+C{_process._BOOTSTRAP}), as C{main([ADDRESS_SPACE, CPU_SECONDS,
+MODULE...])}.  It reads requests on stdin and writes replies on stdout,
 each framed by a 4-byte big-endian length (the framing of Twisted's
 C{Int32StringReceiver}, which the parent uses), until stdin ends.
 
@@ -36,7 +37,6 @@ import pickle
 import resource
 import signal
 import struct
-import sys
 from collections.abc import Mapping
 from importlib import import_module
 
@@ -300,17 +300,16 @@ def serve(
 
 def main(argv: list[str]) -> None:
     """
-    Serve requests from stdin to stdout: C{argv} is the niceness, the
-    address space limit in bytes and the CPU seconds per parse, then the
-    modules to import before the first request.
+    Serve requests from stdin to stdout: C{argv} is the address space
+    limit in bytes and the CPU seconds per parse, then the modules to
+    import before the first request.
     """
     # Signals to the process group (a terminal's Ctrl-C, timeout's
     # SIGTERM, a reload's SIGHUP) are for the server; the child ends when
     # the server closes its input.
     for number in (signal.SIGINT, signal.SIGHUP, signal.SIGTERM):
         signal.signal(number, signal.SIG_IGN)
-    niceness, address_space, cpu_seconds = (int(arg) for arg in argv[:3])
-    os.nice(niceness)
+    address_space, cpu_seconds = (int(arg) for arg in argv[:2])
     # The protocol keeps the real stdin and stdout; whatever a parse reads
     # or prints goes to /dev/null or stderr, which the server logs.
     requests = os.fdopen(os.dup(0), "rb")
@@ -323,7 +322,7 @@ def main(argv: list[str]) -> None:
     if hard != resource.RLIM_INFINITY:
         address_space = min(address_space, hard)
     resource.setrlimit(resource.RLIMIT_AS, (address_space, address_space))
-    for module in argv[3:]:
+    for module in argv[2:]:
         # Imported now, while the server does not wait on it: the first
         # parse is then as quick as any other.  A module that cannot be
         # imported is reported by the parse that needs it.
@@ -332,7 +331,3 @@ def main(argv: list[str]) -> None:
         except Exception:
             pass
     serve(requests, replies, _Budget(cpu_seconds), address_space)
-
-
-if __name__ == "__main__":
-    main(sys.argv[1:])

@@ -15,8 +15,8 @@ L{DEATHS} times in a row (the OOM killer, a crash in C) refuses that input,
 as a parse that raises does: trying it again would only kill another.
 
 The child is the module L{twisted_demo.live._child}, run by the server's
-interpreter as C{python -m twisted_demo.live._child}, as Twisted trial's
-distributed runner runs its workers.  It finds the parse function by its
+interpreter (see L{_BOOTSTRAP}), as Twisted trial's distributed runner
+runs its workers.  It finds the parse function by its
 import path (C{module:qualname}) on the server's C{sys.path}, which it gets
 as C{PYTHONPATH}, an empty entry made absolute.  Its working directory is
 C{/} and C{PYTHONSAFEPATH} is set, so that a stray C{yaml.py} in the
@@ -423,8 +423,8 @@ class ParserProcess(Service):
                     [
                         sys.executable,
                         *_FLAGS,
-                        "-m",
-                        _child.__name__,
+                        "-c",
+                        _BOOTSTRAP,
                         str(self._niceness),
                         str(self._limits.address_space),
                         str(self._limits.cpu_seconds),
@@ -601,6 +601,17 @@ class ParserProcess(Service):
 #: the imports of its own start and of the C{.pth} files it runs (about
 #: 0.3 MiB and ten modules before the parse module's own).
 _FLAGS = ("-S",)
+
+#: The child's program: lower its priority first, then import and run
+#: L{_child.main}.  Its start-up is mostly imports (the parse module's
+#: among them), which then cost a server starting on the same CPU a tenth
+#: of it, where at the server's priority they would take half until done.
+#: C{-c} rather than C{-m}, which would import C{runpy} and its modules
+#: before any of ours.
+_BOOTSTRAP = (
+    "import os, sys; os.nice(int(sys.argv[1]));"
+    f" from {_child.__name__} import main; main(sys.argv[2:])"
+)
 
 
 def _interpreter() -> str:
