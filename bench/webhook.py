@@ -26,7 +26,7 @@ from bench.parsecost import shapes
 from bench.proc import holdings
 from bench.server import REPO_ROOT
 from bench.stats import Summary, ms
-from twisted_demo.check import CONFIG_KEY
+from twisted_demo.config import CONFIG_KEY
 from twisted_demo.live._webhook import DEFAULT_DEADLINE
 from twisted_demo.testing import (
     admission_review,

@@ -18,7 +18,7 @@ from bench.loadgen import _parse_response
 from bench.report import QUICK_DURATION, commit_of, markdown
 from bench.stats import percentile
 from tests.support import git
-from twisted_demo.check import CONFIG_KEY as CONFIG_KEY_OF_SERVICE
+from twisted_demo.config import CONFIG_KEY as CONFIG_KEY_OF_SERVICE
 from twisted_demo.config import parse_message
 
 

@@ -26,8 +26,8 @@ from cryptography.hazmat.primitives import serialization
 
 from tests.bad_configs import BAD_CONTENT, good
 from tests.certs import CA, key_pem, mismatched, new_key
-from twisted_demo.check import CONFIG_KEY, main
-from twisted_demo.config import parse_message
+from twisted_demo.check import main
+from twisted_demo.config import CONFIG_KEY, parse_message
 from twisted_demo.live import DEFAULT_MAX_BYTES, LiveConfigService, inline
 from twisted_demo.live._command import check_main
 from twisted_demo.live._errors import ConfigError

@@ -296,6 +296,7 @@ def test_readme_pre_commit_snippet_names_a_commit_with_its_hooks() -> None:
                 "_command",
                 "_errors",
                 "_manifest",
+                "_reader",
                 "_report",
                 "_yaml",
             )

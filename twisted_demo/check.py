@@ -10,11 +10,8 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
-from twisted_demo.config import parse_message
+from twisted_demo.config import CONFIG_KEY, parse_message
 from twisted_demo.live import DEFAULT_MAX_BYTES, FileSet, FileSetOptions, check_main
-
-#: The ConfigMap key that deploy/ mounts as the service's config file.
-CONFIG_KEY = "configmap-microservice-demo.yaml"
 
 _USAGE = (
     "usage: configmapdemo check [--manifest] [--key KEY] [--format text|json] "

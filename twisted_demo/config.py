@@ -7,7 +7,10 @@ from __future__ import annotations
 
 from twisted_demo.live import ConfigError, describe_value, parse_yaml
 
-__all__ = ["parse_message"]
+__all__ = ["CONFIG_KEY", "parse_message"]
+
+#: The ConfigMap key that deploy/ mounts as the service's config file.
+CONFIG_KEY = "configmap-microservice-demo.yaml"
 
 
 def parse_message(data: bytes) -> str:

@@ -11,7 +11,7 @@ from typing import NoReturn, TypeVar
 from twisted.python import usage
 
 from twisted_demo import server
-from twisted_demo.check import CONFIG_KEY
+from twisted_demo.config import CONFIG_KEY
 from twisted_demo.live import DEFAULT_MAX_BYTES, positive_integer
 from twisted_demo.logs import LOG_FORMATS, logs_to_stdout
 from twisted_demo.reloads import RELOAD_FROM

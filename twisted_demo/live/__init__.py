@@ -45,7 +45,7 @@ if TYPE_CHECKING:
         check_files,
     )
     from twisted_demo.live._child import PARSER_MEMORY
-    from twisted_demo.live._command import FileSetOptions, check_main, positive_integer
+    from twisted_demo.live._command import FileSetOptions, check_main
     from twisted_demo.live._log import LOG_BURST, LOG_INTERVAL, Allowance
     from twisted_demo.live._manifest import check_manifests
     from twisted_demo.live._metrics import (
@@ -54,7 +54,11 @@ if TYPE_CHECKING:
         WebhookMetrics,
         shown_path,
     )
-    from twisted_demo.live._reader import DATA_DIR_NAME, DEFAULT_MAX_BYTES
+    from twisted_demo.live._reader import (
+        DATA_DIR_NAME,
+        DEFAULT_MAX_BYTES,
+        positive_integer,
+    )
     from twisted_demo.live._runner import In, Runner, inline
     from twisted_demo.live._service import LiveConfigService
     from twisted_demo.live._types import Failed, Loaded, Outcome, Unchanged, Updated
@@ -137,7 +141,7 @@ _LAZY = {
     "describe_value": "_yaml",
     "inline": "_runner",
     "parse_yaml": "_yaml",
-    "positive_integer": "_command",
+    "positive_integer": "_reader",
     "shown_path": "_metrics",
 }
 

@@ -20,10 +20,10 @@ from twisted_demo.live._check import (
     check_files,
 )
 from twisted_demo.live._manifest import check_manifests
-from twisted_demo.live._reader import DEFAULT_MAX_BYTES
+from twisted_demo.live._reader import DEFAULT_MAX_BYTES, positive_integer
 from twisted_demo.live._report import format_json, format_text
 
-__all__ = ["FileSetOptions", "check_main", "positive_integer"]
+__all__ = ["FileSetOptions", "check_main"]
 
 
 @frozen
@@ -53,27 +53,6 @@ class _UsageError(Exception):
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         raise _UsageError(message)
-
-
-def positive_integer(unit: str) -> Callable[[str], int]:
-    """
-    The coercion of an option's text to a whole number of C{unit} above 0:
-    the one rule for such options, here and in the app's own.
-
-    @return: A function of the text that raises L{ValueError}, saying what
-        was expected, for any other.
-    """
-
-    def coerce(value: str) -> int:
-        try:
-            number = int(value)
-        except ValueError:
-            number = 0
-        if number <= 0:
-            raise ValueError(f"must be a whole number of {unit} above 0, got {value!r}")
-        return number
-
-    return coerce
 
 
 def _bytes(value: str) -> int:

@@ -11,7 +11,7 @@ import errno
 import hashlib
 import os
 import stat
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
@@ -28,6 +28,7 @@ __all__ = [
     "Snapshot",
     "open_regular",
     "over_limit",
+    "positive_integer",
 ]
 
 #: The symlink a ConfigMap volume swaps atomically on every update.
@@ -42,6 +43,27 @@ _TRIES = 5
 #: What L{Reader.fingerprint} returns: cheap to compute, and different
 #: whenever the content may have changed.
 Fingerprint = tuple[object, ...]
+
+
+def positive_integer(unit: str) -> Callable[[str], int]:
+    """
+    The coercion of an option's text to a whole number of C{unit} above 0:
+    the one rule for such options, here and in the app's own.
+
+    @return: A function of the text that raises L{ValueError}, saying what
+        was expected, for any other.
+    """
+
+    def coerce(value: str) -> int:
+        try:
+            number = int(value)
+        except ValueError:
+            number = 0
+        if number <= 0:
+            raise ValueError(f"must be a whole number of {unit} above 0, got {value!r}")
+        return number
+
+    return coerce
 
 
 @frozen
