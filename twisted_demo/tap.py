@@ -5,6 +5,7 @@ are wired into a service.
 
 from __future__ import annotations
 
+import gc
 import signal
 from typing import TYPE_CHECKING, Any
 
@@ -112,6 +113,12 @@ def makeService(options: Options) -> MultiService:
     """
     from twisted.internet import reactor as _reactor
 
+    # What start-up has loaded by now (modules, classes, functions) lives
+    # as long as the process: frozen, it is no longer walked by the
+    # collector's full passes.  Without this, the first full pass comes
+    # while the service is built, and takes 20 to 30 ms to free next to
+    # nothing (bench B8 measures the start).
+    gc.freeze()
     reactor: Any = _reactor
     too_few = budget.too_few_descriptors()
     if too_few is not None:
