@@ -1,13 +1,17 @@
 """
 B8: what the service costs beside the floor of any twistd web service,
 Twisted's own static server (C{twistd -n web --path DIR}) in the same
-environment, measured in the same run: start to the first 200, idle
-memory of the server and of the whole process tree, and the reload time
-of a kubelet update.
+environment, and beside earlier versions of itself, all measured in the
+same run: start to the first 200, idle memory of the server and of the
+whole process tree, and the reload time of a kubelet update.
 """
 
 from __future__ import annotations
 
+import io
+import subprocess
+import sys
+import tarfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,9 +20,16 @@ from attrs import frozen
 from bench.client import Client
 from bench.configs import CONFIG_KEY, TimedAtomicWriter, WriterProcess
 from bench.context import Context, Row, serves
-from bench.proc import cpu_times, holdings, private_bytes, process_tree
+from bench.proc import cpu_times, private_bytes, process_tree, rss_bytes
 from bench.reload import time_updates
-from bench.server import ServerProcess, answers, pinned
+from bench.server import (
+    REPO_ROOT,
+    SOURCES,
+    ServerProcess,
+    answers,
+    pinned,
+    write_bytecode,
+)
 from bench.stats import Summary, ms
 from twisted_demo.testing import configmapdemo_argv, free_port, twistd_executable
 
@@ -31,6 +42,18 @@ _MIB = 1024 * 1024
 START_MARGIN = 0.100
 SERVER_MARGIN = 3 * _MIB
 TREE_MARGIN = 11 * _MIB
+#: The parser process's own memory, idle: the pages it adds to the tree.
+PARSER_OWN = 8 * _MIB
+
+#: Earlier versions run beside this one, from their commits in this
+#: checkout's history: main before the footprint work, and the version
+#: whose reload p50 is the target.
+BEFORE = "8dcb6b3"
+RELOAD_TARGET = "720cd79"
+VERSIONS = (BEFORE, RELOAD_TARGET)
+
+#: This checkout's service, as the rows name it.
+NOW = "now"
 
 
 def twistd_web_argv(port: int, path: Path) -> list[str]:
@@ -47,6 +70,25 @@ def twistd_web_argv(port: int, path: Path) -> list[str]:
     ]
 
 
+def checkout(revision: str, into: Path) -> Path | None:
+    """
+    The service's code at C{revision}, from this checkout's history, in a
+    directory under C{into} with its bytecode written; L{None} when the
+    history does not have it (a shallow clone, an unpacked archive).
+    """
+    archive = subprocess.run(
+        ["git", "-C", str(REPO_ROOT), "archive", "--format=tar", revision, *SOURCES],
+        capture_output=True,
+    )
+    if archive.returncode != 0:
+        return None
+    tree = into / revision
+    with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
+        tar.extractall(tree, filter="data")
+    write_bytecode(tree)
+    return tree
+
+
 @frozen
 class Start:
     """One start of a server: seconds to the first 200, and CPU by then."""
@@ -55,9 +97,33 @@ class Start:
     cpu: float
 
 
-def _start(server: ServerProcess) -> Start:
-    seconds = server.start()
-    return Start(seconds, cpu_times(server.pid).used)
+@frozen
+class Idle:
+    """A server's memory once up and idle."""
+
+    server: int
+    #: The parser process's RSS and the pages only it maps; 0 for none.
+    parser: int
+    parser_own: int
+
+    @property
+    def tree(self) -> int:
+        # The parser process's pages shared with the server (the
+        # interpreter's, the libraries') are resident once, so the tree
+        # adds its own, not its RSS.
+        return self.server + self.parser_own
+
+
+@frozen
+class Subject:
+    """A server B8 measures: the floor, this version or an earlier one."""
+
+    name: str
+    argv: Callable[[int], list[str]]
+    body: bytes
+    tree: Path = REPO_ROOT
+    #: The directory of its ConfigMap (none for the floor).
+    config: Path | None = None
 
 
 def _mib(n: float) -> str:
@@ -68,131 +134,212 @@ def _signed(n: float) -> str:
     return f"{n / _MIB:+.1f}"
 
 
+def _median(values: list[float]) -> float:
+    return sorted(values)[len(values) // 2]
+
+
+def bare_interpreter() -> tuple[int, int]:
+    """
+    The RSS and own memory of an interpreter that imports nothing (C{python
+    -S}, as the parser process runs): the least a parser process can hold.
+    """
+    bare = subprocess.Popen(
+        [
+            sys.executable,
+            "-S",
+            "-c",
+            "import sys; sys.stdout.write('up\\n');"
+            " sys.stdout.flush(); sys.stdin.read()",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert bare.stdout is not None and bare.stdout.readline() == b"up\n"
+        return rss_bytes(bare.pid), private_bytes(bare.pid)
+    finally:
+        bare.communicate(b"")
+
+
 def run(ctx: Context) -> None:
     """B8."""
     runs = 2 if ctx.quick else 5
     updates = 10 if ctx.quick else 100
-    base = ctx.workdir / "b8"
     static = ctx.workdir / "b8-static"
     static.mkdir()
     (static / "index.html").write_bytes(_INDEX)
-    TimedAtomicWriter(base).publish("start-up")
-    config = base / CONFIG_KEY
 
-    def on_port(
-        name: str, argv: Callable[[int], list[str]], body: bytes
-    ) -> ServerProcess:
-        """A server, not started, ready once C{GET /} answers C{body}."""
-        port = free_port()
-        return ServerProcess(
-            pinned(argv(port), ctx.server_cpus),
-            port,
-            ctx.workdir / f"{name}.log",
-            ready=answers("/", body),
+    def service(name: str, tree: Path) -> Subject:
+        base = ctx.workdir / f"b8-{name}"
+        TimedAtomicWriter(base).publish("start-up")
+        config = base / CONFIG_KEY
+        return Subject(
+            name, lambda port: configmapdemo_argv(config, port), b"start-up", tree, base
         )
 
-    def web(name: str) -> ServerProcess:
-        return on_port(name, lambda port: twistd_web_argv(port, static), _INDEX)
+    floor = Subject("twistd web", lambda port: twistd_web_argv(port, static), _INDEX)
+    services = [service(NOW, REPO_ROOT)]
+    missing = []
+    for revision in VERSIONS:
+        tree = checkout(revision, ctx.workdir / "b8-versions")
+        if tree is None:
+            missing.append(revision)
+        else:
+            services.append(service(revision, tree))
+    subjects = [floor, *services]
 
-    def app(name: str) -> ServerProcess:
-        return on_port(name, lambda port: configmapdemo_argv(config, port), b"start-up")
+    def server(subject: Subject, label: str) -> ServerProcess:
+        """A server, not started, ready once C{GET /} answers its body."""
+        port = free_port()
+        slug = subject.name.replace(" ", "-")
+        return ServerProcess(
+            pinned(subject.argv(port), ctx.server_cpus),
+            port,
+            ctx.workdir / f"b8-{slug}-{label}.log",
+            ready=answers("/", subject.body),
+            checkout=subject.tree,
+        )
 
     # One unmeasured start of each first, so that twistd's plugin cache
-    # exists and both read their files from the page cache.
-    for warm in (web("b8-web-warm"), app("b8-app-warm")):
-        with warm:
+    # exists and all read their files from the page cache.
+    for subject in subjects:
+        with server(subject, "warm"):
             pass
-    web_starts: list[Start] = []
-    app_starts: list[Start] = []
+    starts: dict[str, list[Start]] = {s.name: [] for s in subjects}
     for i in range(runs):
-        # Alternate which starts first, so neither always follows the
-        # other's exit.
-        pair = [(web(f"b8-web-{i}"), web_starts), (app(f"b8-app-{i}"), app_starts)]
-        for server, starts in pair if i % 2 == 0 else pair[::-1]:
+        # Rotate the order, so that none always follows another's exit.
+        for subject in subjects[i % len(subjects) :] + subjects[: i % len(subjects)]:
+            started = server(subject, f"start-{i}")
             try:
-                starts.append(_start(server))
+                seconds = started.start()
+                starts[subject.name].append(Start(seconds, cpu_times(started.pid).used))
             finally:
-                server.stop()
+                started.stop()
 
-    # Idle memory, with both running at once: the floor after its first
-    # 200s, the service once its parser process has parsed a first update
-    # (which shows it is up).  Then the reload time of more updates.
-    floor = web("b8-web-idle")
-    service = app("b8-app-idle")
-    with floor, service:
-        client = Client(service.port)
-        writer = WriterProcess("atomic", base)
-        messages = [f"footprint update {n:04d}" for n in range(updates)]
-        first, timeouts = time_updates(client, writer, messages[:1], timeout=5.0)
-        floor_client = Client(floor.port)
-        status, body = floor_client.get("/")
-        floor_client.close()
+    # Idle memory, with all running at once: the floor after its first
+    # 200s, each service once its parser process has parsed a first update
+    # (which shows it is up).  Then the reload times of more updates, one
+    # service after another for each update.
+    idle: dict[str, Idle] = {}
+    latencies: dict[str, list[float]] = {s.name: [] for s in services}
+    running = [server(subject, "idle") for subject in subjects]
+    writers: list[WriterProcess] = []
+    clients: list[Client] = []
+    try:
+        for process in running:
+            process.start()
+        clients = [Client(process.port) for process in running]
+        status, body = clients[0].get("/")
         if (status, body) != (200, _INDEX):
             ctx.fail(f"B8: twistd web answered {status} {body[:50]!r}")
-        web_rss = holdings(floor.pid)
-        app_rss = holdings(service.pid)
-        parser_own = sum(map(private_bytes, process_tree(service.pid)[1:]))
-        rest, more = time_updates(client, writer, messages[1:], timeout=5.0)
-        writer.close()
-        latencies, timeouts = first + rest, timeouts + more
+        writers = [WriterProcess("atomic", s.config) for s in services if s.config]
+        messages = [f"footprint update {n:04d}" for n in range(updates)]
+        timeouts = 0
+
+        def update(message: str) -> None:
+            nonlocal timeouts
+            serving = zip(services, clients[1:], writers, strict=True)
+            for subject, client, writer in serving:
+                taken, missed = time_updates(client, writer, [message], timeout=5.0)
+                latencies[subject.name] += taken
+                timeouts += missed
+
+        update(messages[0])
+        idle[floor.name] = Idle(rss_bytes(running[0].pid), 0, 0)
+        for subject, process in zip(services, running[1:], strict=True):
+            pids = process_tree(process.pid)
+            if len(pids) != 2:
+                ctx.fail(f"B8: {subject.name} runs {len(pids)} processes, not 2")
+            idle[subject.name] = Idle(
+                rss_bytes(pids[0]),
+                sum(map(rss_bytes, pids[1:])),
+                sum(map(private_bytes, pids[1:])),
+            )
+        for message in messages[1:]:
+            update(message)
         if timeouts:
-            ctx.fail(f"B8: {timeouts} of {updates} updates never served in time")
-        if not serves(client, messages[-1], timeout=5):
-            ctx.fail("B8: the last update is not served")
-        client.close()
-    if app_rss.processes != 2:
-        ctx.fail(f"B8: the service runs {app_rss.processes} processes, not 2")
+            ctx.fail(f"B8: {timeouts} updates never served in time")
+        for subject, client in zip(services, clients[1:], strict=True):
+            if not serves(client, messages[-1], timeout=5):
+                ctx.fail(f"B8: {subject.name} does not serve the last update")
+    finally:
+        for writer in writers:
+            writer.close()
+        for client in clients:
+            client.close()
+        for process in running:
+            process.stop()
+    bare_rss, bare_own = bare_interpreter()
 
-    web_start = Summary.of([s.seconds for s in web_starts])
-    app_start = Summary.of([s.seconds for s in app_starts])
-    start_gap = app_start.p50 - web_start.p50
-    server_rss = app_rss.rss_each[0]
-    parser = sum(app_rss.rss_each[1:])
-    server_gap = server_rss - web_rss.rss_bytes
-    # The tree's memory: the parser process's pages shared with the server
-    # (the interpreter's, the libraries') are resident once, so it adds
-    # its own, not its RSS.
-    tree = server_rss + parser_own
-    tree_gap = tree - web_rss.rss_bytes
-    reload = Summary.of(latencies or [float("inf")])
+    start = {n: Summary.of([s.seconds for s in each]) for n, each in starts.items()}
+    cpu = {name: _median([s.cpu for s in each]) for name, each in starts.items()}
+    reload = {
+        name: Summary.of(each or [float("inf")]) for name, each in latencies.items()
+    }
+    web, now = idle[floor.name], idle[NOW]
+    start_gap = start[NOW].p50 - start[floor.name].p50
+    server_gap = now.server - web.server
+    tree_gap = now.tree - web.server
 
-    def cpu(starts: list[Start]) -> str:
-        return ms(sorted(s.cpu for s in starts)[len(starts) // 2])
-
+    for subject in subjects:
+        name = subject.name
+        line = (
+            f"B8, {name}: start to first 200 {start[name].describe_ms()} (CPU used"
+            f" by then, median, {ms(cpu[name])} ms); idle RSS {_mib(idle[name].server)}"
+            " MiB"
+        )
+        if name in reload:
+            line += (
+                f", parser process {_mib(idle[name].parser)} MiB (its own"
+                f" {_mib(idle[name].parser_own)}); reload of a kubelet update"
+                f" {reload[name].describe_ms()}"
+            )
+        ctx.detail(line)
     ctx.detail(
-        f"B8: start to first 200 from `GET /`, twistd web {web_start.describe_ms()}"
-        f" (CPU used by then, median, {cpu(web_starts)} ms); configmapdemo"
-        f" {app_start.describe_ms()} ({cpu(app_starts)} ms)"
+        f"B8: an interpreter that imports nothing (`python -S`) holds"
+        f" {_mib(bare_rss)} MiB RSS, {_mib(bare_own)} MiB of it its own"
     )
-    ctx.detail(
-        f"B8: idle RSS, twistd web {_mib(web_rss.rss_bytes)} MiB; configmapdemo"
-        f" {_mib(server_rss)} MiB server + {_mib(parser)} MiB parser process"
-        f" ({_mib(app_rss.rss_bytes)} MiB together), of which {_mib(parser_own)}"
-        " MiB the parser process's own, not shared with the server; reload of"
-        f" a kubelet update {reload.describe_ms()}"
-    )
+    if missing:
+        ctx.detail(f"B8: not in this checkout's history: {', '.join(missing)}")
+
     met = (
         start_gap <= START_MARGIN
         and server_gap <= SERVER_MARGIN
         and tree_gap <= TREE_MARGIN
+        and now.parser_own <= PARSER_OWN
+        and RELOAD_TARGET in reload
+        and reload[NOW].p50 <= reload[RELOAD_TARGET].p50
     )
+
+    def version(name: str) -> str:
+        if name not in reload:
+            return f"{name}: not in this checkout's history"
+        return (
+            f"{name}: start {ms(start[name].p50)} ms, server"
+            f" {_mib(idle[name].server)} MiB, parser process RSS"
+            f" {_mib(idle[name].parser)} (own {_mib(idle[name].parser_own)}),"
+            f" reload p50 {ms(reload[name].p50)} ms"
+        )
+
     ctx.row(
         Row(
             "B8",
-            f"footprint beside `twistd -n web --path DIR`, in the same run: start"
-            f" to first 200 (median of {runs}); idle memory of the server, and of"
-            " the tree (the server's RSS and the parser process's own memory);"
-            " reload p50 of a kubelet update",
+            f"footprint beside `twistd -n web --path DIR` and beside {BEFORE}"
+            f" and {RELOAD_TARGET}, in the same run: start to first 200"
+            f" (median of {runs}); idle memory of the server, of the parser"
+            " process, and of the tree (the server's RSS and the parser"
+            f" process's own memory); reload p50 of {updates} kubelet updates",
             "start <= twistd web + 100 ms; server RSS <= twistd web + 3 MiB;"
-            " tree <= twistd web + 11 MiB; report reload p50 (against other"
-            " versions: side by side, see the analysis)",
-            f"start {ms(app_start.p50)} vs {ms(web_start.p50)} ms"
-            f" ({start_gap * 1000:+.0f} ms; CPU used by then {cpu(app_starts)} vs"
-            f" {cpu(web_starts)} ms); server {_mib(server_rss)} vs"
-            f" {_mib(web_rss.rss_bytes)} MiB ({_signed(server_gap)}); tree"
-            f" {_mib(tree)} MiB ({_signed(tree_gap)}; parser process RSS"
-            f" {_mib(parser)}, its own {_mib(parser_own)}); reload p50"
-            f" {ms(reload.p50)} ms",
+            " tree <= twistd web + 11 MiB; parser process's own memory <= 8 MiB;"
+            f" reload p50 <= {RELOAD_TARGET}'s",
+            f"start {ms(start[NOW].p50)} vs {ms(start[floor.name].p50)} ms"
+            f" ({start_gap * 1000:+.0f} ms; CPU used by then {ms(cpu[NOW])} vs"
+            f" {ms(cpu[floor.name])} ms); server {_mib(now.server)} vs"
+            f" {_mib(web.server)} MiB ({_signed(server_gap)}); tree"
+            f" {_mib(now.tree)} MiB ({_signed(tree_gap)}); parser process's own"
+            f" {_mib(now.parser_own)} MiB (RSS {_mib(now.parser)}; `python -S`"
+            f" alone {_mib(bare_rss)}); reload p50 {ms(reload[NOW].p50)} ms."
+            f" Before, {version(BEFORE)}; {version(RELOAD_TARGET)}",
             "pass" if met else "miss",
         )
     )

@@ -99,6 +99,11 @@ def environment(ctx: Context, load_description: str) -> list[tuple[str, str]]:
             f" prometheus-client {_version('prometheus-client')}",
         ),
         ("Commit", commit_of()),
+        (
+            "Bytecode",
+            "written for the checkout's modules before the run, as pip writes"
+            " it at install (bench/server.py, `write_bytecode`)",
+        ),
         ("Load", load_description),
         (
             "CPUs",

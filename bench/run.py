@@ -34,6 +34,7 @@ from bench import (
 from bench.context import Context, Row
 from bench.load import wrk_available, wrk_version
 from bench.report import QUICK_DURATION
+from bench.server import write_bytecode
 
 BENCHMARKS: list[tuple[str, Callable[[Context], None]]] = [
     ("B7", readpath.run),
@@ -98,6 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     if tool == "wrk" and not wrk_available():
         parser.error("--load wrk: wrk is not installed")
+    if not write_bytecode():
+        parser.error("the service's modules do not compile")
     server_cpus, client_cpus = _pinning(not args.no_pin)
     workdir = Path(tempfile.mkdtemp(prefix="configmapdemo-bench-"))
     ctx = Context(

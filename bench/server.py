@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import compileall
 import os
 import signal
 import subprocess
@@ -16,6 +17,24 @@ from twisted_demo import testing
 
 #: The checkout the benchmarks belong to.
 REPO_ROOT = Path(__file__).resolve().parent.parent
+
+#: The service's code in a checkout: its package and its twistd plugins.
+SOURCES = ("twisted_demo", "twisted/plugins")
+
+
+def write_bytecode(root: Path = REPO_ROOT) -> bool:
+    """
+    Write the bytecode of the service's modules in the checkout C{root},
+    as pip writes it for a package it installs and the image's build does.
+    Without it, where C{PYTHONDONTWRITEBYTECODE} is set (the image sets it;
+    some machines the benchmarks run on do too), every start of a server
+    and of its parser process would compile the service's modules from
+    source, as no installed service does, while Twisted, installed, is
+    loaded from its bytecode.
+
+    @return: Whether every module compiled.
+    """
+    return all(compileall.compile_dir(root / part, quiet=1) for part in SOURCES)
 
 
 def configmapdemo_argv(
@@ -66,8 +85,11 @@ class ServerProcess:
         port: int,
         log_path: Path,
         ready: Callable[[int], bool] | None = None,
+        checkout: Path = REPO_ROOT,
     ) -> None:
         self.argv = list(argv)
+        #: The checkout the server runs from (another version's, for B8).
+        self.checkout = checkout
         #: Whether the server on a port answers yet (default: C{/readyz}).
         self._ready = answers() if ready is None else ready
         self.port = port
@@ -95,9 +117,14 @@ class ServerProcess:
                 stdin=subprocess.DEVNULL,
                 # twistd puts its working directory on sys.path, which is
                 # how it finds twisted/plugins/configmapdemo.py in a
-                # checkout or an editable install.
-                cwd=REPO_ROOT,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                # checkout or an editable install; the checkout also comes
+                # first on the path, before an editable install of another.
+                cwd=self.checkout,
+                env={
+                    **os.environ,
+                    "PYTHONUNBUFFERED": "1",
+                    **self._path(),
+                },
             )
         deadline = time.monotonic() + timeout
         while True:
@@ -113,6 +140,11 @@ class ServerProcess:
                 self.stop()
                 raise RuntimeError(f"server not ready after {timeout} s")
             time.sleep(0.002)
+
+    def _path(self) -> dict[str, str]:
+        if self.checkout == REPO_ROOT:
+            return {}
+        return {"PYTHONPATH": str(self.checkout)}
 
     def stop(self) -> None:
         process, self._process = self._process, None

@@ -141,3 +141,30 @@ def test_forced_reloads_are_counted_from_the_log_summed_up_lines_too() -> None:
         "in 1.0s, logged as one line)\n"
     )
     assert forced_reloads_logged(log) == 38
+
+
+def test_bytecode_is_written_for_the_checkouts_modules(tmp_path: Path) -> None:
+    from bench.server import write_bytecode
+
+    for module in ("twisted_demo/a.py", "twisted/plugins/b.py"):
+        (tmp_path / module).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / module).write_text("x = 1\n")
+    # Written even where the environment says not to write bytecode.
+    assert write_bytecode(tmp_path)
+    assert {p.name.partition(".")[0] for p in tmp_path.rglob("*.pyc")} == {"a", "b"}
+    (tmp_path / "twisted_demo" / "broken.py").write_text("x = (\n")
+    assert not write_bytecode(tmp_path)
+
+
+def test_footprint_runs_the_earlier_versions_from_this_checkouts_history(
+    tmp_path: Path,
+) -> None:
+    from bench.footprint import VERSIONS, checkout
+
+    for revision in VERSIONS:
+        tree = checkout(revision, tmp_path)
+        assert tree is not None, revision
+        assert (tree / "twisted_demo" / "tap.py").is_file()
+        assert (tree / "twisted" / "plugins" / "configmapdemo.py").is_file()
+        assert list((tree / "twisted_demo" / "__pycache__").glob("tap.*.pyc"))
+    assert checkout("0" * 40, tmp_path) is None
