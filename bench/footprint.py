@@ -163,7 +163,7 @@ def bare_interpreter() -> tuple[int, int]:
 
 def run(ctx: Context) -> None:
     """B8."""
-    runs = 2 if ctx.quick else 5
+    runs = 2 if ctx.quick else 9
     updates = 10 if ctx.quick else 100
     static = ctx.workdir / "b8-static"
     static.mkdir()
