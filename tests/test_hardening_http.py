@@ -451,6 +451,35 @@ def test_http_1_1_request_without_host_gets_400(server: TwistdServer) -> None:
     assert _raw(server, b"GET / HTTP/1.0\r\n\r\n").startswith(b"HTTP/1.0 200 ")
 
 
+def test_head_answers_with_get_s_length_no_body_and_no_log_line(
+    server: TwistdServer,
+) -> None:
+    logged = server.output.count("message body")
+    for path in ("/", "/healthz", "/readyz", "/config"):
+        status, _, body = _request(server, "GET", path, {}, None)
+        head_status, headers, head_body = _request(server, "HEAD", path, {}, None)
+        assert (head_status, head_body) == (status, b"") == (200, b"")
+        assert headers["content-length"] == str(len(body)), path
+    # twisted.web logs a line for each HEAD answered with a body, which a
+    # load balancer's HEAD probes would repeat every few seconds.
+    assert server.output.count("message body") == logged
+
+
+@pytest.mark.parametrize("version", [b"HTTP/1.1", b"HTTP/1.0"])
+def test_request_with_two_host_headers_gets_400(
+    server: TwistdServer, version: bytes
+) -> None:
+    """
+    RFC 9112, section 3.2: a server must refuse a request with more than one
+    Host line, which two parts of a chain of proxies may read differently.
+    """
+    response = _raw(server, b"GET / " + version + b"\r\nHost: a\r\nHost: b\r\n\r\n")
+    # HTTP/1.1 answers either (RFC 9110, section 6.2).
+    assert response.startswith(b"HTTP/1.1 400 ")
+    assert b"X-Content-Type-Options: nosniff\r\n" in response
+    assert response.endswith(b"\r\n\r\nmore than one Host header\n")
+
+
 def test_request_twisted_refuses_itself_gets_400_with_nosniff(
     server: TwistdServer,
 ) -> None:

@@ -6,8 +6,9 @@ connections when it stops.
 
   - L{_Request} refuses a body over L{MAX_BODY_BYTES} with 413 as soon as
     its length is known (C{gotLength}) or, chunked, as it grows
-    (C{handleContentChunk}), and an HTTP/1.1 request without C{Host}, or
-    with a URL or C{Host} that is not UTF-8, with 400 (C{requestReceived}).
+    (C{handleContentChunk}), and an HTTP/1.1 request without C{Host}, any
+    request with two, or with a URL or C{Host} that is not UTF-8, with 400
+    (C{requestReceived}).
   - L{_Channel} refuses a C{Content-Length} too long for C{int()} with 400,
     gives a client L{DEFAULT_HEADER_TIMEOUT} seconds to
     send a request once it has started it, and holds the next pipelined
@@ -537,9 +538,11 @@ def _problem(request: Request, path: bytes, version: bytes) -> str | None:
     Why the server refuses a request whose head Twisted read, if it does.
     """
     hosts = request.requestHeaders.getRawHeaders(b"host")
+    # RFC 9112, section 3.2.
     if hosts is None:
-        # RFC 9112, section 3.2.
         return None if version != b"HTTP/1.1" else "no Host header"
+    if len(hosts) > 1:
+        return "more than one Host header"
     if not (path.isascii() and hosts[0].isascii()) or b"%" in path:
         try:
             unquote_to_bytes(path.split(b"?")[0]).decode("utf-8")

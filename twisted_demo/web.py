@@ -27,12 +27,14 @@ _REASONS = {422: b"Unprocessable Content"}
 
 def respond(request: IRequest, body: bytes, content_type: bytes, code: int) -> bytes:
     """
-    Answer C{request} with C{body}, its type and length, and C{code}.
+    Answer C{request} with C{body}, its type and length, and C{code}; a
+    C{HEAD} with the length alone (twisted.web would drop the body itself,
+    but log a line for each).
     """
     request.setResponseCode(code, _REASONS.get(code))
     request.setHeader(b"content-type", content_type)
     request.setHeader(b"content-length", b"%d" % (len(body),))
-    return body
+    return b"" if request.method == b"HEAD" else body
 
 
 def json_response(request: IRequest, body: dict[str, Any], code: int = 200) -> bytes:
