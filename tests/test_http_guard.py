@@ -33,15 +33,14 @@ from zope.interface import implementer
 
 from tests.support import DEADLINE, until
 from twisted_demo.budget import FD_RESERVE, connection_limit
+from twisted_demo.listening import endpoint_for, with_backlog
 from twisted_demo.options import Options
 from twisted_demo.server import (
     DEFAULT_HEADER_TIMEOUT,
     DEFAULT_IDLE_TIMEOUT,
     MAX_BODY_BYTES,
     ConfigSite,
-    endpoint_for,
     make_site,
-    with_backlog,
 )
 
 reactor: Any = _reactor

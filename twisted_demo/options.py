@@ -12,6 +12,7 @@ from twisted.python import usage
 
 from twisted_demo import server
 from twisted_demo.config import CONFIG_KEY
+from twisted_demo.listening import endpoint_kind
 from twisted_demo.live import DEFAULT_MAX_BYTES, positive_integer
 from twisted_demo.logs import LOG_FORMATS, logs_to_stdout
 from twisted_demo.reloads import RELOAD_FROM
@@ -329,7 +330,7 @@ def _refuse_tls_twice(listens: list[str]) -> None:
     endpoints over TLS itself: TLS over TLS fails every handshake.
     """
     for listen in listens:
-        if server.endpoint_kind(listen) == "ssl":
+        if endpoint_kind(listen) == "ssl":
             raise usage.UsageError(
                 f"--listen {listen!r} is TLS already: with --tls-cert, "
                 "give a tcp: endpoint, which --tls-cert serves over TLS"

@@ -15,12 +15,13 @@ from twisted.web.resource import IResource
 
 from twisted_demo import budget
 from twisted_demo.config import parse_message
+from twisted_demo.listening import WebService, endpoint_for, endpoint_kind
 from twisted_demo.live import ConfigError, LiveConfigMetrics, LiveConfigService
 from twisted_demo.logs import LogOutput
 from twisted_demo.metrics import LaterRegistry
 from twisted_demo.options import DEFAULT_TICK, Options, exit_with
 from twisted_demo.reloads import ForcedReloads
-from twisted_demo.server import WebService, endpoint_for, endpoint_kind, make_site
+from twisted_demo.server import make_site
 from twisted_demo.signals import IgnoreSignals, ReloadOnSignal, StopInOrder
 from twisted_demo.web import Front
 

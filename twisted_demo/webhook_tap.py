@@ -15,6 +15,7 @@ from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource, Resource
 
 from twisted_demo.config import parse_message
+from twisted_demo.listening import WebService, endpoint_for
 from twisted_demo.live import (
     AdmissionWebhook,
     ConfigError,
@@ -23,7 +24,7 @@ from twisted_demo.live import (
 )
 from twisted_demo.logs import LogOutput
 from twisted_demo.options import DEFAULT_TICK, WebhookOptions, exit_with
-from twisted_demo.server import WebService, endpoint_for, make_site
+from twisted_demo.server import make_site
 from twisted_demo.signals import ReloadOnSignal, StopInOrder
 from twisted_demo.tap import live_pair, served_pair
 from twisted_demo.tls import TLSMetrics, TLSPair, TLSServerEndpoint
