@@ -104,6 +104,10 @@ class _State(enum.Enum):
     DRAINING = "the server stopping"
     CLOSED = "closed or closing"
 
+    # Members are looked up in _TIERS on every request; Enum's own hash is
+    # a Python call on the name, identity's is not, and members are unique.
+    __hash__ = object.__hash__
+
 
 NEW, IDLE, READING = _State.NEW, _State.IDLE, _State.READING
 ANSWERING, SENDING = _State.ANSWERING, _State.SENDING

@@ -31,7 +31,9 @@ def respond(request: IRequest, body: bytes, content_type: bytes, code: int) -> b
     C{HEAD} with the length alone (twisted.web would drop the body itself,
     but log a line for each).
     """
-    request.setResponseCode(code, _REASONS.get(code))
+    if code != 200:
+        # A request starts as 200 OK.
+        request.setResponseCode(code, _REASONS.get(code))
     request.setHeader(b"content-type", content_type)
     request.setHeader(b"content-length", b"%d" % (len(body),))
     return b"" if request.method == b"HEAD" else body
@@ -68,10 +70,9 @@ _PROBES = (b"/healthz", b"/readyz")
 
 class Front(Resource):
     """
-    Answers C{/} and the probes itself, and sets the headers every response
-    carries (those of the routes behind it, and their 404 and 405 pages,
-    included).  The routes are made by C{routes} at the first request for
-    anything else.
+    Answers C{/} and the probes itself; the routes are made by C{routes} at
+    the first request for anything else.  (The server sets the headers
+    every response carries: L{twisted_demo.server}.)
     """
 
     isLeaf = True
@@ -85,7 +86,6 @@ class Front(Resource):
         self._routes: IResource | None = None
 
     def render(self, request: IRequest) -> Any:
-        request.setHeader(b"x-content-type-options", b"nosniff")
         path = request.path
         if path != b"/" and path not in _PROBES:
             if self._routes is None:
