@@ -107,6 +107,28 @@ def test_https_start_loads_the_tls_modules(tmp_path: Path) -> None:
     assert TLS_MODULES <= https
 
 
+def test_webhook_start_loads_no_yaml_parser(tmp_path: Path) -> None:
+    # Its server hands each review to its parser process and parses nothing
+    # itself; the service's server parses its first config.
+    for name, contents in CA.make().issue("localhost").files().items():
+        (tmp_path / name).write_bytes(contents)
+    webhook = start_imports(
+        "configmapdemo-webhook",
+        "--listen",
+        "tcp:0",
+        "--tls-cert",
+        str(tmp_path / "tls.crt"),
+        "--tls-key",
+        str(tmp_path / "tls.key"),
+    )
+    assert "twisted_demo.webhook_tap" in webhook
+    assert of(webhook, ("yaml", "_yaml")) == set()
+    service = start_imports(
+        "configmapdemo", "--config", configmap(tmp_path), "--listen", "tcp:0"
+    )
+    assert "yaml" in service
+
+
 def test_routes_past_the_front_load_at_their_first_request(tmp_path: Path) -> None:
     config = configmap(tmp_path)
     args = ("configmapdemo", "--config", config, "--listen", "tcp:0")

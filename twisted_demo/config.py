@@ -5,7 +5,7 @@ Only the message is kept; the rest of the file is allowed and ignored.
 
 from __future__ import annotations
 
-from twisted_demo.live import ConfigError, describe_value, parse_yaml
+from twisted_demo.live import ConfigError
 
 __all__ = ["CONFIG_KEY", "parse_message"]
 
@@ -20,6 +20,11 @@ def parse_message(data: bytes) -> str:
     @raise ConfigError: When the file is not one YAML mapping (see
         L{parse_yaml}), or its C{message} is missing or not a string.
     """
+    # Imported at the first parse, so that a process that only hands this
+    # function to a parser process (the webhook's server) loads no YAML
+    # parser.
+    from twisted_demo.live import describe_value, parse_yaml
+
     document = parse_yaml(data)
     if "message" not in document:
         raise ConfigError("'message' is missing", key="message")
