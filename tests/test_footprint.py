@@ -25,7 +25,8 @@ from tests import lean_parser
 from tests.certs import CA
 from tests.support import until, wait_for
 from twisted_demo.config import parse_message
-from twisted_demo.live._process import ParserProcess, stdin_writer
+from twisted_demo.live._process import ParserProcess
+from twisted_demo.live._spawn import stdin_writer
 from twisted_demo.live._watcher import WatchedDirectory
 from twisted_demo.testing import AtomicWriter
 

@@ -2,7 +2,7 @@
 The parser process: the child side of L{twisted_demo.live._process}.
 
 Run by the server's interpreter with its priority already lowered (see
-C{_process._BOOTSTRAP}), as C{main([ADDRESS_SPACE, CPU_SECONDS,
+C{_spawn.BOOTSTRAP}), as C{main([ADDRESS_SPACE, CPU_SECONDS,
 MODULE...])}.  It reads requests on stdin and writes replies on stdout,
 each framed by a 4-byte big-endian length (the framing of Twisted's
 C{Int32StringReceiver}, which the parent uses), until stdin ends.

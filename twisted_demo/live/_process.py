@@ -15,7 +15,7 @@ L{DEATHS} times in a row (the OOM killer, a crash in C) refuses that input,
 as a parse that raises does: trying it again would only kill another.
 
 The child is the module L{twisted_demo.live._child}, run by the server's
-interpreter (see L{_BOOTSTRAP}), as Twisted trial's distributed runner
+interpreter (see L{_spawn}), as Twisted trial's distributed runner
 runs its workers.  It finds the parse function by its
 import path (C{module:qualname}) on the server's C{sys.path}, which it gets
 as C{PYTHONPATH}, an empty entry made absolute.  Its working directory is
@@ -28,9 +28,7 @@ format), framed by L{Int32StringReceiver} on the child's stdin and stdout.
 from __future__ import annotations
 
 import hashlib
-import os
 import pickle
-import signal
 import sys
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
@@ -39,21 +37,16 @@ from typing import Generic, TypeVar, cast
 from attrs import frozen
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, fail, succeed
-from twisted.internet.error import ProcessExitedAlready, ProcessTerminated
 from twisted.internet.interfaces import (
     IDelayedCall,
-    IProcessTransport,
     IReactorProcess,
     IReactorTime,
-    IWriteDescriptor,
 )
-from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
-from twisted.protocols.basic import Int32StringReceiver
-from twisted.python.failure import Failure
 
 from twisted_demo.live import _child
 from twisted_demo.live._errors import ConfigError, ParseCrashed
+from twisted_demo.live._spawn import Child, cpu_seconds, spawn
 
 __all__ = ["DEATHS", "Limits", "ParseCrashed", "ParserProcess", "ParserUnavailable"]
 
@@ -68,10 +61,6 @@ _Input = TypeVar("_Input", bytes, Mapping[str, bytes], bytes | Mapping[str, byte
 #: milliseconds of the end of its input; 1.5 s leaves a program that first
 #: drains its connections for 3 s within a stop of 5 s in all.
 STOP_TIMEOUT = 1.5
-
-#: Twisted's name for the signal a stuck child gets; SIGKILL also ends a
-#: child stopped by SIGSTOP.
-_KILL = "KILL"
 
 #: How many times in a row a child may be killed by a signal we did not
 #: send while parsing the same input (the OOM killer, a crash in C) before
@@ -127,150 +116,6 @@ def import_path(parse: Callable[..., object]) -> str:
     return path
 
 
-class _ChildFraming(Int32StringReceiver):
-    """
-    The Int32 framing of the child's stdin and stdout.
-    """
-
-    MAX_LENGTH = _child.MAX_MESSAGE
-
-    def __init__(self, child: _Child) -> None:
-        self._child = child
-
-    def stringReceived(self, string: bytes) -> None:
-        self._child.owner._replied(self._child, string)
-
-    def lengthLimitExceeded(self, length: int) -> None:
-        self._child.owner._broken(self._child, f"a reply of {length} bytes")
-
-
-class _Child(ProcessProtocol):
-    """
-    One child process: its framing, its stderr lines, and its end.
-    """
-
-    _log = Logger(namespace="twisted_demo.live.parser")
-
-    def __init__(self, owner: ParserProcess) -> None:
-        self.owner = owner
-        self.framing = _ChildFraming(self)
-        self.ended: Deferred[None] = Deferred()
-        self.alive = True
-        #: Why we ended it, if we did; set, its end is no news.
-        self.ending: str | None = None
-        self._stderr = b""
-        self.last_line = ""
-        #: Whether it ended by a signal (the OOM killer, a crash in C).
-        self.signalled = False
-        #: How many parses it was sent: after the first, its heap holds
-        #: what earlier parses left, fragmented.
-        self.parses = 0
-
-    @property
-    def process(self) -> IProcessTransport:
-        return cast(IProcessTransport, self.transport)
-
-    def connectionMade(self) -> None:
-        # The process transport is an ITransport whose write() goes to the
-        # child's stdin.
-        self.framing.makeConnection(self.process)
-
-    def send(self, message: bytes) -> None:
-        self.framing.sendString(message)
-        # Sent only to an idle child, which has read all that came before:
-        # straight into its pipe, not at the reactor's next pass.  While
-        # requests keep the server busy that pass comes late, and the
-        # reload waits for it (B1: about 1 ms of its p50).
-        stdin = stdin_writer(self.process)
-        if stdin is not None:
-            stdin.doWrite()
-
-    def close(self, why: str) -> None:
-        """
-        Close the child's stdin: it finishes its parse, if any, and exits.
-        """
-        self.ending = why
-        self.process.closeStdin()
-
-    def kill(self, why: str) -> None:
-        self.ending = why
-        try:
-            self.process.signalProcess(_KILL)
-        except ProcessExitedAlready:
-            pass
-
-    def childDataReceived(self, childFD: int, data: bytes) -> None:
-        if childFD == 1:
-            self.framing.dataReceived(data)
-        elif childFD == 2:
-            self._log_stderr(data)
-
-    def _log_stderr(self, data: bytes) -> None:
-        self._stderr += data
-        *lines, self._stderr = self._stderr.split(b"\n")
-        for line in lines:
-            text = line.decode("utf-8", "replace")
-            if text.strip():
-                self.last_line = text.strip()
-            self._log.warn("Config parser process: {line}", line=text)
-
-    def processEnded(self, reason: Failure) -> None:
-        self.alive = False
-        value = reason.value
-        self.signalled = isinstance(value, ProcessTerminated) and bool(value.signal)
-        if self._stderr:
-            self._log_stderr(b"\n")
-        self.owner._ended(self, _how_it_ended(reason, self.last_line))
-        self.ended.callback(None)
-
-
-def _cpu_seconds(pid: int | None) -> float | None:
-    """
-    The user and system CPU time process C{pid} has used, from
-    C{/proc/PID/stat}; L{None} where that cannot be read (no C{/proc}, or
-    the process has ended).
-    """
-    if pid is None:
-        return None
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-    except OSError:
-        return None
-    # The fields after the command name, which is in parentheses and may
-    # hold spaces: utime and stime are the 12th and 13th of them.
-    fields = stat[stat.rindex(b")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def stdin_writer(process: IProcessTransport) -> IWriteDescriptor | None:
-    """
-    The descriptor that writes to C{process}'s stdin, whose C{doWrite}
-    writes what the transport holds now, as far as the pipe takes it.
-
-    Twisted writes to a process only when the reactor next reports its pipe
-    writable, and offers no public way to write now
-    (https://github.com/twisted/twisted/issues/5303); its POSIX process
-    transport keeps the descriptor in C{pipes}, outside
-    L{IProcessTransport}.  This is the one place that reaches for it, and
-    C{tests/test_footprint.py} fails if Twisted moves it.  Without it
-    (another reactor's transport), writes wait for the reactor as before.
-    """
-    writer = getattr(process, "pipes", {}).get(0)
-    return writer if IWriteDescriptor.providedBy(writer) else None
-
-
-def _how_it_ended(reason: Failure, last_line: str) -> str:
-    value = reason.value
-    if isinstance(value, ProcessTerminated):
-        if value.signal is not None:
-            return f"killed by {signal.Signals(value.signal).name}"
-        if value.exitCode:
-            how = f"exit status {value.exitCode}"
-            return f"{how}: {last_line}" if last_line else how
-    return "exit status 0"
-
-
 @frozen
 class _ParseRequest(Generic[_T]):
     path: str
@@ -285,12 +130,12 @@ class _Parse:
     """
 
     def __init__(
-        self, request: _ParseRequest[object], child: _Child, timer: IDelayedCall
+        self, request: _ParseRequest[object], child: Child, timer: IDelayedCall
     ) -> None:
         self.request = request
         self.child = child
         self.timer = timer
-        self.cpu = _cpu_seconds(child.process.pid)
+        self.cpu = cpu_seconds(child.process.pid)
 
 
 class ParserProcess(Service):
@@ -337,7 +182,7 @@ class ParserProcess(Service):
         self._deadline = deadline
         self._niceness = niceness
         self._limits = limits
-        self._child: _Child | None = None
+        self._child: Child | None = None
         self._waiting: deque[_ParseRequest[object]] = deque()
         self._current: _Parse | None = None
         self._stopped = False
@@ -408,31 +253,21 @@ class ParserProcess(Service):
         self._next()
         return result
 
-    def _running(self) -> _Child:
+    def _running(self) -> Child:
         """
         The child, started now if none is running.
 
         @raise ParserUnavailable: If it cannot be started.
         """
         if self._child is None or not self._child.alive:
-            child = _Child(self)
             try:
-                self._processes.spawnProcess(
-                    child,
-                    _interpreter(),
-                    [
-                        sys.executable,
-                        *_FLAGS,
-                        "-c",
-                        _BOOTSTRAP,
-                        str(self._niceness),
-                        str(self._limits.address_space),
-                        str(self._limits.cpu_seconds),
-                        *self._preload,
-                    ],
-                    env=_environment(),
-                    path="/",
-                    childFDs={0: "w", 1: "r", 2: "r"},
+                child = spawn(
+                    self,
+                    self._processes,
+                    self._niceness,
+                    self._limits.address_space,
+                    self._limits.cpu_seconds,
+                    self._preload,
                 )
             except OSError as e:
                 # Fork refused: a pids limit, or out of memory.
@@ -458,7 +293,7 @@ class ParserProcess(Service):
             child.parses += 1
             child.send(request.message)
 
-    def _finish(self, child: _Child) -> _ParseRequest[object] | None:
+    def _finish(self, child: Child) -> _ParseRequest[object] | None:
         """
         The request C{child} was parsing, now no longer current.
         """
@@ -470,7 +305,7 @@ class ParserProcess(Service):
             current.timer.cancel()
         return current.request
 
-    def _replied(self, child: _Child, reply: bytes) -> None:
+    def _replied(self, child: Child, reply: bytes) -> None:
         request = self._finish(child)
         if request is None:
             self._retire(child, kill=True, why="it replied to nothing")
@@ -512,7 +347,7 @@ class ParserProcess(Service):
             )
         self._next()
 
-    def _broken(self, child: _Child, what: str) -> None:
+    def _broken(self, child: Child, what: str) -> None:
         """
         C{child} broke the protocol: kill it, and fail its request.
         """
@@ -528,7 +363,7 @@ class ParserProcess(Service):
         current = self._current
         assert current is not None
         child = current.child
-        cpu = _cpu_seconds(child.process.pid)
+        cpu = cpu_seconds(child.process.pid)
         if cpu is not None and current.cpu is not None and cpu > current.cpu:
             # Slow, not stuck: at its priority on a busy node it gets what
             # CPU the server leaves, and its CPU limit still bounds it.
@@ -544,7 +379,7 @@ class ParserProcess(Service):
         )
         self._next()
 
-    def _retire(self, child: _Child, *, kill: bool, why: str) -> None:
+    def _retire(self, child: Child, *, kill: bool, why: str) -> None:
         """
         Take no more work to C{child}, and end it.
         """
@@ -557,7 +392,7 @@ class ParserProcess(Service):
         else:
             child.close(why)
 
-    def _ended(self, child: _Child, how: str) -> None:
+    def _ended(self, child: Child, how: str) -> None:
         if self._child is child:
             self._child = None
         request = self._finish(child)
@@ -572,7 +407,7 @@ class ParserProcess(Service):
             )
 
     def _death(
-        self, request: _ParseRequest[object], child: _Child, how: str
+        self, request: _ParseRequest[object], child: Child, how: str
     ) -> Exception:
         """
         Why C{request} failed when C{child} ended during its parse: the
@@ -594,49 +429,3 @@ class ParserProcess(Service):
                 f"this input, {count} times in a row"
             )
         return ParserUnavailable(f"the parser process ended ({how})")
-
-
-#: The child's interpreter flags: C{-S}, no C{site}.  Its C{sys.path} is
-#: the server's, given whole as C{PYTHONPATH}, so C{site} would only add
-#: the imports of its own start and of the C{.pth} files it runs (about
-#: 0.3 MiB and ten modules before the parse module's own).
-_FLAGS = ("-S",)
-
-#: The child's program: lower its priority first, then import and run
-#: L{_child.main}.  Its start-up is mostly imports (the parse module's
-#: among them), which then cost a server starting on the same CPU a tenth
-#: of it, where at the server's priority they would take half until done.
-#: C{-c} rather than C{-m}, which would import C{runpy} and its modules
-#: before any of ours.
-_BOOTSTRAP = (
-    "import os, sys; os.nice(int(sys.argv[1]));"
-    f" from {_child.__name__} import main; main(sys.argv[2:])"
-)
-
-
-def _interpreter() -> str:
-    """
-    The file to run as the child: the server's own interpreter.  On Linux
-    it is named through C{/proc/self/exe}, which the kernel resolves to the
-    running binary whatever the directories on C{sys.executable}'s path
-    allow: a service dropped to an unprivileged user may run an interpreter
-    under a directory it can no longer search (C{/root/.pyenv}).  The
-    child's C{sys.path} does not depend on the name it was run by: it gets
-    the server's as C{PYTHONPATH}.
-    """
-    return "/proc/self/exe" if os.path.exists("/proc/self/exe") else sys.executable
-
-
-def _environment() -> dict[str, str]:
-    """
-    The child's environment: the server's, with its C{sys.path} as
-    C{PYTHONPATH} (an empty entry, the working directory, made absolute).
-    """
-    env = dict(os.environ)
-    cwd = os.getcwd()
-    env["PYTHONPATH"] = os.pathsep.join(
-        os.path.abspath(entry) if entry else cwd for entry in sys.path
-    )
-    # Python 3.11 and later: -m puts no working directory first on sys.path.
-    env["PYTHONSAFEPATH"] = "1"
-    return env
