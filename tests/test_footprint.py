@@ -23,7 +23,7 @@ from twisted.python.filepath import FilePath
 from bench.proc import stat_fields
 from tests import lean_parser
 from tests.certs import CA
-from tests.support import until, wait_for
+from tests.support import TwistdServer, until, wait_for
 from twisted_demo.config import parse_message
 from twisted_demo.live._process import ParserProcess
 from twisted_demo.live._spawn import stdin_writer
@@ -179,6 +179,34 @@ async def test_parser_process_imports_only_what_its_parse_needs() -> None:
     # Neither site, whose start and .pth files add modules, nor typing, nor
     # runpy, which running a module by name (-m) would import.
     assert modules & {"site", "typing", "runpy"} == set()
+
+
+@pytest_twisted.ensureDeferred
+async def test_preload_imports_modules_and_names_before_the_first_parse() -> None:
+    # twisted_demo.live loads parse_yaml's module only when the name is
+    # looked up: "module:name" does that as the process starts.
+    parse = ParserProcess(
+        reactor, preload=["tests.lean_parser", "twisted_demo.live:parse_yaml"]
+    )
+    parse.startService()
+    try:
+        listed = parse(lean_parser.modules, b"").addTimeout(30, reactor)
+        modules = set(await listed)
+    finally:
+        await parse.stopService()
+    assert {"twisted_demo.live._yaml", "yaml"} <= modules
+
+
+def test_service_parser_process_has_its_yaml_parser_before_a_reload(
+    twistd_server: TwistdServer,
+) -> None:
+    # The demo's parse function imports the YAML parser at its first call,
+    # which the parser process makes as it starts, not at the first reload.
+    [child] = twistd_server.children()
+    wait_for(
+        lambda: "/yaml/_yaml." in Path(f"/proc/{child}/maps").read_text(),
+        "the parser process to load PyYAML",
+    )
 
 
 @pytest_twisted.ensureDeferred

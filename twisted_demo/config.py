@@ -7,10 +7,15 @@ from __future__ import annotations
 
 from twisted_demo.live import ConfigError
 
-__all__ = ["CONFIG_KEY", "parse_message"]
+__all__ = ["CONFIG_KEY", "PARSE_IMPORTS", "parse_message"]
 
 #: The ConfigMap key that deploy/ mounts as the service's config file.
 CONFIG_KEY = "configmap-microservice-demo.yaml"
+
+
+#: What L{parse_message} imports at its first call, for a parser process to
+#: import as it starts (the C{preload} of the library's services).
+PARSE_IMPORTS = ("twisted_demo.live:parse_yaml",)
 
 
 def parse_message(data: bytes) -> str:

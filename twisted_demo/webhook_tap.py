@@ -14,7 +14,7 @@ from twisted.application.service import MultiService
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource, Resource
 
-from twisted_demo.config import parse_message
+from twisted_demo.config import PARSE_IMPORTS, parse_message
 from twisted_demo.listening import WebService, endpoint_for
 from twisted_demo.live import (
     AdmissionWebhook,
@@ -96,6 +96,7 @@ def makeService(options: WebhookOptions) -> MultiService:
         key=options["key"],
         reactor=reactor,
         max_bytes=options["max-bytes"],
+        preload=PARSE_IMPORTS,
     )
     pair = live_pair(options["tls"], reactor, DEFAULT_TICK)
     resource = webhook_resource(webhook, pair)

@@ -322,12 +322,17 @@ def main(argv: list[str]) -> None:
     if hard != resource.RLIM_INFINITY:
         address_space = min(address_space, hard)
     resource.setrlimit(resource.RLIMIT_AS, (address_space, address_space))
-    for module in argv[2:]:
+    for entry in argv[2:]:
         # Imported now, while the server does not wait on it: the first
-        # parse is then as quick as any other.  A module that cannot be
-        # imported is reported by the parse that needs it.
+        # parse is then as quick as any other.  "module:name" looks the
+        # name up too, for a package that loads its parts on first use.  A
+        # module that cannot be imported is reported by the parse that
+        # needs it.
+        module, _, name = entry.partition(":")
         try:
-            import_module(module)
+            loaded = import_module(module)
+            if name:
+                getattr(loaded, name)
         except Exception:
             pass
     serve(requests, replies, _Budget(cpu_seconds), address_space)

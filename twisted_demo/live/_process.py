@@ -161,8 +161,10 @@ class ParserProcess(Service):
     @param niceness: How much nicer than the server the child runs.
     @param limits: What one parse may cost the child.
     @param preload: Modules the child imports as it starts, before the
-        first request: the parse function's module, so that the first
-        parse costs no more than the others.
+        first request: the parse function's module, and what it imports
+        only when called, so that the first parse costs no more than the
+        others.  C{module:name} also looks C{name} up in the module, for a
+        package that loads its parts on first use.
     """
 
     _log = Logger(namespace="twisted_demo.live.parser")

@@ -5,7 +5,7 @@ L{inline}, the runner that calls it at once in this process.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from twisted.internet.defer import Deferred, maybeDeferred
@@ -57,11 +57,13 @@ def default_runner(
     *,
     deadline: float,
     memory: int | None = None,
+    preload: Sequence[str] = (),
 ) -> Any:
     """
     The runner a service gets unless it names one: a parser process of its
     own, an C{IService} to be started and stopped with the service, which
-    imports C{parse}'s module as it starts, before the first reload needs it.
+    imports C{parse}'s module and the modules C{preload} names as it starts,
+    before the first reload needs them.
 
     @param deadline: Seconds a parse may take, renewed while it uses CPU
         (see C{ParserProcess}).
@@ -72,5 +74,5 @@ def default_runner(
 
     limits = Limits() if memory is None else Limits(address_space=memory)
     return ParserProcess(
-        reactor, deadline=deadline, limits=limits, preload=[parse.__module__]
+        reactor, deadline=deadline, limits=limits, preload=[parse.__module__, *preload]
     )

@@ -123,6 +123,12 @@ class LiveConfigService(MultiService, Generic[T]):
         bytes, which bounds its resident memory too: what the program's
         memory budget leaves for parsing.  L{None}: 72 MiB, enough for any
         ordinary 1 MiB YAML config.
+    @param preload: Modules the default runner's parser process imports as
+        it starts, besides C{parse}'s own: those C{parse} imports only when
+        called, so that a reload does not wait for them (a program whose
+        server hands C{parse} on without parsing need not import them).
+        C{module:name} also looks C{name} up in the module, for a package
+        that loads its parts on first use (C{twisted_demo.live:parse_yaml}).
     @param notifier_factory: Makes the inotify notifiers of the watcher
         (each with C{watch} and C{loseConnection}, as
         L{twisted.internet.inotify.INotify}); L{None}: inotify on
@@ -147,6 +153,7 @@ class LiveConfigService(MultiService, Generic[T]):
         settle: float = SETTLE,
         deadline: float = DEADLINE,
         parser_memory: int | None = None,
+        preload: Sequence[str] = (),
         notifier_factory: Callable[[], Notifier] | None = None,
         retry_policy: Callable[[int], float] = RETRY_POLICY,
         log_outcomes: bool = True,
@@ -169,7 +176,11 @@ class LiveConfigService(MultiService, Generic[T]):
         self._deadline: float | None = deadline
         if runner is None:
             runner = default_runner(
-                reactor, parse, deadline=deadline, memory=parser_memory
+                reactor,
+                parse,
+                deadline=deadline,
+                memory=parser_memory,
+                preload=preload,
             )
             self._deadline = None
         self._runner: Runner[T] = runner

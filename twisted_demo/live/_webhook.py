@@ -17,7 +17,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from attrs import frozen
@@ -278,6 +278,8 @@ class AdmissionWebhook(MultiService):
     @param reactor: Times the deadline and runs the parser process; the
         global reactor, imported when the webhook is built, if not given.
     @param deadline: Seconds a review may take before it is answered 503.
+    @param preload: Modules its parser process imports as it starts,
+        besides C{parse}'s own (see L{LiveConfigService}).
     """
 
     def __init__(
@@ -289,6 +291,7 @@ class AdmissionWebhook(MultiService):
         max_bytes: int = DEFAULT_MAX_BYTES,
         runner: Runner[Any] | None = None,
         deadline: float = DEFAULT_DEADLINE,
+        preload: Sequence[str] = (),
     ) -> None:
         super().__init__()
         if reactor is None:
@@ -305,7 +308,10 @@ class AdmissionWebhook(MultiService):
             # At the server's own priority: unlike a live service's reload,
             # the parse is the answer the API server is waiting for.
             runner = ParserProcess(
-                reactor, deadline=deadline, niceness=0, preload=[parse.__module__]
+                reactor,
+                deadline=deadline,
+                niceness=0,
+                preload=[parse.__module__, *preload],
             )
         self._runner = runner
         if IService.providedBy(runner):
