@@ -144,7 +144,8 @@ class ServerProcess:
     def _path(self) -> dict[str, str]:
         if self.checkout == REPO_ROOT:
             return {}
-        return {"PYTHONPATH": str(self.checkout)}
+        path = [str(self.checkout), *filter(None, [os.environ.get("PYTHONPATH")])]
+        return {"PYTHONPATH": os.pathsep.join(path)}
 
     def stop(self) -> None:
         process, self._process = self._process, None

@@ -27,9 +27,9 @@ _REASONS = {422: b"Unprocessable Content"}
 
 def respond(request: IRequest, body: bytes, content_type: bytes, code: int) -> bytes:
     """
-    Answer C{request} with C{body}, its type and length, and C{code}; a
-    C{HEAD} with the length alone (twisted.web would drop the body itself,
-    but log a line for each).
+    Answer C{request} with C{body}, its type and length, and C{code} (a
+    request starts as 200); a C{HEAD} with the length alone (twisted.web
+    would drop the body itself, but log a line for each).
     """
     if code != 200:
         # A request starts as 200 OK.
