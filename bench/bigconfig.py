@@ -35,7 +35,7 @@ def run(ctx: Context) -> None:
         client = Client(app.port)
         if not serves(client, "big initial", timeout=10):
             ctx.fail("B5: GET / does not serve the 1 MiB config's message")
-        parser_ready(client)
+        parser_ready(app)
         before, failed_before = reloads(client)
         messages = [f"big update {i:04d}" for i in range(updates)]
         publisher = WriterProcess("atomic", base, SIZE)

@@ -8,6 +8,7 @@ from pathlib import Path
 from attrs import define, field, frozen
 
 from bench.client import Client, metric, wait_for
+from bench.proc import cpu_times, process_tree
 from bench.server import ServerProcess, configmapdemo_argv, pinned
 from twisted_demo.testing import free_port
 
@@ -80,15 +81,37 @@ def reloads(client: Client) -> tuple[int, int]:
     return int(metric(page, RELOADS)), int(metric(page, RELOAD_FAILURES))
 
 
-def parser_ready(client: Client) -> None:
+def parser_ready(server: ServerProcess, timeout: float = 15.0) -> None:
     """
-    Ask for a reload and wait for its answer: it comes once the server's
-    parser process has started, so that timings after it do not include
-    that start.
+    Wait until the server's parser process has started and waits for its
+    first request, blocked reading its stdin (C{/proc/PID/wchan}, or, where
+    the kernel does not name it, its CPU time unchanged for 0.1 s), so that
+    timings after it do not include that start.  It starts at nice +10, so
+    on a busy CPU it can take a while.
     """
-    status, body = client.post("/-/reload")
-    if status != 200:
-        raise RuntimeError(f"POST /-/reload answered {status}: {body[:200]!r}")
+    deadline = time.monotonic() + timeout
+    last: list[float | None] = [None]
+
+    def waiting() -> bool:
+        children = process_tree(server.pid)[1:]
+        if len(children) != 1:
+            return False
+        [child] = children
+        try:
+            wchan = Path(f"/proc/{child}/wchan").read_text()
+            used = cpu_times(child).used
+        except FileNotFoundError:
+            return False
+        if "pipe" in wchan:
+            return True
+        steady, last[0] = last[0] == used, used
+        if steady:
+            return True
+        time.sleep(0.1)
+        return False
+
+    if not wait_for(waiting, deadline):
+        raise RuntimeError(f"the parser process was not ready after {timeout} s")
 
 
 def settle(client: Client, quiet: float, timeout: float = 15.0) -> tuple[int, int]:

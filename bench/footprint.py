@@ -17,7 +17,7 @@ from attrs import frozen
 
 from bench.client import Client
 from bench.configs import CONFIG_KEY, TimedAtomicWriter, WriterProcess
-from bench.context import Context, Row, serves
+from bench.context import Context, Row, parser_ready, serves
 from bench.proc import cpu_times, private_bytes, process_tree, rss_bytes
 from bench.reload import time_updates
 from bench.server import (
@@ -227,6 +227,8 @@ def run(ctx: Context) -> None:
     try:
         for process in running:
             process.start()
+        for process in running[1:]:
+            parser_ready(process)
         clients = [Client(process.port) for process in running]
         status, body = clients[0].get("/")
         if (status, body) != (200, _INDEX):

@@ -106,7 +106,7 @@ def reload_series(
         client = Client(server.port)
         if not serves(client, initial, timeout=5):
             ctx.fail(f"B1 {label}: GET / does not serve the initial message")
-        parser_ready(client)
+        parser_ready(server)
         round_trips = []
         for _ in range(count * 2):
             started = time.perf_counter()

@@ -112,7 +112,7 @@ def run(ctx: Context) -> None:
     worst = 0
     with app:
         client = Client(app.port)
-        parser_ready(client)
+        parser_ready(app)
         for name, raw in files.items():
             with TreePeak(app.pid) as tree:
                 writer.write({CONFIG_KEY: raw})
