@@ -77,6 +77,23 @@ def test_a_refused_command_line_is_one_line_and_a_pointer_to_help(
     assert result.stderr.splitlines() == [f"configmapdemo: error: {error}", TRY_HELP]
 
 
+@pytest.mark.parametrize("config", ["c.yaml", None])
+def test_a_listen_that_is_no_endpoint_is_refused_with_a_pointer_to_help(
+    configmap: AtomicWriter, config: str | None
+) -> None:
+    # Before the config is read: a missing config is not reported instead.
+    path = config or str(configmap.target_dir / CONFIG_NAME)
+    result = _twistd(
+        "--pidfile=", "configmapdemo", "--config", path, "--listen", "tcp:notaport"
+    )
+    assert result.returncode == 1
+    first, second = result.stderr.splitlines()
+    assert first.startswith(
+        "configmapdemo: error: --listen 'tcp:notaport' is not a server endpoint: "
+    )
+    assert second == TRY_HELP
+
+
 def test_json_logs_need_standard_output(tmp_path: Path) -> None:
     result = _twistd(
         "--pidfile=",

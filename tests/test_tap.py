@@ -147,7 +147,7 @@ def test_config_and_certificate_pair_stop_together(tmp_path: Path) -> None:
     assert [type(child) for child in configs] == [LiveConfigService] * 2
 
 
-def test_invalid_listen_endpoint_exits_with_one_line(
+def test_invalid_listen_endpoint_exits_with_a_line_and_a_pointer_to_help(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     config = tmp_path / "config.yaml"
@@ -157,7 +157,7 @@ def test_invalid_listen_endpoint_exits_with_one_line(
     assert e.value.code == 1
     err = capsys.readouterr().err
     assert err.startswith("configmapdemo: error: --listen 'carrier-pigeon:1' is not")
-    assert err.count("\n") == 1
+    assert err.splitlines()[1:] == ["Try 'twistd configmapdemo --help'"]
 
 
 def test_invalid_config_exits_with_one_line(

@@ -122,7 +122,7 @@ class _RefusedInOneLine(usage.Options):
         try:
             super().parseOptions(options)
         except usage.UsageError as e:
-            exit_with(str(e), f"Try 'twistd {self.prog} --help'", prog=self.prog)
+            refuse_usage(str(e), prog=self.prog)
 
     def _refuse_json_logs_elsewhere(self) -> None:
         if self["log-format"] == "json" and not logs_to_stdout(self.parent):
@@ -348,3 +348,11 @@ def exit_with(
     if hint is not None:
         print(hint, file=sys.stderr)
     raise SystemExit(1)
+
+
+def refuse_usage(message: str, *, prog: str = "configmapdemo") -> NoReturn:
+    """
+    Refuse a command line: one line saying why, one saying where the options
+    are described, and a non-zero exit status.
+    """
+    exit_with(message, f"Try 'twistd {prog} --help'", prog=prog)

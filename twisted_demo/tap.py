@@ -19,7 +19,7 @@ from twisted_demo.listening import WebService, endpoint_for, endpoint_kind
 from twisted_demo.live import ConfigError, LiveConfigMetrics, LiveConfigService
 from twisted_demo.logs import LogOutput
 from twisted_demo.metrics import LaterRegistry
-from twisted_demo.options import DEFAULT_TICK, Options, exit_with
+from twisted_demo.options import DEFAULT_TICK, Options, exit_with, refuse_usage
 from twisted_demo.reloads import ForcedReloads
 from twisted_demo.server import make_site
 from twisted_demo.signals import IgnoreSignals, ReloadOnSignal, StopInOrder
@@ -150,18 +150,18 @@ def makeService(options: Options) -> MultiService:
     resource = demo_resource(
         live, pair, forced=forced, reload_from=options["reload-from"]
     )
+    endpoints = []
+    for listen in options["listen"]:
+        try:
+            endpoints.append((listen, endpoint_for(reactor, listen)))
+        except ValueError as e:
+            refuse_usage(f"--listen {listen!r} is not a server endpoint: {e}")
     try:
         live.load_blocking()
         if pair is not None:
             pair.load_blocking()
     except ConfigError as e:
         exit_with(str(e))
-    endpoints = []
-    for listen in options["listen"]:
-        try:
-            endpoints.append((listen, endpoint_for(reactor, listen)))
-        except ValueError as e:
-            exit_with(f"--listen {listen!r} is not a server endpoint: {e}")
 
     # Stopped last added first: the web server finishes the responses under
     # way, which may still reload, before the live configs stop.  These stop

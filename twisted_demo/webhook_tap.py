@@ -23,7 +23,12 @@ from twisted_demo.live import (
     WebhookMetrics,
 )
 from twisted_demo.logs import LogOutput
-from twisted_demo.options import DEFAULT_TICK, WebhookOptions, exit_with
+from twisted_demo.options import (
+    DEFAULT_TICK,
+    WebhookOptions,
+    exit_with,
+    refuse_usage,
+)
 from twisted_demo.server import make_site
 from twisted_demo.signals import ReloadOnSignal, StopInOrder
 from twisted_demo.tap import live_pair, served_pair
@@ -101,15 +106,15 @@ def makeService(options: WebhookOptions) -> MultiService:
     pair = live_pair(options["tls"], reactor, DEFAULT_TICK)
     resource = webhook_resource(webhook, pair)
     try:
+        endpoint = endpoint_for(reactor, options["listen"])
+    except ValueError as e:
+        refuse_usage(
+            f"--listen {options['listen']!r} is not a server endpoint: {e}", prog=prog
+        )
+    try:
         pair.load_blocking()
     except ConfigError as e:
         exit_with(str(e), prog=prog)
-    try:
-        endpoint = endpoint_for(reactor, options["listen"])
-    except ValueError as e:
-        exit_with(
-            f"--listen {options['listen']!r} is not a server endpoint: {e}", prog=prog
-        )
 
     log_output = LogOutput.for_options(options["log-format"], options.parent, reactor)
     service = StopInOrder(reactor.callFromThread, log_output)
