@@ -46,7 +46,7 @@ from twisted.logger import Logger
 
 from twisted_demo.live import _child
 from twisted_demo.live._errors import ConfigError, ParseCrashed
-from twisted_demo.live._spawn import Child, cpu_seconds, spawn
+from twisted_demo.live._spawn import Child, Limits, cpu_seconds, spawn
 
 __all__ = ["DEATHS", "Limits", "ParseCrashed", "ParserProcess", "ParserUnavailable"]
 
@@ -62,6 +62,9 @@ _Input = TypeVar("_Input", bytes, Mapping[str, bytes], bytes | Mapping[str, byte
 #: drains its connections for 3 s within a stop of 5 s in all.
 STOP_TIMEOUT = 1.5
 
+#: The limits of a parse unless the service sets others.
+_LIMITS = Limits()
+
 #: How many times in a row a child may be killed by a signal we did not
 #: send while parsing the same input (the OOM killer, a crash in C) before
 #: that input is refused as crashing the parser, instead of being tried
@@ -76,21 +79,6 @@ class ParserUnavailable(Exception):
     or passed its deadline and was killed.  The input may be fine; asking
     again starts a fresh process.
     """
-
-
-@frozen
-class Limits:
-    """
-    What one parse may cost the parser process.
-
-    @ivar address_space: RLIMIT_AS of the process, in bytes: a bound on
-        its resident memory too, which stays a few MiB below it (the parts
-        of shared libraries never read are mapped but not resident).
-    @ivar cpu_seconds: CPU seconds per parse (RLIMIT_CPU).
-    """
-
-    address_space: int = _child.PARSER_MEMORY
-    cpu_seconds: int = _child.CPU_SECONDS
 
 
 def import_path(parse: Callable[..., object]) -> str:
@@ -175,7 +163,7 @@ class ParserProcess(Service):
         *,
         deadline: float = 10.0,
         niceness: int = _child.NICENESS,
-        limits: Limits = Limits(),
+        limits: Limits = _LIMITS,
         preload: Sequence[str] = (),
     ) -> None:
         self._processes = reactor
@@ -264,12 +252,7 @@ class ParserProcess(Service):
         if self._child is None or not self._child.alive:
             try:
                 child = spawn(
-                    self,
-                    self._processes,
-                    self._niceness,
-                    self._limits.address_space,
-                    self._limits.cpu_seconds,
-                    self._preload,
+                    self, self._processes, self._niceness, self._limits, self._preload
                 )
             except OSError as e:
                 # Fork refused: a pids limit, or out of memory.

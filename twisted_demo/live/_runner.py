@@ -58,6 +58,7 @@ def default_runner(
     deadline: float,
     memory: int | None = None,
     preload: Sequence[str] = (),
+    niceness: int | None = None,
 ) -> Any:
     """
     The runner a service gets unless it names one: a parser process of its
@@ -69,10 +70,17 @@ def default_runner(
         (see C{ParserProcess}).
     @param memory: The parser process's address space limit in bytes, or
         L{None} for C{PARSER_MEMORY}.
+    @param niceness: How much nicer than the server it runs, or L{None} for
+        C{NICENESS}.
     """
+    from twisted_demo.live._child import NICENESS
     from twisted_demo.live._process import Limits, ParserProcess
 
     limits = Limits() if memory is None else Limits(address_space=memory)
     return ParserProcess(
-        reactor, deadline=deadline, limits=limits, preload=[parse.__module__, *preload]
+        reactor,
+        deadline=deadline,
+        niceness=NICENESS if niceness is None else niceness,
+        limits=limits,
+        preload=[parse.__module__, *preload],
     )

@@ -15,6 +15,7 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, cast
 
+from attrs import frozen
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ProcessExitedAlready, ProcessTerminated
 from twisted.internet.interfaces import (
@@ -36,12 +37,29 @@ __all__ = [
     "BOOTSTRAP",
     "FLAGS",
     "Child",
+    "Limits",
     "cpu_seconds",
     "environment",
     "interpreter",
     "spawn",
     "stdin_writer",
 ]
+
+
+@frozen
+class Limits:
+    """
+    What one parse may cost the parser process.
+
+    @ivar address_space: RLIMIT_AS of the process, in bytes: a bound on
+        its resident memory too, which stays a few MiB below it (the parts
+        of shared libraries never read are mapped but not resident).
+    @ivar cpu_seconds: CPU seconds per parse (RLIMIT_CPU).
+    """
+
+    address_space: int = _child.PARSER_MEMORY
+    cpu_seconds: int = _child.CPU_SECONDS
+
 
 #: Twisted's name for the signal a stuck child gets; SIGKILL also ends a
 #: child stopped by SIGSTOP.
@@ -242,13 +260,12 @@ def spawn(
     owner: ParserProcess,
     processes: IReactorProcess,
     niceness: int,
-    address_space: int,
-    cpu_seconds: int,
+    limits: Limits,
     preload: Sequence[str],
 ) -> Child:
     """
     Start a parser process for C{owner}, C{niceness} below the server, with
-    its limits and the modules it imports before its first request.
+    C{limits} and the modules it imports before its first request.
 
     @raise OSError: If it cannot be started (a pids limit, no memory).
     """
@@ -262,8 +279,8 @@ def spawn(
             "-c",
             BOOTSTRAP,
             str(niceness),
-            str(address_space),
-            str(cpu_seconds),
+            str(limits.address_space),
+            str(limits.cpu_seconds),
             *preload,
         ],
         env=environment(),

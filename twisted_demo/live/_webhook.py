@@ -40,7 +40,7 @@ from twisted_demo.live._check import (
 )
 from twisted_demo.live._errors import ConfigError, ParseCrashed
 from twisted_demo.live._reader import DEFAULT_MAX_BYTES, over_limit
-from twisted_demo.live._runner import Runner, inline
+from twisted_demo.live._runner import Runner, default_runner, inline
 
 __all__ = [
     "DEFAULT_DEADLINE",
@@ -302,16 +302,13 @@ class AdmissionWebhook(MultiService):
         self.max_bytes = max_bytes
         self.deadline = deadline
         if runner is None:
-            from twisted_demo.live._process import ParserProcess, import_path
+            from twisted_demo.live._process import import_path
 
             import_path(parse)
             # At the server's own priority: unlike a live service's reload,
             # the parse is the answer the API server is waiting for.
-            runner = ParserProcess(
-                reactor,
-                deadline=deadline,
-                niceness=0,
-                preload=[parse.__module__, *preload],
+            runner = default_runner(
+                reactor, parse, deadline=deadline, niceness=0, preload=preload
             )
         self._runner = runner
         if IService.providedBy(runner):
