@@ -89,10 +89,10 @@ def parser_ready(server: ServerProcess, timeout: float = 15.0) -> None:
     timings after it do not include that start.  It starts at nice +10, so
     on a busy CPU it can take a while.
     """
-    deadline = time.monotonic() + timeout
-    last: list[float | None] = [None]
+    last: float | None = None
 
     def waiting() -> bool:
+        nonlocal last
         children = process_tree(server.pid)[1:]
         if len(children) != 1:
             return False
@@ -102,15 +102,10 @@ def parser_ready(server: ServerProcess, timeout: float = 15.0) -> None:
             used = cpu_times(child).used
         except FileNotFoundError:
             return False
-        if "pipe" in wchan:
-            return True
-        steady, last[0] = last[0] == used, used
-        if steady:
-            return True
-        time.sleep(0.1)
-        return False
+        steady, last = used == last, used
+        return "pipe" in wchan or steady
 
-    if not wait_for(waiting, deadline):
+    if not wait_for(waiting, time.monotonic() + timeout, interval=0.1):
         raise RuntimeError(f"the parser process was not ready after {timeout} s")
 
 

@@ -24,7 +24,7 @@ from bench.proc import stat_fields
 from tests import lean_parser
 from tests.certs import CA
 from tests.support import TwistdServer, until, wait_for
-from twisted_demo.config import parse_message
+from twisted_demo.config import PARSE_IMPORTS, parse_message
 from twisted_demo.live._process import ParserProcess
 from twisted_demo.live._spawn import stdin_writer
 from twisted_demo.live._watcher import WatchedDirectory
@@ -139,18 +139,34 @@ def test_routes_past_the_front_load_at_their_first_request(tmp_path: Path) -> No
     assert {"klein", "prometheus_client", "twisted_demo.routes"} <= routes_of(scraped)
 
 
-@pytest_twisted.ensureDeferred
-async def test_parser_process_imports_only_what_its_parse_needs() -> None:
-    # As the demo runs it: its parse module imported as the process starts.
-    parse = ParserProcess(reactor, preload=["twisted_demo.config"])
+async def parser_modules(
+    preload: list[str], config: bytes | None = None
+) -> tuple[object, set[str]]:
+    """
+    The message of C{config} (if given) parsed by the demo's parse function
+    in a parser process started with C{preload}, and the modules that
+    process has loaded then.
+    """
+    parse = ParserProcess(reactor, preload=preload)
     parse.startService()
     try:
-        parsed = parse(parse_message, b"message: hi\n").addTimeout(30, reactor)
-        assert await parsed == "hi"
+        parsed = None
+        if config is not None:
+            parsed = await parse(parse_message, config).addTimeout(30, reactor)
         listed = parse(lean_parser.modules, b"").addTimeout(30, reactor)
-        modules = set(await listed)
+        return parsed, set(await listed)
     finally:
         await parse.stopService()
+
+
+@pytest_twisted.ensureDeferred
+async def test_parser_process_imports_only_what_its_parse_needs() -> None:
+    # As the demo runs it: its parse module and what that imports when
+    # called loaded as the process starts.
+    parsed, modules = await parser_modules(
+        ["twisted_demo.config", *PARSE_IMPORTS], b"message: hi\n"
+    )
+    assert parsed == "hi"
     # __main__ is the few lines that lower the child's priority before
     # importing its module.
     ours = {m for m in modules if m.startswith(("twisted_demo", "tests", "__main__"))}
@@ -185,23 +201,17 @@ async def test_parser_process_imports_only_what_its_parse_needs() -> None:
 async def test_preload_imports_modules_and_names_before_the_first_parse() -> None:
     # twisted_demo.live loads parse_yaml's module only when the name is
     # looked up: "module:name" does that as the process starts.
-    parse = ParserProcess(
-        reactor, preload=["tests.lean_parser", "twisted_demo.live:parse_yaml"]
+    _, modules = await parser_modules(
+        ["tests.lean_parser", "twisted_demo.live:parse_yaml"]
     )
-    parse.startService()
-    try:
-        listed = parse(lean_parser.modules, b"").addTimeout(30, reactor)
-        modules = set(await listed)
-    finally:
-        await parse.stopService()
     assert {"twisted_demo.live._yaml", "yaml"} <= modules
 
 
 def test_service_parser_process_has_its_yaml_parser_before_a_reload(
     twistd_server: TwistdServer,
 ) -> None:
-    # The demo's parse function imports the YAML parser at its first call,
-    # which the parser process makes as it starts, not at the first reload.
+    # The demo's parse function imports the YAML parser at its first call;
+    # its parser process imports it as it starts, not at the first reload.
     [child] = twistd_server.children()
     wait_for(
         lambda: "/yaml/_yaml." in Path(f"/proc/{child}/maps").read_text(),
@@ -212,13 +222,7 @@ def test_service_parser_process_has_its_yaml_parser_before_a_reload(
 @pytest_twisted.ensureDeferred
 async def test_certificate_pair_parser_process_loads_no_yaml_parser() -> None:
     # The pair's parser process, started as HTTPS starts it, parses PEM.
-    parse = ParserProcess(reactor, preload=["twisted_demo.tls_pair"])
-    parse.startService()
-    try:
-        listed = parse(lean_parser.modules, b"").addTimeout(30, reactor)
-        modules = set(await listed)
-    finally:
-        await parse.stopService()
+    _, modules = await parser_modules(["twisted_demo.tls_pair"])
     assert "twisted_demo.tls_pair" in modules
     assert {m for m in modules if m.partition(".")[0] in ("yaml", "_yaml")} == set()
 
