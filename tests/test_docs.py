@@ -376,6 +376,20 @@ def test_readme_quotes_the_parser_process_defaults() -> None:
     )
 
 
+def test_docs_quote_the_parser_process_s_command_line() -> None:
+    # As ps shows it; e2e checks that the parser process runs BOOTSTRAP.
+    from twisted_demo.live._spawn import BOOTSTRAP
+
+    first, nice, *rest = (part.strip() for part in BOOTSTRAP.split(";"))
+    assert nice.startswith("os.nice(")
+    [module] = [part for part in rest if part.startswith("from ")]
+    quoted = f"python -S -c {first}; os.nice(…); {module}; …"
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    assert f"`{quoted}`" in readme
+    reliability = " ".join((ROOT / "docs" / "reliability.md").read_text().split())
+    assert quoted.replace(" -c ", ' -c "').replace("; …", '; …"') in reliability
+
+
 def test_every_test_reliability_md_names_exists() -> None:
     text = (ROOT / "docs" / "reliability.md").read_text()
     files = dict(re.findall(r"^\| `(\w+)` \| `(tests/test_\w+\.py)` \|$", text, re.M))

@@ -22,6 +22,7 @@ from tests.support import (
     wait_for,
 )
 from twisted_demo.live._log import LOG_BURST
+from twisted_demo.live._spawn import BOOTSTRAP
 from twisted_demo.testing import AtomicWriter
 
 
@@ -72,7 +73,13 @@ def test_config_is_parsed_by_one_nicer_child_that_ends_with_the_server(
 ) -> None:
     [child] = wait_for(twistd_server.children, "the parser process")
     server_niceness = niceness_of(twistd_server.process.pid)
-    # The child lowers its priority once it has imported the parser.
+    # What ps shows (README): the interpreter without site, running a
+    # program that lowers its priority before it imports anything else.
+    argv = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")[:-1]
+    assert [arg.decode() for arg in argv[1:5]] == ["-S", "-c", BOOTSTRAP, "10"]
+    statements = [statement.strip() for statement in BOOTSTRAP.split(";")]
+    assert statements[:2] == ["import os, sys", "os.nice(int(sys.argv[1]))"]
+    assert "from twisted_demo.live._child import main" in statements
     wait_for(
         lambda: niceness_of(child) == server_niceness + 10, "the child to be nicer"
     )

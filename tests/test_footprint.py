@@ -41,6 +41,15 @@ TLS_PACKAGES = ("OpenSSL", "cryptography", "service_identity")
 TLS_MODULES = {"twisted_demo.tls", "twisted_demo.tls_pair"}
 ROUTE_PACKAGES = ("klein", "werkzeug", "prometheus_client", "twisted_demo.routes")
 
+#: The C{configmapdemo check} command's own modules.
+CHECK_MODULES = {
+    "twisted_demo.check",
+    "twisted_demo.live._check",
+    "twisted_demo.live._command",
+    "twisted_demo.live._manifest",
+    "twisted_demo.live._report",
+}
+
 
 def start_imports(*twistd: str, get: tuple[str, ...] = ()) -> set[str]:
     """
@@ -84,6 +93,8 @@ def test_plain_http_start_loads_no_tls_beyond_twisted_web_s(tmp_path: Path) -> N
     )
     assert "twisted_demo.tap" in plain
     assert plain & TLS_MODULES == set()
+    # Nor the check command, whose parser twistd's options used to load.
+    assert plain & CHECK_MODULES == set()
     # Twisted's own TCP transport loads part of it, and twistd web pays
     # that too; nothing more.
     assert of(plain, TLS_PACKAGES) - of(floor, TLS_PACKAGES) == set()
@@ -212,7 +223,7 @@ def test_service_parser_process_has_its_yaml_parser_before_a_reload(
 ) -> None:
     # The demo's parse function imports the YAML parser at its first call;
     # its parser process imports it as it starts, not at the first reload.
-    [child] = twistd_server.children()
+    [child] = wait_for(twistd_server.children, "the parser process")
     wait_for(
         lambda: "/yaml/_yaml." in Path(f"/proc/{child}/maps").read_text(),
         "the parser process to load PyYAML",

@@ -456,10 +456,12 @@ def test_head_answers_with_get_s_length_no_body_and_no_log_line(
 ) -> None:
     logged = server.output.count("HEAD")
     for path in ("/", "/healthz", "/readyz", "/config"):
-        status, _, body = _request(server, "GET", path, {}, None)
+        status, get_headers, body = _request(server, "GET", path, {}, None)
         head_status, headers, head_body = _request(server, "HEAD", path, {}, None)
         assert (head_status, head_body) == (status, b"") == (200, b"")
         assert headers["content-length"] == str(len(body)), path
+        for name in ("content-type", "x-content-type-options"):
+            assert headers[name] == get_headers[name], (path, name)
     # twisted.web logs a line for each HEAD answered with a body, which a
     # load balancer's HEAD probes would repeat every few seconds.
     assert server.output.count("HEAD") == logged

@@ -4,6 +4,7 @@ The C{twistd configmapdemo} command line, the plugin, and the wiring.
 
 from __future__ import annotations
 
+import gc
 from pathlib import Path
 
 import pytest
@@ -158,6 +159,17 @@ def test_invalid_listen_endpoint_exits_with_a_line_and_a_pointer_to_help(
     err = capsys.readouterr().err
     assert err.startswith("configmapdemo: error: --listen 'carrier-pigeon:1' is not")
     assert err.splitlines()[1:] == ["Try 'twistd configmapdemo --help'"]
+
+
+def test_what_start_up_loaded_is_frozen_out_of_the_collector_s_reach(
+    tmp_path: Path,
+) -> None:
+    # CHANGELOG: a full collection used to come while the service was built.
+    config = tmp_path / "config.yaml"
+    config.write_bytes(b"message: hi\n")
+    gc.unfreeze()
+    makeService(_parse("--config", str(config)))
+    assert gc.get_freeze_count() > 0
 
 
 def test_invalid_config_exits_with_one_line(

@@ -25,6 +25,7 @@ from treq.testing import StubTreq
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 
+from bench.proc import process_tree
 from tests.certs import CA, Leaf
 from tests.support import (
     DEADLINE,
@@ -217,6 +218,28 @@ def b64(text: str) -> str:
 
 
 # -- over HTTPS, from a real process ------------------------------------------
+
+
+def _maps_pyyaml(pid: int) -> bool:
+    return "/yaml/_yaml." in Path(f"/proc/{pid}/maps").read_text()
+
+
+def test_only_the_parser_process_loads_pyyaml_and_before_a_review(
+    secret: AtomicWriter, ca: CA
+) -> None:
+    server = WebhookServer.of_secret(secret, ca)
+    try:
+        server.wait_ready()
+        # The config's parser process (the pair's parses PEM) imports what
+        # the parse function imports at its first call as it starts; the
+        # server hands every review to it and loads no YAML parser itself.
+        children = process_tree(server.process.pid)[1:]
+        wait_for(
+            lambda: any(map(_maps_pyyaml, children)), "a parser process with PyYAML"
+        )
+        assert not _maps_pyyaml(server.process.pid)
+    finally:
+        server.close()
 
 
 @pytest.mark.parametrize(
