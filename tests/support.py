@@ -135,6 +135,17 @@ def http(
         return Response(e.code, dict(e.headers.items()), e.read())
 
 
+def read_output(output: IO[bytes]) -> str:
+    """
+    All a child process has written so far to C{output}, a file it shares
+    with this one.  Parent and child share the file's offset, so seeking
+    it to read would move where the child's next line lands, over the
+    start of the file: C{pread} reads without moving it.
+    """
+    fd = output.fileno()
+    return os.pread(fd, os.fstat(fd).st_size, 0).decode("utf-8", "replace")
+
+
 class ServerProcess:
     """
     A server run with C{argv} in a subprocess (in C{cwd}, with C{env} added
@@ -163,8 +174,7 @@ class ServerProcess:
         """
         Everything the process has written so far.
         """
-        self._output.seek(0)
-        return self._output.read().decode("utf-8", "replace")
+        return read_output(self._output)
 
     def get(self, path: str = "/") -> Response:
         raise NotImplementedError

@@ -75,7 +75,11 @@ def test_config_is_parsed_by_one_nicer_child_that_ends_with_the_server(
     server_niceness = niceness_of(twistd_server.process.pid)
     # What ps shows (README): the interpreter without site, running a
     # program that lowers its priority before it imports anything else.
-    argv = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")[:-1]
+    # A child still inside execve shows an empty command line.
+    argv = wait_for(
+        lambda: Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")[:-1] or None,
+        "the parser process's command line",
+    )
     assert [arg.decode() for arg in argv[1:5]] == ["-S", "-c", BOOTSTRAP, "10"]
     statements = [statement.strip() for statement in BOOTSTRAP.split(";")]
     assert statements[:2] == ["import os, sys", "os.nice(int(sys.argv[1]))"]

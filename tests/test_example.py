@@ -16,7 +16,7 @@ from typing import IO
 
 import pytest
 
-from tests.support import http, wait_for
+from tests.support import http, read_output, wait_for
 from tests.test_docs import blocks
 from twisted_demo.testing import AtomicWriter, free_port, twistd_executable
 
@@ -28,11 +28,6 @@ def _flag(url: str) -> str | None:
         return http(url).text
     except OSError:
         return None
-
-
-def _read(output: IO[bytes]) -> str:
-    output.seek(0)
-    return output.read().decode("utf-8", "replace")
 
 
 class _App:
@@ -53,7 +48,7 @@ class _App:
 
     @property
     def output(self) -> str:
-        return _read(self._output)
+        return read_output(self._output)
 
     def stop(self) -> str:
         """

@@ -233,9 +233,9 @@ def test_only_the_parser_process_loads_pyyaml_and_before_a_review(
         # The config's parser process (the pair's parses PEM) imports what
         # the parse function imports at its first call as it starts; the
         # server hands every review to it and loads no YAML parser itself.
-        children = process_tree(server.process.pid)[1:]
         wait_for(
-            lambda: any(map(_maps_pyyaml, children)), "a parser process with PyYAML"
+            lambda: any(map(_maps_pyyaml, process_tree(server.process.pid)[1:])),
+            "a parser process with PyYAML",
         )
         assert not _maps_pyyaml(server.process.pid)
     finally:
