@@ -21,6 +21,7 @@ import pytest
 import yaml
 
 from tests.test_deploy import DEPLOY, kustomize, manifest, tool
+from tests.test_docs import blocks, section
 
 MONITORING = DEPLOY / "monitoring"
 TESTS = Path(__file__).resolve().parent / "alerts-test.yaml"
@@ -84,6 +85,52 @@ def test_service_monitor_scrapes_the_services_metrics_port(
     # deploy/README.md: scraped every 30 s.
     assert endpoint["interval"] == "30s"
     assert set(endpoint) <= {"port", "path", "interval", "scheme", "tlsConfig"}
+
+
+def test_with_https_the_service_monitor_scrapes_the_https_port_trusting_the_ca(
+    tmp_path: Path,
+) -> None:
+    # deploy/README.md, "Alerts and runbooks": the kustomization it quotes,
+    # beside deploy/ as the README's commands are run from its parent.
+    readme = (DEPLOY / "README.md").read_text()
+    [command] = [
+        "\n".join(block.lines)
+        for block in blocks(section(readme, "Alerts and runbooks"))
+        if "deploy/monitoring/tls" in "\n".join(block.lines)
+    ]
+    site = tmp_path / "with-tls"
+    site.mkdir()
+    (site / "kustomization.yaml").write_text(
+        command.split("<<'YAML'\n")[1].split("\nYAML\n")[0]
+    )
+    (tmp_path / "deploy").symlink_to(DEPLOY)
+    rendered = {d["kind"]: d for d in kustomize(site)}
+    [endpoint] = rendered["ServiceMonitor"]["spec"]["endpoints"]
+    service = rendered["Service"]
+    assert [port["name"] for port in service["spec"]["ports"]] == [endpoint["port"]]
+    assert endpoint["scheme"] == "https"
+    assert (endpoint["path"], endpoint["interval"]) == ("/metrics", "30s")
+    tls = endpoint["tlsConfig"]
+    [volume] = [
+        volume
+        for volume in rendered["Deployment"]["spec"]["template"]["spec"]["volumes"]
+        if "secret" in volume
+    ]
+    assert tls["ca"]["secret"] == {
+        "name": volume["secret"]["secretName"],
+        "key": "ca.crt",
+    }
+    # The name verified is one the README's Certificate is issued for.
+    [certificate] = [
+        document
+        for block in blocks(section(readme, "HTTPS from a TLS Secret (optional)"))
+        if block.language == "yaml"
+        for document in [yaml.safe_load("\n".join(block.lines))]
+        if document["kind"] == "Certificate"
+    ]
+    assert tls["serverName"] == service["metadata"]["name"]
+    assert tls["serverName"] in certificate["spec"]["dnsNames"]
+    assert certificate["spec"]["secretName"] == tls["ca"]["secret"]["name"]
 
 
 def test_rules_pass_promtool_check(
