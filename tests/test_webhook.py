@@ -342,6 +342,15 @@ def test_what_is_not_the_services_config_is_allowed_unchecked(
     assert response_of(webhook.post(review))["allowed"] is True
 
 
+def without_kind(body: bytes) -> bytes:
+    """
+    The review C{body} with its request's C{kind} taken out.
+    """
+    review = json.loads(body)
+    del review["request"]["kind"]
+    return json.dumps(review).encode()
+
+
 @pytest.mark.parametrize(
     ("body", "reason"),
     [
@@ -369,6 +378,11 @@ def test_what_is_not_the_services_config_is_allowed_unchecked(
             admission_review(None, operation="CREATE"),
             "the CREATE review has no object",
             id="no-object",
+        ),
+        pytest.param(
+            without_kind(admission_review(configmap_object({KEY: DUPLICATE}))),
+            "the CREATE review has no kind",
+            id="no-kind",
         ),
     ],
 )

@@ -354,13 +354,17 @@ class AdmissionWebhook(MultiService):
         operation = request.get("operation")
         if operation not in _CHECKED:
             return succeed(_json(_response(uid), "skipped"))
-        if request.get("kind") != _CONFIGMAP:
+        kind = request.get("kind")
+        if not isinstance(kind, dict):
+            # The API server names the kind of every object it sends.
+            return succeed(_malformed(f"the {operation} review has no kind"))
+        if kind != _CONFIGMAP:
             # The webhook's rules sent something other than a ConfigMap.
             _log.warn(
                 "Allowed a {operation} of {kind} unchecked: only ConfigMaps "
                 "are checked",
                 operation=operation,
-                kind=str(_kind(request.get("kind"))),
+                kind=_kind(kind),
             )
             return succeed(_json(_response(uid), "skipped"))
         configmap = request.get("object")
@@ -408,9 +412,7 @@ class AdmissionWebhook(MultiService):
         return _ReviewResource(self)
 
 
-def _kind(kind: object) -> str:
-    if not isinstance(kind, Mapping):
-        return "an object of no kind"
+def _kind(kind: Mapping[str, object]) -> str:
     group = kind.get("group")
     return f"a {kind.get('kind')} ({group or 'core'}/{kind.get('version')})"
 
