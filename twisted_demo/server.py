@@ -259,6 +259,9 @@ class _Request(Request):
     channel: _Channel
     _body = 0
     _slices: _Slices | None = None
+    #: When the head was read, for the access log's duration; None while
+    #: the log is off, and for a request refused before its head was read.
+    started: float | None = None
 
     def write(self, data: bytes) -> None:
         if len(data) <= _SLICE or self.method == b"HEAD" or self._slices is not None:
@@ -290,12 +293,12 @@ class _Request(Request):
             super().handleContentChunk(data)
 
     def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
-        # For the access log's duration.
-        self.started = time.monotonic()
+        channel = self.channel
+        if channel.site.access_log:
+            self.started = time.monotonic()
         # On every answer, those twisted.web gives without the app's
         # resource (OPTIONS *, and its 405 for other methods on *) too.
         self.responseHeaders.setRawHeaders(b"x-content-type-options", [b"nosniff"])
-        channel = self.channel
         channel._received += 1
         problem = _problem(self, path, version)
         if problem is not None:
@@ -353,7 +356,7 @@ class ConfigSite(Site):
             resource, requestFactory=_Request, timeout=idle_timeout, reactor=clock
         )
         self.displayTracebacks = False
-        self._access_log = access_log
+        self.access_log = access_log
         self.header_timeout = header_timeout
         self.max_body_bytes = max_body_bytes
         self.max_connections = budget.connection_limit(max_connections)
@@ -368,9 +371,8 @@ class ConfigSite(Site):
         self._drained: list[Deferred[None]] = []
 
     def log(self, request: Any) -> None:
-        if self._access_log:
-            # A request refused before its head was read has no start.
-            started = getattr(request, "started", None)
+        if self.access_log:
+            started = request.started
             duration = 0.0 if started is None else time.monotonic() - started
             log_request(request, self.reactor.seconds(), duration)
 
