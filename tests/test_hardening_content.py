@@ -75,6 +75,7 @@ def test_bad_update_is_refused_and_last_good_config_keeps_serving(
     assert live.post_reload().status == 200
     assert live.get("/").text == "Hello again"
     assert live.config()["last_error"] is None
+    assert live.config()["last_error_detail"] is None
     assert live.metric(LAST_SUCCESSFUL) == 1
     assert live.metric(RELOADS) == 1
     assert live.metric(FAILURES) == failures + 1

@@ -223,7 +223,7 @@ def test_good_file_after_a_failure_clears_the_error(setup: Setup) -> None:
     setup.reload()
     setup.path.write_bytes(b"message: fixed\n")
     assert isinstance(setup.reload(), Updated)
-    assert setup.live.last_error is None
+    assert (setup.live.last_error, setup.live.last_error_detail) == (None, None)
     assert setup.metric("configmapdemo_config_last_reload_successful") == 1
 
 
@@ -237,7 +237,7 @@ def test_reverting_to_the_served_bytes_after_a_failure_recovers(
         outcome = setup.reload()
     assert isinstance(outcome, Unchanged) and outcome.recovered
     assert outcome.current is setup.live.current
-    assert setup.live.last_error is None
+    assert (setup.live.last_error, setup.live.last_error_detail) == (None, None)
     assert setup.metric("configmapdemo_config_last_reload_successful") == 1
     assert log.messages(LogLevel.info) == [
         f"Config file {setup.path} is back to the version being served "

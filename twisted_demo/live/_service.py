@@ -95,9 +95,8 @@ class LiveConfigService(MultiService, Generic[T]):
     the start leaves L{current} L{None} and L{when_loaded} waiting.
 
     @ivar current: The version being served, or L{None} before the first.
-    @ivar last_error: Why the last reload was refused, or L{None} if it
-        was not: C{str(last_error_detail)}.
-    @ivar last_error_detail: The same as a L{ConfigError}, whose fields
+    @ivar last_error_detail: Why the last reload was refused, or L{None}
+        if it was not: a L{ConfigError}, whose fields
         (C{problem}, C{file}, C{key}, C{line}, C{column}) say what and
         where, never a value from the file.
     @ivar never_updated: Why the files will never be seen to change (one
@@ -202,9 +201,16 @@ class LiveConfigService(MultiService, Generic[T]):
         self._failed_attempts = 0
         self._retry: IDelayedCall | None = None
         self.current: Loaded[T] | None = None
-        self.last_error: str | None = None
         self.never_updated: str | None = None
         self.last_error_detail: ConfigError | None = None
+
+    @property
+    def last_error(self) -> str | None:
+        """
+        C{last_error_detail} as one line, or L{None}.
+        """
+        detail = self.last_error_detail
+        return None if detail is None else str(detail)
 
     @property
     def generation(self) -> str | None:
@@ -438,8 +444,8 @@ class LiveConfigService(MultiService, Generic[T]):
             # changed): nothing to announce, but the generation served is
             # the new one.
             current = self.current = evolve(current, generation=snapshot.generation)
-        recovered = self.last_error is not None
-        self.last_error = None
+        recovered = self.last_error_detail is not None
+        self.last_error_detail = None
         self._failed_sha256 = None
         return Unchanged(current, recovered)
 
@@ -448,7 +454,7 @@ class LiveConfigService(MultiService, Generic[T]):
     ) -> Updated[T]:
         new = Loaded(value, snapshot.sha256, snapshot.generation, now, self._source)
         old, self.current = self.current, new
-        self.last_error = None
+        self.last_error_detail = None
         self._failed_sha256 = None
         self._drift.served(fingerprint)
         return Updated(old, new)
@@ -486,7 +492,6 @@ class LiveConfigService(MultiService, Generic[T]):
         """
         error = str(detail)
         repeated = error == self.last_error and sha256 == self._failed_sha256
-        self.last_error = error
         self.last_error_detail = detail
         self._failed_sha256 = sha256
         retry_in: float | None = None
