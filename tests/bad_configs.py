@@ -138,4 +138,14 @@ BAD_CONTENT: dict[str, Bad] = {
         b"message: a\npassword: !!timestamp 2026-01-01Thunter2\n",
         "line 2, column 11: not a valid timestamp",
     ),
+    # PyYAML's own words for these quote a character of the value, its
+    # place and the value's length.
+    "tagged_binary_that_is_not_ascii": Bad(
+        "message: a\npassword: !!binary hunter2\u20ac\n".encode(),
+        "line 2, column 11: not valid base64",
+    ),
+    "tagged_binary_of_a_telling_length": Bad(
+        b"message: a\npassword: !!binary hunter2\n",
+        "line 2, column 11: not valid base64",
+    ),
 }

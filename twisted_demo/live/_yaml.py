@@ -135,6 +135,18 @@ class _Loader(FastSafeLoader):  # type: ignore[valid-type,misc]
             mapping[key] = self.construct_object(value_node, deep=deep)
         return mapping
 
+    def construct_yaml_binary(self, node: yaml.Node) -> bytes:
+        # PyYAML's own refusal quotes what base64 or ASCII made of the
+        # value: a character of it, its place, its length.
+        try:
+            value: bytes = super().construct_yaml_binary(node)
+        except yaml.constructor.ConstructorError:
+            raise _not_valid(node) from None
+        return value
+
+
+_Loader.add_constructor("tag:yaml.org,2002:binary", _Loader.construct_yaml_binary)
+
 
 class _CarefulLoader(_Loader):
     """
