@@ -119,9 +119,9 @@ def test_https_start_loads_the_tls_modules(tmp_path: Path) -> None:
     assert TLS_MODULES <= https
 
 
-def test_webhook_start_loads_no_yaml_parser(tmp_path: Path) -> None:
-    # Its server hands each review to its parser process and parses nothing
-    # itself; the service's server parses its first config.
+def test_no_server_loads_a_yaml_parser(tmp_path: Path) -> None:
+    # The webhook's server hands each review to its parser process; the
+    # service's server has its first config parsed by a parser process too.
     for name, contents in CA.make().issue("localhost").files().items():
         (tmp_path / name).write_bytes(contents)
     webhook = start_imports(
@@ -138,7 +138,8 @@ def test_webhook_start_loads_no_yaml_parser(tmp_path: Path) -> None:
     service = start_imports(
         "configmapdemo", "--config", configmap(tmp_path), "--listen", "tcp:0"
     )
-    assert "yaml" in service
+    assert "twisted_demo.tap" in service
+    assert of(service, ("yaml", "_yaml")) == set()
 
 
 def test_routes_past_the_front_load_at_their_first_request(tmp_path: Path) -> None:

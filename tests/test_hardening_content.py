@@ -227,6 +227,27 @@ def refused_start_ups(
             server.close()
 
 
+def test_a_config_too_big_for_the_parser_stops_the_start_within_its_memory(
+    tmp_path: Path,
+) -> None:
+    # Under --max-bytes, but PyYAML needs about 150 MiB to build it: past
+    # the parser process's 72 MiB, as on every reload.
+    path = tmp_path / "config.yaml"
+    path.write_bytes(b"message: hi\nk: [" + b"0," * 520_000 + b"0]\n")
+    server = TwistdServer(path)
+    try:
+        # Before, the server parsed it itself, 231 MiB large, and served it.
+        status = server.process.wait(30)
+        output = server.output
+    finally:
+        server.close()
+    assert status == 1
+    assert output.splitlines() == [
+        f"configmapdemo: error: {path}: parsing it needed more than 72 MiB of "
+        "memory, the parser process's limit"
+    ]
+
+
 @pytest.mark.parametrize("case", [*_START_UP, "max_bytes_option"])
 def test_twistd_refuses_to_start_on_bad_config_with_one_line_and_no_traceback(
     refused_start_ups: dict[str, tuple[Path, int, str]], case: str

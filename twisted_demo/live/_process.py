@@ -29,10 +29,12 @@ from __future__ import annotations
 
 import hashlib
 import pickle
+import signal
+import subprocess
 import sys
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from typing import Generic, TypeVar, cast
+from typing import Any, Generic, TypeVar, cast
 
 from attrs import frozen
 from twisted.application.service import Service
@@ -46,9 +48,25 @@ from twisted.logger import Logger
 
 from twisted_demo.live import _child
 from twisted_demo.live._errors import ConfigError, ParseCrashed
-from twisted_demo.live._spawn import Child, Limits, cpu_seconds, spawn
+from twisted_demo.live._spawn import (
+    Child,
+    Limits,
+    command,
+    cpu_seconds,
+    environment,
+    interpreter,
+    spawn,
+)
 
-__all__ = ["DEATHS", "Limits", "ParseCrashed", "ParserProcess", "ParserUnavailable"]
+__all__ = [
+    "DEATHS",
+    "Limits",
+    "ParseCrashed",
+    "ParserProcess",
+    "ParserUnavailable",
+    "answer_of",
+    "parse_in_child",
+]
 
 _T = TypeVar("_T")
 
@@ -102,6 +120,78 @@ def import_path(parse: Callable[..., object]) -> str:
             f"a nested function or __main__), found by its import path ({path})"
         )
     return path
+
+
+def answer_of(path: str, reply: bytes) -> object:
+    """
+    The value of a fresh parser process's C{reply} to a request for the
+    parse function at C{path}.
+
+    @raise ConfigError: The parse refused the input, or went past a limit.
+    @raise ParseCrashed: The parse crashed, or its value cannot be had.
+    @raise ParserUnavailable: The reply is none the parser process sends.
+    """
+    tag, body = reply[:1], reply[1:]
+    text = body.decode("utf-8", "replace")
+    if tag == _child.VALUE:
+        try:
+            return pickle.loads(body)
+        except Exception as e:
+            raise ParseCrashed(
+                f"{path}: the value it returned cannot be unpickled here "
+                f"({type(e).__name__}: {e})"
+            ) from None
+    if tag == _child.ERROR:
+        raise ConfigError.from_json(body)
+    if tag == _child.CRASH:
+        raise ParseCrashed(f"{path}: {text}")
+    if tag == _child.LIMIT:
+        raise ConfigError(text)
+    raise ParserUnavailable(f"the parser process sent an unknown reply ({tag!r})")
+
+
+def parse_in_child(
+    parse: Callable[[Any], _T],
+    data: bytes | Mapping[str, bytes],
+    *,
+    limits: Limits = _LIMITS,
+    preload: Sequence[str] = (),
+) -> _T:
+    """
+    C{parse(data)} in a parser process started for it, at this process's
+    priority and with C{limits}, waited for: blocking, for a program's
+    start-up before its reactor runs and for a command line.  The answer
+    is the one a live service's parser process gives the same input,
+    going past a limit included, and this process's memory holds only the
+    input and the value.
+
+    @raise ConfigError: The parse refused C{data}, or went past a limit.
+    @raise ParseCrashed: The parse crashed on it.
+    @raise ParserUnavailable: The parser process could not start, or ended
+        without an answer.
+    """
+    path = import_path(parse)
+    message = _child.encode_request(path, data)
+    try:
+        ended = subprocess.run(
+            command(0, limits, preload),
+            executable=interpreter(),
+            input=_child.LENGTH.pack(len(message)) + message,
+            stdout=subprocess.PIPE,
+            env=environment(),
+            cwd="/",
+            check=False,
+        )
+    except OSError as e:
+        raise ParserUnavailable(f"the parser process could not start ({e})") from None
+    if ended.returncode < 0:
+        how = f"killed by {signal.Signals(-ended.returncode).name}"
+        raise ParserUnavailable(f"the parser process ended ({how})")
+    reply = ended.stdout[_child.LENGTH.size :]
+    if not reply:
+        how = f"exit status {ended.returncode}"
+        raise ParserUnavailable(f"the parser process ended ({how}) without an answer")
+    return cast(_T, answer_of(path, reply))
 
 
 @frozen
@@ -208,6 +298,14 @@ class ParserProcess(Service):
 
         return child.ended.addCallback(ended)
 
+    def parse_now(self, parse: Callable[[_Input], _T], data: _Input) -> _T:
+        """
+        C{parse(data)} by L{parse_in_child}, with this parser process's
+        limits and imports: blocking, for a start-up before the reactor
+        runs.
+        """
+        return parse_in_child(parse, data, limits=self._limits, preload=self._preload)
+
     def __call__(self, parse: Callable[[_Input], _T], data: _Input) -> Deferred[_T]:
         """
         Call C{parse(data)} in the parser process.
@@ -296,40 +394,25 @@ class ParserProcess(Service):
             self._retire(child, kill=True, why="it replied to nothing")
             return
         self._deaths = (b"", 0)
-        tag, body = reply[:1], reply[1:]
-        text = body.decode("utf-8", "replace")
-        if tag == _child.VALUE:
-            try:
-                value = pickle.loads(body)
-            except Exception as e:
-                request.result.errback(
-                    ParseCrashed(
-                        f"{request.path}: the value it returned cannot be "
-                        f"unpickled here ({type(e).__name__}: {e})"
-                    )
-                )
-            else:
-                request.result.callback(value)
-        elif tag == _child.ERROR:
-            request.result.errback(ConfigError.from_json(body))
-        elif tag == _child.CRASH:
-            request.result.errback(ParseCrashed(f"{request.path}: {text}"))
-        elif tag == _child.LIMIT:
+        tag = reply[:1]
+        if tag == _child.LIMIT:
             # A fresh child for the next parse, with none of this one's heap.
             self._retire(child, kill=False, why="it went past a limit")
             if child.parses > 1:
                 # What earlier parses left in its heap may have made the
                 # difference: only a fresh child's refusal is the input's.
                 self._waiting.appendleft(request)
-            else:
-                request.result.errback(ConfigError(text))
-        else:
+                self._next()
+                return
+        try:
+            value = answer_of(request.path, reply)
+        except ParserUnavailable as e:
             self._retire(child, kill=True, why=f"an unknown reply {tag!r}")
-            request.result.errback(
-                ParserUnavailable(
-                    f"the parser process sent an unknown reply ({tag!r}) and was killed"
-                )
-            )
+            request.result.errback(ParserUnavailable(f"{e} and was killed"))
+        except Exception as e:
+            request.result.errback(e)
+        else:
+            request.result.callback(value)
         self._next()
 
     def _broken(self, child: Child, what: str) -> None:

@@ -333,20 +333,32 @@ class LiveConfigService(MultiService, Generic[T]):
 
     def load_blocking(self) -> Loaded[T]:
         """
-        Read and parse the file now, in this process, blocking: for a
-        program's start-up, before the reactor runs, to refuse to start
-        without a valid config.  On success the version is swapped in as a
-        reload would.
+        Read and parse the file now, blocking: for a program's start-up,
+        before the reactor runs, to refuse to start without a valid
+        config.  With the default runner the parse runs in a parser
+        process started for it, with the same limits as every reload's, so
+        that a file a reload would refuse for its memory or CPU is refused
+        at start-up too; with another runner, in this process.  On success
+        the version is swapped in as a reload would.
 
         @raise ConfigError: Why the file was refused, naming it.
         """
+        from twisted_demo.live._process import ParserProcess
+
+        runner: Runner[T] = inline
+        if isinstance(self._runner, ParserProcess):
+            parser = self._runner
+
+            def runner(parse: Callable[[Any], T], data: Any) -> Deferred[T]:
+                return maybeDeferred(parser.parse_now, parse, data)
+
         outcome: Outcome[T] | None = None
 
         def done(result: Outcome[T]) -> None:
             nonlocal outcome
             outcome = result
 
-        self._run(inline).addCallback(done)
+        self._run(runner).addCallback(done)
         match outcome:
             case Updated(new=loaded) | Unchanged(current=loaded):
                 return loaded

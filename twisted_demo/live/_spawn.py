@@ -38,6 +38,7 @@ __all__ = [
     "FLAGS",
     "Child",
     "Limits",
+    "command",
     "cpu_seconds",
     "environment",
     "interpreter",
@@ -256,6 +257,23 @@ def environment() -> dict[str, str]:
     return env
 
 
+def command(niceness: int, limits: Limits, preload: Sequence[str]) -> list[str]:
+    """
+    A parser process's command line, as C{ps} shows it: C{niceness} below
+    the server, with C{limits}, importing C{preload} as it starts.
+    """
+    return [
+        sys.executable,
+        *FLAGS,
+        "-c",
+        BOOTSTRAP,
+        str(niceness),
+        str(limits.address_space),
+        str(limits.cpu_seconds),
+        *preload,
+    ]
+
+
 def spawn(
     owner: ParserProcess,
     processes: IReactorProcess,
@@ -273,16 +291,7 @@ def spawn(
     processes.spawnProcess(
         child,
         interpreter(),
-        [
-            sys.executable,
-            *FLAGS,
-            "-c",
-            BOOTSTRAP,
-            str(niceness),
-            str(limits.address_space),
-            str(limits.cpu_seconds),
-            *preload,
-        ],
+        command(niceness, limits, preload),
         env=environment(),
         path="/",
         childFDs={0: "w", 1: "r", 2: "r"},
