@@ -106,6 +106,51 @@ def test_example_app_serves_flags_and_follows_configmap_updates(
     assert f"Serving the flags of {writer.target_dir / 'flags.yaml'}" in log
 
 
+def _exits(argv: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        argv,
+        cwd=cwd,
+        env={**os.environ, "PYTHONPATH": str(_EXAMPLES)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.mark.parametrize(
+    "args",
+    [[], ["flags.yaml", "tcp:8081", "more"], ["flags.yaml", "tcp:notaport"], ["-h"]],
+)
+def test_example_app_refuses_a_bad_command_line_with_its_usage(
+    args: list[str], tmp_path: Path
+) -> None:
+    refused = _exits([sys.executable, "-m", "featureflags", *args], tmp_path)
+    assert (refused.returncode, refused.stdout, refused.stderr) == (
+        2,
+        "",
+        "usage: python -m featureflags FILE [ENDPOINT]\n",
+    )
+    # docs/library.md quotes it.
+    docs = " ".join((_EXAMPLES.parent / "docs" / "library.md").read_text().split())
+    assert f"`{refused.stderr.strip()}`" in docs
+
+
+def test_example_app_on_a_port_in_use_exits_with_one_line(tmp_path: Path) -> None:
+    flags = tmp_path / "flags.yaml"
+    flags.write_bytes(b"beta: true\n")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        failed = _exits(_featureflags(flags, port), tmp_path)
+    assert failed.returncode == 1
+    [line] = failed.stderr.splitlines()
+    assert line.startswith(
+        f"featureflags: error: cannot listen on tcp:{port}:interface=127.0.0.1: "
+    )
+    assert "Traceback" not in failed.stdout
+
+
 def test_example_app_gets_a_check_for_its_own_parser(tmp_path: Path) -> None:
     good, bad = tmp_path / "good.yaml", tmp_path / "bad.yaml"
     good.write_bytes(b"search: true\n")
@@ -117,14 +162,8 @@ def test_example_app_gets_a_check_for_its_own_parser(tmp_path: Path) -> None:
     )
 
     def check(*args: Path | str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "featureflags.check", *map(str, args)],
-            cwd=tmp_path,
-            env={**os.environ, "PYTHONPATH": str(_EXAMPLES)},
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        argv = [sys.executable, "-m", "featureflags.check", *map(str, args)]
+        return _exits(argv, tmp_path)
 
     passed = check(good)
     assert (passed.returncode, passed.stdout) == (0, f"OK      {good}\n")
