@@ -24,6 +24,7 @@ from tests.support import (
     signal_until_summed_up,
     wait_for,
 )
+from tests.test_docs import ROOT, section
 from twisted_demo.logs import REPEAT_BURST
 from twisted_demo.testing import (
     AtomicWriter,
@@ -92,6 +93,19 @@ def test_a_listen_that_is_no_endpoint_is_refused_with_a_pointer_to_help(
         "configmapdemo: error: --listen 'tcp:notaport' is not a server endpoint: "
     )
     assert second == TRY_HELP
+
+
+def test_help_names_every_option_of_the_readme_and_each_default_once() -> None:
+    readme = (ROOT / "README.md").read_text()
+    table = re.findall(r"^\| `(--[\w-]+)", section(readme, "Options"), re.MULTILINE)
+    shown = _twistd("--pidfile=", "configmapdemo", "--help")
+    assert shown.returncode == 0
+    usage_line, *options = shown.stdout.splitlines()
+    assert sorted(re.findall(r"--[\w-]+", usage_line)) == sorted(table)
+    # Each option's text, from its name to the next option's.
+    for entry in re.split(r"\n(?=\s+(?:-\w, )?--)", "\n".join(options)):
+        text = " ".join(entry.split())
+        assert not ("(default:" in text and "[default:" in text), text
 
 
 def test_json_logs_need_standard_output(tmp_path: Path) -> None:

@@ -90,7 +90,8 @@ MAX_BYTES_OPTION = [
     "max-bytes",
     None,
     DEFAULT_MAX_BYTES,
-    "Largest config file accepted, in bytes (default: the 1 MiB ConfigMap limit).",
+    # Twisted adds the default, 1 MiB: the ConfigMap size limit.
+    "Largest config file accepted, in bytes.",
     _named("max-bytes", _positive_integer("bytes")),
 ]
 
@@ -139,7 +140,7 @@ class Options(_RefusedInOneLine):
 
     synopsis = (
         "--config PATH [--listen ENDPOINT] [--tick SECONDS] [--max-bytes N] "
-        "[--log-format text|json] [--tls-cert PATH --tls-key PATH] "
+        "[--access-log] [--log-format text|json] [--tls-cert PATH --tls-key PATH] "
         "[--max-connections N] [--idle-timeout SECONDS] [--header-timeout SECONDS] "
         "[--reload-from loopback|any|off]"
     )
