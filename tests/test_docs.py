@@ -101,7 +101,9 @@ def _json_matches(quoted: dict[str, Any], record: dict[str, Any]) -> bool:
     it stands for.
     """
     return list(quoted) == list(record) and all(
-        pattern(json.dumps(value)).fullmatch(json.dumps(record[key]))
+        pattern(json.dumps(value, ensure_ascii=False)).fullmatch(
+            json.dumps(record[key], ensure_ascii=False)
+        )
         for key, value in quoted.items()
     )
 
@@ -236,6 +238,14 @@ def test_deploy_readme_log_and_config_are_what_the_service_shows(
         for block in blocks(section(deploy, "Which version does each pod serve?"))
         if block.language == "json"
     ]
+    # The answer to POST /-/reload, quoted as a comment after the command.
+    [quoted_answer] = [
+        line.removeprefix("# ")
+        for block in update
+        if any("/-/reload" in line for line in block.lines)
+        for line in block.lines
+        if line.startswith("# {")
+    ]
     assert quoted_logs
     with servers(configmap.target_dir / CONFIG_NAME) as (text, as_json):
         configmap.write({CONFIG_NAME: b"message: Hello Kubernetes\n"})
@@ -243,7 +253,9 @@ def test_deploy_readme_log_and_config_are_what_the_service_shows(
         for block in quoted_logs:
             check_quoted_log(block, text, as_json)
         config = json.loads(http(text.url + "/config").text)
+        answer = json.loads(http(text.url + "/-/reload", method="POST").text)
     assert _json_matches(json.loads("\n".join(quoted_config.lines)), config)
+    assert _json_matches(json.loads(quoted_answer), answer), answer
 
 
 def test_quoted_values_stand_for_the_values_that_vary() -> None:
