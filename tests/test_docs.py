@@ -15,8 +15,10 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -328,10 +330,16 @@ def test_kubelet_command_swaps_data_and_refuses_a_bad_command_line(
             timeout=DEADLINE,
         )
 
+    started = time.time()
     done = kubelet(str(tmp_path), "a.yaml=message: one", "b.yaml=message: two")
     assert done.returncode == 0, done.stderr
     generation = os.readlink(tmp_path / "..data")
     assert done.stdout == f"..data -> {generation}\n"
+    # Named after the time of the update, as the README says, then a number.
+    stamp, number = generation.removeprefix("..").split(".")
+    named = datetime.strptime(stamp, "%Y_%m_%d_%H_%M_%S").replace(tzinfo=timezone.utc)
+    assert int(started) <= named.timestamp() <= time.time()
+    assert re.fullmatch(r"\d{9}", number)
     assert (tmp_path / "a.yaml").read_bytes() == b"message: one\n"
     assert os.readlink(tmp_path / "a.yaml") == "..data/a.yaml"
     again = kubelet(str(tmp_path), "a.yaml=message: three")
