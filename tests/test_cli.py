@@ -169,6 +169,27 @@ def _records(output: str) -> list[dict[str, object]]:
     return [json.loads(line) for line in output.splitlines()]
 
 
+def test_a_port_in_use_is_logged_last_as_one_critical_json_object(
+    twistd_server: TwistdServer,
+) -> None:
+    argv = configmapdemo_argv(
+        twistd_server.config, twistd_server.port, "--log-format", "json"
+    )
+    failed = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+    assert (failed.returncode, failed.stderr) == (1, "")
+    *started, refusal = _records(failed.stdout)
+    assert [record["level"] for record in started] == ["info"] * len(started)
+    listen = f"tcp:{twistd_server.port}:interface=127.0.0.1"
+    assert {key: refusal[key] for key in ("level", "logger", "listen")} == {
+        "level": "critical",
+        "logger": "configmapdemo",
+        "listen": listen,
+    }
+    assert refusal["message"] == (
+        f"configmapdemo: error: cannot listen on {listen}: {refusal['error']}"
+    )
+
+
 def test_json_log_lines_carry_the_message_and_the_fields(
     configmap: AtomicWriter,
 ) -> None:

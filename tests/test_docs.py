@@ -115,12 +115,22 @@ def _in_json_log(quoted: str, log: str) -> bool:
     return any(_json_matches(json.loads(quoted), record) for record in records)
 
 
+def _on_port(text: str, port: int) -> str:
+    """
+    C{text} of a console block, with the demo's port 8080 as the test
+    server's C{port}.
+    """
+    text = text.replace("localhost:8080", f"127.0.0.1:{port}")
+    return text.replace("tcp:8080", f"tcp:{port}")
+
+
 def _run(command: str, cwd: Path, port: int) -> list[str]:
     """
     Run one C{$} line of a console block as a user would, on the test's
     server, and return what it printed.
     """
-    command = command.replace("localhost:8080", f"127.0.0.1:{port}")
+    command = _on_port(command, port)
+    # The venv's commands come first, as once it is activated.
     bin_dir = str(Path(sys.executable).parent)
     # At a terminal curl shows no progress meter; into a pipe it would.
     curl_home = cwd / "curl-home"
@@ -155,6 +165,7 @@ def run_console(block: Block, cwd: Path, port: int) -> None:
             steps[-1][1].append(line)
     for command, quoted in steps:
         printed = _run(command, cwd, port)
+        quoted = [_on_port(line, port) for line in quoted]
         assert _lines_match(quoted, printed), (
             f"$ {command}\nquoted:  {quoted}\nprinted: {printed}"
         )
@@ -225,8 +236,11 @@ def test_readme_demo_logs_and_errors_print_what_is_quoted(tmp_path: Path) -> Non
         # The last block put the example back: nothing changed, nothing new.
         assert git(tmp_path, "status", "--porcelain", "examples") == ""
         text.wait_message("Hello World")
-    [refused] = blocks(section(readme, "Options"))
-    run_console(refused, tmp_path, text.port)
+        # Beside the demo: a refused command line, then a start on its port.
+        options = blocks(section(readme, "Options"))
+        assert [block.language for block in options] == ["console", "console"]
+        for block in options:
+            run_console(block, tmp_path, text.port)
 
 
 def test_deploy_readme_log_and_config_are_what_the_service_shows(

@@ -110,8 +110,8 @@ class StartFailed(SystemExit, Exception):
 class WebService(StreamServerEndpointService):
     """
     Serves the site on one endpoint, and stops C{twistd} with one clear
-    line, rather than a traceback, when the endpoint cannot listen (port in
-    use, no permission).
+    log line, rather than a traceback, when the endpoint cannot listen
+    (port in use, no permission).
 
     On stopping it refuses new connections at once and lets the responses
     under way finish, for at most L{DRAIN_TIMEOUT} seconds.
