@@ -274,6 +274,17 @@ def test_deploy_readme_log_and_config_are_what_the_service_shows(
     assert _json_matches(json.loads(quoted_answer), answer), answer
 
 
+def test_the_commands_the_docs_run_by_name_are_in_the_venv_they_activate() -> None:
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    deploy = " ".join((ROOT / "deploy" / "README.md").read_text().split())
+    assert "first `. .venv/bin/activate`" in readme
+    assert "first `. .venv/bin/activate`" in deploy
+    # The venv these tests run in, as the README's install makes it.
+    bin_dir = Path(sys.executable).parent
+    for name in ("activate", "twistd", "configmapdemo"):
+        assert (bin_dir / name).is_file(), name
+
+
 def test_quoted_values_stand_for_the_values_that_vary() -> None:
     quoted = (
         "2026-11-22T10:00:00+0000 [x#info] Loaded /etc/config/a.yaml: "
