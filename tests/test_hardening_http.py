@@ -325,6 +325,47 @@ def test_malformed_request_gets_400_and_logs_no_traceback(
     assert "Unhandled Error" not in server.output
 
 
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"Transfer-Encoding: chunked\r\nTransfer-Encoding: identity\r\n",
+        b"Transfer-Encoding: chunked, identity\r\n",
+        b"Transfer-Encoding: identity\r\nContent-Length: 3\r\n",
+        b"Transfer-Encoding: gzip, chunked\r\n",
+    ],
+    ids=["chunked_then_identity", "chunked_identity_one_line",
+         "identity_with_length", "gzip_chunked"],
+)  # fmt: skip
+def test_transfer_encoding_other_than_chunked_alone_gets_400(
+    server: TwistdServer, head: bytes
+) -> None:
+    """
+    RFC 9112, section 6.1: C{Transfer-Encoding} lines are one list, and
+    only C{chunked} alone frames a body the server reads; any other it
+    might read differently from a proxy in front of it.
+    """
+    response = _raw(
+        server, b"POST /-/reload HTTP/1.1\r\nHost: x\r\n" + head + b"\r\n0\r\n\r\n"
+    )
+    assert response.startswith(b"HTTP/1.1 400 ")
+    assert response.count(b"HTTP/1.1 ") == 1
+    assert b"X-Content-Type-Options: nosniff\r\n" in response
+    assert server.get("/healthz").status == 200
+
+
+def test_chunked_body_is_accepted_and_the_connection_serves_the_next_request(
+    server: TwistdServer,
+) -> None:
+    response = _raw(
+        server,
+        b"POST /-/reload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"3\r\nabc\r\n0\r\n\r\n"
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    assert response.startswith(b"HTTP/1.1 200 ")
+    assert response.count(b"HTTP/1.1 200 ") == 2
+
+
 def _listen_backlog(port: int) -> int | None:
     """
     The backlog of the socket listening on C{port}, as C{ss} shows it.

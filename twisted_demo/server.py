@@ -6,9 +6,10 @@ documents for subclasses, and how it drains its connections when it stops
 
   - L{_Request} refuses a body over L{MAX_BODY_BYTES} with 413 as soon as
     its length is known (C{gotLength}) or, chunked, as it grows
-    (C{handleContentChunk}), and an HTTP/1.1 request without C{Host}, any
-    request with two, or with a URL or C{Host} that is not UTF-8, with 400
-    (C{requestReceived}).
+    (C{handleContentChunk}); a request framed by any C{Transfer-Encoding}
+    but C{chunked} alone with 400 before its body is read (C{gotLength});
+    and an HTTP/1.1 request without C{Host}, any request with two, or with
+    a URL or C{Host} that is not UTF-8, with 400 (C{requestReceived}).
   - L{_Channel} refuses a C{Content-Length} too long for C{int()} with 400,
     gives a client L{DEFAULT_HEADER_TIMEOUT} seconds to
     send a request once it has started it, and holds the next pipelined
@@ -28,6 +29,7 @@ What Twisted offers no public way to do is in one place, L{_TwistedGaps}.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
@@ -278,12 +280,18 @@ class _Request(Request):
             super().finish()
 
     def gotLength(self, length: int | None) -> None:
-        if length is not None and length > self.channel.site.max_body_bytes:
-            self.channel.life.refuse(413, "request body too large")
-            # Or the channel would invite the body next.
-            self.requestHeaders.removeHeader(b"expect")
-            return
-        super().gotLength(length)
+        codings = self.requestHeaders.getRawHeaders(b"transfer-encoding")
+        if codings is not None and (problem := _framing_problem(self, codings)):
+            self._refuse_before_body(400, problem)
+        elif length is not None and length > self.channel.site.max_body_bytes:
+            self._refuse_before_body(413, "request body too large")
+        else:
+            super().gotLength(length)
+
+    def _refuse_before_body(self, status: int, reason: str) -> None:
+        self.channel.life.refuse(status, reason)
+        # Or the channel would invite the body next.
+        self.requestHeaders.removeHeader(b"expect")
 
     def handleContentChunk(self, data: bytes) -> None:
         self._body += len(data)
@@ -327,6 +335,25 @@ def _problem(request: Request, path: bytes, version: bytes) -> str | None:
             hosts[0].decode("utf-8")
         except UnicodeDecodeError:
             return "Host is not UTF-8"
+    return None
+
+
+def _framing_problem(request: Request, codings: Sequence[bytes]) -> str | None:
+    """
+    Why the server refuses a request with C{Transfer-Encoding} lines
+    C{codings}, if it does: only C{chunked} alone frames a body it reads.
+    """
+    # RFC 9112, section 6.1: the lines are one comma-separated list, whose
+    # last coding frames the body.  Twisted reads each line alone and skips
+    # identity, so "chunked" then "identity" was read as chunked, while a
+    # proxy that takes the last coding reads another end of the body.
+    listed = b",".join(codings).split(b",")
+    if len(listed) != 1 or listed[0].strip(b" \t").lower() != b"chunked":
+        return "Transfer-Encoding other than chunked"
+    # Twisted refuses this itself, as two body lengths, as long as it reads
+    # chunked as a length (RFC 9112, section 6.3).
+    if request.requestHeaders.hasHeader(b"content-length"):
+        return "Transfer-Encoding with Content-Length"
     return None
 
 
