@@ -988,15 +988,19 @@ def test_a_parser_that_crashes_fails_its_file_and_the_others_are_still_checked(
 
     assert (code, err.getvalue()) == (1, "")
     assert "hunter2" not in out.getvalue()
+    # Its import path, then the exception's type and where it was raised.
+    reason = (
+        r"cannot parse: tests\.test_check:_crashes_on_secrets: KeyError "
+        r"\(test_check\.py line \d+, in _crashes_on_secrets\)"
+    )
     if output == "json":
         results = json.loads(out.getvalue())["results"]
         assert [r["status"] for r in results] == ["failed", "ok"]
-        assert results[0]["reason"] == "cannot parse: the parser raised KeyError"
+        assert re.fullmatch(reason, results[0]["reason"])
     else:
-        assert out.getvalue() == (
-            f"FAILED  {crashing}: cannot parse: the parser raised KeyError\n"
-            f"OK      {fine}\n"
-        )
+        failed, passed = out.getvalue().splitlines()
+        assert re.fullmatch(f"FAILED  {re.escape(str(crashing))}: {reason}", failed)
+        assert passed == f"OK      {fine}"
 
 
 def test_a_value_its_tag_cannot_convert_fails_without_a_traceback(
@@ -1016,3 +1020,23 @@ def test_a_value_its_tag_cannot_convert_fails_without_a_traceback(
     [failed, passed] = as_json.json()["results"]
     assert (failed["line"], failed["column"], passed["status"]) == (2, 7, "ok")
     assert "hunter2" not in text.out + as_json.out
+
+
+def test_a_file_too_costly_for_the_parser_process_fails_as_the_service_refuses_it(
+    tmp_path: Path,
+) -> None:
+    # Under the 1 MiB limit, but PyYAML needs about 150 MiB to build it: a
+    # running service's parser process refuses it, and so does the check.
+    path = tmp_path / "config.yaml"
+    path.write_bytes(b"message: hi\nk: [" + b"0," * 520_000 + b"0]\n")
+    out = io.StringIO()
+
+    code = check_main(
+        parse_message, [str(path)], prog="app check", key=CONFIG_KEY, stdout=out
+    )
+
+    assert (code, out.getvalue()) == (
+        1,
+        f"FAILED  {path}: parsing it needed more than 72 MiB of memory, "
+        "the parser process's limit\n",
+    )

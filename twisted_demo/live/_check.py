@@ -17,7 +17,7 @@ from typing import BinaryIO
 
 from attrs import frozen
 
-from twisted_demo.live._errors import ConfigError
+from twisted_demo.live._errors import ConfigError, ParseCrashed
 from twisted_demo.live._reader import DEFAULT_MAX_BYTES, open_regular, over_limit
 
 __all__ = [
@@ -157,18 +157,22 @@ def parse_one(
     source: CheckSource,
 ) -> CheckPassed | CheckFailed:
     """
-    C{parse(data)} as a result.  A parse function that crashes fails the
-    check naming the exception's type, never its text (which may quote the
-    file), and the files after it are still checked.
+    C{parse(data)} as a result, parsed as a live service's default runner
+    parses it: in a parser process, under the same memory and CPU limits,
+    so that a file every running service would refuse for what parsing it
+    costs fails the check too.  A parse function that crashes fails the
+    check naming the exception's type and where it was raised, never its
+    text (which may quote the file), and the files after it are still
+    checked.
     """
+    from twisted_demo.live._process import ParserUnavailable, parse_in_child
+
     try:
-        parse(data)  # type: ignore[arg-type]
+        parse_in_child(parse, data)
     except ConfigError as e:
         return CheckFailed(source, e)
-    except Exception as e:
-        return CheckFailed(
-            source, ConfigError(f"cannot parse: the parser raised {type(e).__name__}")
-        )
+    except (ParseCrashed, ParserUnavailable) as e:
+        return CheckFailed(source, ConfigError(f"cannot parse: {e}"))
     return CheckPassed(source)
 
 
