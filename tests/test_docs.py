@@ -332,11 +332,14 @@ def test_readme_pre_commit_snippet_names_a_commit_with_its_hooks() -> None:
             f"twisted_demo/live/{name}.py"
             for name in (
                 "_check",
+                "_child",
                 "_command",
                 "_errors",
                 "_manifest",
+                "_process",
                 "_reader",
                 "_report",
+                "_spawn",
                 "_yaml",
             )
         ),
