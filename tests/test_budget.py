@@ -150,3 +150,35 @@ def test_readme_quotes_the_budget_the_code_makes() -> None:
         f"{budget.DEFAULT_MEMORY // MiB} MiB, plain; {tls.connections} over TLS"
         in section
     )
+
+
+@pytest.mark.parametrize("limit", [[], ["--max-connections", "20"]])
+def test_the_site_holds_its_connections_to_the_budget_s_share(
+    tmp_path: Path, limit: list[str]
+) -> None:
+    from twisted.application.service import IServiceCollection
+
+    from twisted_demo.listening import WebService
+    from twisted_demo.tap import Options, makeService
+
+    config = tmp_path / "config.yaml"
+    config.write_text("message: hi\n")
+    options = Options()
+    options.parseOptions(["--config", str(config), *limit])
+    service = makeService(options)
+
+    def web(parent: IServiceCollection) -> list[WebService]:
+        found = []
+        for child in parent:
+            if isinstance(child, WebService):
+                found.append(child)
+            elif IServiceCollection.providedBy(child):
+                found.extend(web(child))
+        return found
+
+    [served] = web(service)
+    site = served.site
+    shares = budget.default_plan(tls=False)
+    # The memory share is the budget's, whatever --max-connections says.
+    assert site.connection_cost == budget.PLAIN_CONNECTION
+    assert site.connection_memory == shares.connections * budget.PLAIN_CONNECTION

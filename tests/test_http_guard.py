@@ -11,8 +11,10 @@ each can go or must follow.
 
 from __future__ import annotations
 
+import gc
 import socket
 import time
+import weakref
 from collections.abc import Iterator
 from typing import Any
 
@@ -25,14 +27,16 @@ from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IPushProducer
 from twisted.internet.task import Clock, deferLater
 from twisted.internet.testing import StringTransport
+from twisted.logger import LogLevel
 from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
 from zope.interface import implementer
 
-from tests.support import DEADLINE, until
-from twisted_demo.budget import FD_RESERVE, connection_limit
+from tests.support import DEADLINE, captured_log, until
+from twisted_demo.budget import FD_RESERVE, UNREAD, connection_limit
+from twisted_demo.connection import LINGER
 from twisted_demo.listening import endpoint_for, with_backlog
 from twisted_demo.options import Options
 from twisted_demo.server import (
@@ -681,3 +685,76 @@ def test_large_response_is_written_as_the_client_reads_it() -> None:
         received += transport.read()
     assert received.count(b"HTTP/1.1 200 OK") == 2
     assert len(received) > 2 * size
+
+
+def test_requests_arriving_in_pieces_past_the_memory_share_shed_the_largest() -> None:
+    clock = Clock()
+    # Room for 10 idle connections of 10,000 bytes: 100,000 bytes in all.
+    guard = _guard(Recording(), clock, max_connections=10, connection_cost=10_000)
+    large, small = Connected(guard), Connected(guard)
+    idle = [Connected(guard) for _ in range(4)]
+    large.send(b"GET / HTTP/1.1\r\nHost: x\r\nX-A: " + b"a" * 15_000)
+    small.send(b"GET / HTTP/1.1\r\nHost: x\r\nX-B: " + b"b" * 12_000)
+    assert not any(c.closed for c in [large, small, *idle])
+
+    # 60,000 for the six, and now 15,030 and 25,037 arriving: past 100,000.
+    with captured_log() as log:
+        small.send(b"\r\nX-C: " + b"c" * 13_000)
+
+    assert (large.closed, small.closed) == (False, True)
+    assert not any(c.closed for c in idle)
+    assert log.messages(LogLevel.warn) == [
+        "Connections hold more than their 0.1 MiB of memory: closing those "
+        "that hold the most (requests arriving slowly, responses left unread)"
+    ]
+    large.send(b"\r\n\r\n")
+    assert large.sent.startswith(b"HTTP/1.1 200 ")
+
+
+def test_responses_left_unread_past_the_memory_share_shed_the_oldest() -> None:
+    clock = Clock()
+    # Room for two connections with a response unread, not three.
+    guard = _guard(Recording(), clock, connection_memory=2 * UNREAD + 3 * 4608)
+    readers = [Connected(guard) for _ in range(3)]
+    for reader in readers:
+        reader.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    first, second, third = readers
+    # What the transport does when its buffer is full: the client is not
+    # reading.
+    first.protocol.pauseProducing()
+    second.protocol.pauseProducing()
+    assert not any(reader.closed for reader in readers)
+    # The second one's client reads again: room for the third.
+    second.protocol.resumeProducing()
+    third.protocol.pauseProducing()
+    assert not any(reader.closed for reader in readers)
+
+    second.protocol.pauseProducing()
+
+    assert [reader.closed for reader in readers] == [True, False, False]
+    assert guard.held == 2 * UNREAD
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"GET / HTTP/1.1\r\nHost: x\r\nX-A: aaaa", b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"],
+    ids=["arriving", "answered"],
+)
+def test_a_closed_connection_is_freed_without_the_cyclic_collector(
+    data: bytes,
+) -> None:
+    clock = Clock()
+    guard = _guard(Recording(), clock)
+    connected = Connected(guard)
+    connected.send(data)
+    channel = weakref.ref(connected.protocol)
+    gc.disable()
+    try:
+        connected.protocol.connectionLost(Failure(ConnectionDone()))
+        # As a TCP transport does once it has told the protocol.
+        connected.transport.producer = None
+        del connected
+        clock.advance(LINGER + 60)
+        assert channel() is None
+    finally:
+        gc.enable()

@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING
 from twisted.internet.interfaces import IDelayedCall, IPushProducer
 from twisted.web.server import Request
 
+from twisted_demo import budget
+
 if TYPE_CHECKING:
     from twisted_demo.server import ConfigSite, _Channel
 
@@ -58,6 +60,13 @@ class Connection:
     HTTP layer together.)
     """
 
+    #: Bytes held beyond an idle connection's cost: what arrived of a
+    #: request not yet whole, and L{budget.UNREAD} while the client leaves
+    #: the response unread.
+    held = 0
+    _arriving = 0
+    _unread = False
+
     def __init__(self, channel: _Channel, site: ConfigSite) -> None:
         self.channel = channel
         self.site = site
@@ -65,6 +74,13 @@ class Connection:
         self.request: Request | None = None
         self.timer: IDelayedCall | None = None
         site.tiers[1][channel] = None
+
+    def _hold(self, arriving: int, unread: bool) -> None:
+        held = arriving + (budget.UNREAD if unread else 0)
+        self._arriving, self._unread = arriving, unread
+        change, self.held = held - self.held, held
+        if change:
+            self.site.holding(self.channel, change)
 
     def _to(self, state: State) -> None:
         tiers = self.site.tiers
@@ -80,8 +96,13 @@ class Connection:
             self.timer.cancel()
         self.timer = None
 
-    def begun(self) -> None:
-        """Part of a request arrived: it has the header timeout to arrive whole."""
+    def begun(self, size: int) -> None:
+        """
+        C{size} bytes of a request arrived, not all of it: it has the header
+        timeout to arrive whole.
+        """
+        if self.state is not CLOSED:
+            self._hold(self._arriving + size, self._unread)
         if self.state is NEW or self.state is IDLE:
             # A new connection keeps its place among those to shed.
             if self.state is IDLE:
@@ -97,6 +118,8 @@ class Connection:
             return False
         if self.timer is not None:
             self._stop_timer()
+        if self._arriving:
+            self._hold(0, self._unread)
         self.request = request
         if state is DRAINING:
             self._close_after(request)
@@ -168,6 +191,16 @@ class Connection:
         self.timer = None
         self.refuse(408, "request not received in time")
 
+    def unread(self, unread: bool) -> None:
+        """The client stopped reading what is sent (or read it again)."""
+        if self.state is not CLOSED:
+            self._hold(self._arriving, unread)
+
+    def overspent(self) -> None:
+        """Close at once: it holds the most when all hold too much."""
+        self.lost()
+        self.channel.shed()
+
     def shed(self) -> None:
         """Close at once, to make room for another connection."""
         if self.state in TIERS:
@@ -182,3 +215,5 @@ class Connection:
         """The connection closed, or is closing."""
         self._to(CLOSED)
         self._stop_timer()
+        if self.held:
+            self._hold(0, False)

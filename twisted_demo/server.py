@@ -21,7 +21,10 @@ documents for subclasses, and how it drains its connections when it stops
     L{twisted_demo.connection}.
   - L{ConfigSite} counts the connections: at its limit it stops accepting
     (the listening port is a producer, paused) and closes the connection
-    idle for longest, or else the slowest to send its request.
+    idle for longest, or else the slowest to send its request.  It also
+    counts what the connections hold beyond an idle one's cost (requests
+    arriving in pieces, responses left unread): past the connections'
+    share of the memory, it closes the one that holds the most.
 
 What Twisted offers no public way to do is in one place, L{_TwistedGaps}.
 """
@@ -154,6 +157,11 @@ class _Channel(_TwistedGaps):
         self.life.lost()
         self.site.connection_lost(self)
         super().connectionLost(reason)
+        # The channel and its life refer to each other: without this, what
+        # the connection held (a request's head, its response) would wait
+        # for the cyclic collector, long after the connection was shed to
+        # free it.
+        del self.life
 
     def dataReceived(self, data: bytes) -> None:
         received = self._received
@@ -165,7 +173,7 @@ class _Channel(_TwistedGaps):
             self.life.refuse(400, "invalid Content-Length")
             return
         if self._received == received:
-            self.life.begun()
+            self.life.begun(len(data))
 
     def requestDone(self, request: Request) -> None:
         if self._output_paused:
@@ -176,10 +184,12 @@ class _Channel(_TwistedGaps):
 
     def pauseProducing(self) -> None:
         self._output_paused = True
+        self.life.unread(True)
         super().pauseProducing()
 
     def resumeProducing(self) -> None:
         self._output_paused = False
+        self.life.unread(False)
         super().resumeProducing()
         held = self.life.unblocked()
         if held is not None:
@@ -377,6 +387,8 @@ class ConfigSite(Site):
         header_timeout: float = DEFAULT_HEADER_TIMEOUT,
         max_body_bytes: int = MAX_BODY_BYTES,
         max_connections: int | None = None,
+        connection_cost: int = budget.PLAIN_CONNECTION,
+        connection_memory: int | None = None,
         clock: IReactorTime | None = None,
     ) -> None:
         super().__init__(
@@ -387,6 +399,20 @@ class ConfigSite(Site):
         self.header_timeout = header_timeout
         self.max_body_bytes = max_body_bytes
         self.max_connections = budget.connection_limit(max_connections)
+        #: What one idle connection costs, and what all the connections may
+        #: hold together (the budget's share; by default, the room of a
+        #: full set of idle ones).
+        self.connection_cost = connection_cost
+        self.connection_memory = (
+            self.max_connections * connection_cost
+            if connection_memory is None
+            else connection_memory
+        )
+        #: Bytes held beyond an idle connection's cost (L{Connection.held}),
+        #: in all, and the connections that hold any, oldest first.
+        self.held = 0
+        self.holders: dict[_Channel, None] = {}
+        self._overspent_logged_at: float | None = None
         self.draining = False
         #: Every open connection, and those that may be shed, oldest first:
         #: idle ones (0) before those still sending a request (1).
@@ -458,6 +484,42 @@ class ConfigSite(Site):
             )
         if victims:
             next(iter(victims)).life.shed()
+
+    def holding(self, channel: _Channel, change: int) -> None:
+        """
+        C{channel} holds C{change} bytes more (fewer, if negative) beyond
+        an idle connection's cost.  While the connections together hold
+        more than L{connection_memory}, the one that holds the most is
+        closed: a client that sends its request a byte at a time, or
+        leaves a large response unread, cannot take the memory the budget
+        gives the parser process.
+        """
+        self.held += change
+        if channel.life.held:
+            self.holders[channel] = None
+        else:
+            self.holders.pop(channel, None)
+        if change <= 0:
+            return
+        while self.holders and self._overspent():
+            victim = max(self.holders, key=lambda holder: holder.life.held)
+            self._log_overspent()
+            victim.life.overspent()
+
+    def _overspent(self) -> bool:
+        spent = len(self.open) * self.connection_cost + self.held
+        return spent > self.connection_memory
+
+    def _log_overspent(self) -> None:
+        now = self.reactor.seconds()
+        if self._overspent_logged_at is None or now - self._overspent_logged_at >= 60:
+            self._overspent_logged_at = now
+            _log.warn(
+                "Connections hold more than their {memory} of memory: closing "
+                "those that hold the most (requests arriving slowly, responses "
+                "left unread)",
+                memory=f"{self.connection_memory / 2**20:.1f} MiB",
+            )
 
     def drain(
         self, clock: IReactorTime, timeout: float = DRAIN_TIMEOUT

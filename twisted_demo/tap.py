@@ -128,10 +128,11 @@ def makeService(options: Options) -> MultiService:
     tls = options["tls"]
     # Connections over TLS cost more, whether --tls-cert or an ssl:
     # endpoint serves them.
-    shares = budget.default_plan(
-        tls=tls is not None
-        or any(endpoint_kind(listen) == "ssl" for listen in options["listen"])
+    over_tls = tls is not None or any(
+        endpoint_kind(listen) == "ssl" for listen in options["listen"]
     )
+    shares = budget.default_plan(tls=over_tls)
+    cost = budget.connection_cost(tls=over_tls)
     live = LiveConfigService(
         options["config"],
         parse_message,
@@ -179,6 +180,9 @@ def makeService(options: Options) -> MultiService:
         clock=reactor,
         header_timeout=options["header-timeout"],
         max_connections=options["max-connections"] or shares.connections,
+        # The budget's share, whatever --max-connections says.
+        connection_cost=cost,
+        connection_memory=shares.connections * cost,
     )
     _log.info("Serving at most {limit} connections at once", limit=site.max_connections)
     if pair is not None:
