@@ -735,19 +735,39 @@ def test_responses_left_unread_past_the_memory_share_shed_the_oldest() -> None:
     assert guard.held == 2 * UNREAD
 
 
+class FullAfter64KiB(StringTransport):
+    """
+    A transport whose client stops reading after 64 KiB: it pauses its
+    producer, as a TCP transport does when its buffer is full.
+    """
+
+    def write(self, data: bytes) -> None:
+        super().write(data)
+        if self.producer is not None and len(self.value()) > 2**16:
+            self.producer.pauseProducing()
+
+
 @pytest.mark.parametrize(
-    "data",
-    [b"GET / HTTP/1.1\r\nHost: x\r\nX-A: aaaa", b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"],
-    ids=["arriving", "answered"],
+    ("data", "size"),
+    [
+        (b"GET / HTTP/1.1\r\nHost: x\r\nX-A: aaaa", 2),
+        (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", 2),
+        (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", 2**20),
+    ],
+    ids=["arriving", "answered", "unread"],
 )
 def test_a_closed_connection_is_freed_without_the_cyclic_collector(
-    data: bytes,
+    data: bytes, size: int
 ) -> None:
     clock = Clock()
-    guard = _guard(Recording(), clock)
-    connected = Connected(guard)
+    guard = _guard(Recording(size), clock)
+    connected = Connected(guard, FullAfter64KiB())
     connected.send(data)
     channel = weakref.ref(connected.protocol)
+    requests = [weakref.ref(request) for request in connected.protocol.requests]
+    if size > 2:
+        # The body is still being written when the client goes.
+        assert len(connected.sent) < size
     gc.disable()
     try:
         connected.protocol.connectionLost(Failure(ConnectionDone()))
@@ -756,5 +776,6 @@ def test_a_closed_connection_is_freed_without_the_cyclic_collector(
         del connected
         clock.advance(LINGER + 60)
         assert channel() is None
+        assert [request() for request in requests] == [None] * len(requests)
     finally:
         gc.enable()
