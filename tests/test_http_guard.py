@@ -689,32 +689,42 @@ def test_large_response_is_written_as_the_client_reads_it() -> None:
 
 def test_requests_arriving_in_pieces_past_the_memory_share_shed_the_largest() -> None:
     clock = Clock()
-    # Room for 10 idle connections of 10,000 bytes: 100,000 bytes in all.
-    guard = _guard(Recording(), clock, max_connections=10, connection_cost=10_000)
+    # Room for 10 idle connections of 100,000 bytes: 1,000,000 in all.
+    guard = _guard(
+        Recording(),
+        clock,
+        max_connections=10,
+        connection_cost=100_000,
+        max_body_bytes=2**20,
+    )
     large, small = Connected(guard), Connected(guard)
     idle = [Connected(guard) for _ in range(4)]
-    large.send(b"GET / HTTP/1.1\r\nHost: x\r\nX-A: " + b"a" * 15_000)
-    small.send(b"GET / HTTP/1.1\r\nHost: x\r\nX-B: " + b"b" * 12_000)
+    head = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 500000\r\n\r\n"
+    large.send(head + b"a" * 150_000)
+    small.send(head + b"b" * 200_000)
     assert not any(c.closed for c in [large, small, *idle])
 
-    # 60,000 for the six, and now 15,030 and 25,037 arriving: past 100,000.
+    # 600,000 for the six, and now 150,000 and 260,000 bytes and their
+    # heads arriving: past 1,000,000.
     with captured_log() as log:
-        small.send(b"\r\nX-C: " + b"c" * 13_000)
+        small.send(b"b" * 60_000)
 
     assert (large.closed, small.closed) == (False, True)
     assert not any(c.closed for c in idle)
     assert log.messages(LogLevel.warn) == [
-        "Connections hold more than their 0.1 MiB of memory: closing those "
+        "Connections hold more than their 1.0 MiB of memory: closing those "
         "that hold the most (requests arriving slowly, responses left unread)"
     ]
-    large.send(b"\r\n\r\n")
+    large.send(b"a" * 350_000)
     assert large.sent.startswith(b"HTTP/1.1 200 ")
 
 
-def test_responses_left_unread_past_the_memory_share_shed_the_oldest() -> None:
+def test_responses_left_unread_past_the_memory_share_shed_the_longest_held() -> None:
     clock = Clock()
     # Room for two connections with a response unread, not three.
-    guard = _guard(Recording(), clock, connection_memory=2 * UNREAD + 3 * 4608)
+    guard = _guard(
+        Recording(), clock, max_connections=3, connection_memory=2 * UNREAD + 3 * 4608
+    )
     readers = [Connected(guard) for _ in range(3)]
     for reader in readers:
         reader.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -779,3 +789,50 @@ def test_a_closed_connection_is_freed_without_the_cyclic_collector(
         assert [request() for request in requests] == [None] * len(requests)
     finally:
         gc.enable()
+
+
+def test_a_full_site_closes_no_holder_for_its_idle_connections_alone() -> None:
+    clock = Clock()
+    guard = _guard(Recording(), clock, max_connections=4, connection_cost=1000)
+    idle = [Connected(guard) for _ in range(4)]
+    # The fifth makes the site shed an idle one, which closes a turn later:
+    # five are open, and their idle cost alone is past the share.
+    arriving = Connected(guard)
+    arriving.send(b"GET / HTTP/1.1\r\n")
+
+    assert not arriving.closed
+    assert [c.closed for c in idle] == [True, False, False, False]
+    arriving.send(b"Host: x\r\n\r\n")
+    assert arriving.sent.startswith(b"HTTP/1.1 200 ")
+
+
+class Late(Resource):
+    """
+    Answers nothing at once: the requests wait for the test to answer them.
+    """
+
+    isLeaf = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waiting: list[IRequest] = []
+
+    def render(self, request: IRequest) -> object:
+        self.waiting.append(request)
+        return NOT_DONE_YET
+
+
+def test_a_write_after_the_connection_is_lost_is_dropped() -> None:
+    clock = Clock()
+    late = Late()
+    guard = _guard(late, clock)
+    connected = Connected(guard, FullAfter64KiB())
+    connected.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    [request] = late.waiting
+    connected.protocol.connectionLost(Failure(ConnectionDone()))
+    sent = connected.sent
+
+    # As an app answering late would, with a body larger than a slice.
+    request.write(b"x" * 2**20)
+
+    assert connected.sent == sent

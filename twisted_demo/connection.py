@@ -101,7 +101,10 @@ class Connection:
         C{size} bytes of a request arrived, not all of it: it has the header
         timeout to arrive whole.
         """
-        if self.state is not CLOSED:
+        state = self.state
+        # What arrives while a request is answered, Twisted holds and reads
+        # again once it is: counted then.
+        if state is NEW or state is IDLE or state is READING:
             self._hold(self._arriving + size, self._unread)
         if self.state is NEW or self.state is IDLE:
             # A new connection keeps its place among those to shed.

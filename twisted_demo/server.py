@@ -55,6 +55,7 @@ from zope.interface import implementer
 
 from twisted_demo import budget
 from twisted_demo.connection import Connection
+from twisted_demo.live import Allowance
 from twisted_demo.logs import log_request
 
 _log = Logger(namespace="configmapdemo")
@@ -276,7 +277,13 @@ class _Request(Request):
     started: float | None = None
 
     def write(self, data: bytes) -> None:
-        if len(data) <= _SLICE or self.method == b"HEAD" or self._slices is not None:
+        # With no channel (the connection was lost) Twisted drops the write.
+        if (
+            len(data) <= _SLICE
+            or self.method == b"HEAD"
+            or self._slices is not None
+            or self.channel is None
+        ):
             super().write(data)
             return
         self._slices = _Slices(self, data)
@@ -378,6 +385,13 @@ def _framing_problem(request: Request, codings: Sequence[bytes]) -> str | None:
     return None
 
 
+def _once_a_minute(clock: IReactorTime) -> Allowance:
+    """
+    The allowance of a warning the site repeats while a pressure lasts.
+    """
+    return Allowance(clock.seconds(), burst=1, interval=60.0)
+
+
 #: Connections past the limit accepted in one batch, before the port pauses.
 _SLACK = budget.FD_RESERVE // 2
 
@@ -411,19 +425,17 @@ class ConfigSite(Site):
         self.max_body_bytes = max_body_bytes
         self.max_connections = budget.connection_limit(max_connections)
         #: What one idle connection costs, and what all the connections may
-        #: hold together (the budget's share; by default, the room of a
-        #: full set of idle ones).
+        #: hold together: the budget's share, and at least the room of a
+        #: full set of idle ones.
         self.connection_cost = connection_cost
-        self.connection_memory = (
-            self.max_connections * connection_cost
-            if connection_memory is None
-            else connection_memory
+        self.connection_memory = max(
+            connection_memory or 0, self.max_connections * connection_cost
         )
         #: Bytes held beyond an idle connection's cost (L{Connection.held}),
         #: in all, and the connections that hold any, oldest first.
         self.held = 0
         self.holders: dict[_Channel, None] = {}
-        self._overspent_logged_at: float | None = None
+        self._overspent_lines = _once_a_minute(self.reactor)
         self.draining = False
         #: Every open connection, and those that may be shed, oldest first:
         #: idle ones (0) before those still sending a request (1).
@@ -431,7 +443,7 @@ class ConfigSite(Site):
         self.tiers: tuple[dict[_Channel, None], ...] = ({}, {})
         self._ports: list[Any] = []
         self._paused = False
-        self._full_logged_at: float | None = None
+        self._full_lines = _once_a_minute(self.reactor)
         self._drained: list[Deferred[None]] = []
 
     def log(self, request: Any) -> None:
@@ -481,9 +493,7 @@ class ConfigSite(Site):
                 port.pauseProducing()
         idle, arriving = self.tiers
         victims = idle or arriving
-        now = self.reactor.seconds()
-        if self._full_logged_at is None or now - self._full_logged_at >= 60:
-            self._full_logged_at = now
+        if self._full_lines.take(self.reactor.seconds()):
             _log.warn(
                 "Connection limit of {limit} reached: {action}",
                 limit=self.max_connections,
@@ -518,13 +528,15 @@ class ConfigSite(Site):
             victim.life.overspent()
 
     def _overspent(self) -> bool:
-        spent = len(self.open) * self.connection_cost + self.held
-        return spent > self.connection_memory
+        # Idle connections past the limit are being closed to make room:
+        # what they cost is the connection limit's business, not this.  A
+        # full site still has room for one connection to hold what one
+        # may, so that a request arriving in pieces can be answered.
+        idle = min(len(self.open), self.max_connections) * self.connection_cost
+        return self.held > max(self.connection_memory - idle, budget.UNREAD)
 
     def _log_overspent(self) -> None:
-        now = self.reactor.seconds()
-        if self._overspent_logged_at is None or now - self._overspent_logged_at >= 60:
-            self._overspent_logged_at = now
+        if self._overspent_lines.take(self.reactor.seconds()):
             _log.warn(
                 "Connections hold more than their {memory} of memory: closing "
                 "those that hold the most (requests arriving slowly, responses "
