@@ -165,3 +165,11 @@ class Parser:
 
     def parse(self, data: bytes) -> bytes:
         return data
+
+
+def noisy(data: bytes) -> int:
+    """
+    Say something on stderr, as a chatty library does, and parse.
+    """
+    print("a warning from the parse", file=sys.stderr)
+    return len(data)

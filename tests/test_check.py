@@ -1040,3 +1040,33 @@ def test_a_file_too_costly_for_the_parser_process_fails_as_the_service_refuses_i
         f"FAILED  {path}: parsing it needed more than 72 MiB of memory, "
         "the parser process's limit\n",
     )
+
+
+def test_a_parse_function_the_parser_process_cannot_import_runs_here(
+    tmp_path: Path,
+) -> None:
+    good_file, crashing = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    good_file.write_bytes(b"message: hi\n")
+    crashing.write_bytes(b"password: hunter2\n")
+    out = io.StringIO()
+
+    def parse(data: bytes) -> object:
+        if b"hunter2" in data:
+            raise KeyError(data.decode())
+        return data
+
+    code = check_main(
+        parse,
+        [str(good_file), str(crashing)],
+        prog="app check",
+        key="app.yaml",
+        stdout=out,
+    )
+
+    passed, failed = out.getvalue().splitlines()
+    assert (code, passed) == (1, f"OK      {good_file}")
+    assert re.fullmatch(
+        rf"FAILED  {re.escape(str(crashing))}: cannot parse: KeyError "
+        r"\(test_check\.py line \d+, in parse\)",
+        failed,
+    )

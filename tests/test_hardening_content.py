@@ -227,7 +227,7 @@ def refused_start_ups(
             server.close()
 
 
-def test_a_config_too_big_for_the_parser_stops_the_start_within_its_memory(
+def test_a_config_too_big_for_the_parser_is_refused_at_start_up(
     tmp_path: Path,
 ) -> None:
     # Under --max-bytes, but PyYAML needs about 150 MiB to build it: past

@@ -13,6 +13,7 @@ from __future__ import annotations
 import ast
 import errno
 import os
+import re
 import signal
 import struct
 import sys
@@ -35,7 +36,13 @@ from twisted.internet.interfaces import (
     IReactorTime,
 )
 from twisted.internet.task import Clock, deferLater
-from twisted.logger import ILogObserver, LogEvent, LogLevel, globalLogPublisher
+from twisted.logger import (
+    ILogObserver,
+    LogEvent,
+    LogLevel,
+    formatEvent,
+    globalLogPublisher,
+)
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -51,7 +58,9 @@ from twisted_demo.live._process import (
     ParseCrashed,
     ParserProcess,
     ParserUnavailable,
+    parse_in_child,
 )
+from twisted_demo.live._spawn import killed_by
 from twisted_demo.server import DRAIN_TIMEOUT
 from twisted_demo.signals import StopInOrder
 
@@ -791,3 +800,43 @@ async def test_parse_asked_after_stop_fails_without_starting_a_child() -> None:
     parse.startService()
     assert (await within(parse(parsers.echo, b"again"))) == b"again"
     await within(parse.stopService())
+
+
+# -- one parse in a process started for it, blocking --------------------------
+
+
+def test_a_parse_in_a_child_of_its_own_answers_as_the_parser_process_does() -> None:
+    assert parse_in_child(parsers.echo, b"hello") == b"hello"
+    with pytest.raises(ConfigError):
+        parse_in_child(parsers.refuse, b"x")
+    with pytest.raises(ParseCrashed) as crashed:
+        parse_in_child(parsers.crash, b"hunter2")
+    assert re.fullmatch(
+        r"tests\.parsers:crash: KeyError \(parsers\.py line \d+, in crash\)",
+        str(crashed.value),
+    )
+    with pytest.raises(ConfigError) as refused:
+        parse_in_child(parsers.hungry, b"", limits=Limits(address_space=64 * 2**20))
+    assert "64 MiB of memory" in str(refused.value)
+
+
+def test_a_child_of_its_own_killed_is_the_parser_s_failure_not_the_file_s() -> None:
+    with pytest.raises(ParserUnavailable) as ended:
+        parse_in_child(parsers.die, b"SIGKILL")
+    assert str(ended.value) == "the parser process ended (killed by SIGKILL)"
+    # A real-time signal has no name of its own.
+    assert killed_by(signal.SIGRTMIN + 6) == f"killed by signal {signal.SIGRTMIN + 6}"
+
+
+def test_a_child_of_its_own_that_never_answers_is_given_up_on(tmp_path: Path) -> None:
+    with pytest.raises(ParserUnavailable) as late:
+        parse_in_child(parsers.hang, str(tmp_path / "pid").encode(), deadline=0.5)
+    assert str(late.value) == "no answer from the parser process in 0.5s"
+
+
+def test_what_a_child_of_its_own_writes_on_stderr_is_logged() -> None:
+    with logged() as events:
+        assert parse_in_child(parsers.noisy, b"abc") == 3
+    assert [formatEvent(e) for e in events.warnings()] == [
+        "Config parser process: a warning from the parse"
+    ]

@@ -17,7 +17,7 @@ from typing import BinaryIO
 
 from attrs import frozen
 
-from twisted_demo.live._errors import ConfigError, ParseCrashed
+from twisted_demo.live._errors import ConfigError, ParseCrashed, describe_crash
 from twisted_demo.live._reader import DEFAULT_MAX_BYTES, open_regular, over_limit
 
 __all__ = [
@@ -158,21 +158,37 @@ def parse_one(
 ) -> CheckPassed | CheckFailed:
     """
     C{parse(data)} as a result, parsed as a live service's default runner
-    parses it: in a parser process, under the same memory and CPU limits,
-    so that a file every running service would refuse for what parsing it
-    costs fails the check too.  A parse function that crashes fails the
-    check naming the exception's type and where it was raised, never its
-    text (which may quote the file), and the files after it are still
-    checked.
+    parses it: in a parser process with the default limits (L{Limits}), so
+    that a file a running service would refuse for what parsing it costs
+    fails the check too.  A parse function the parser process cannot
+    import (a lambda, a nested function) runs in this process instead.  A
+    parse function that crashes fails the check naming the exception's
+    type and where it was raised, never its text (which may quote the
+    file), and the files after it are still checked.
     """
-    from twisted_demo.live._process import ParserUnavailable, parse_in_child
+    from twisted_demo.live._process import (
+        ParserUnavailable,
+        import_path,
+        parse_in_child,
+    )
 
     try:
-        parse_in_child(parse, data)
+        import_path(parse)
+    except TypeError:
+        isolated = False
+    else:
+        isolated = True
+    try:
+        if isolated:
+            parse_in_child(parse, data)
+        else:
+            parse(data)  # type: ignore[arg-type]
     except ConfigError as e:
         return CheckFailed(source, e)
     except (ParseCrashed, ParserUnavailable) as e:
         return CheckFailed(source, ConfigError(f"cannot parse: {e}"))
+    except Exception as e:
+        return CheckFailed(source, ConfigError(f"cannot parse: {describe_crash(e)}"))
     return CheckPassed(source)
 
 

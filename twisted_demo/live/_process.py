@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import hashlib
 import pickle
-import signal
 import subprocess
 import sys
 from collections import deque
@@ -55,6 +54,7 @@ from twisted_demo.live._spawn import (
     cpu_seconds,
     environment,
     interpreter,
+    killed_by,
     spawn,
 )
 
@@ -156,19 +156,21 @@ def parse_in_child(
     *,
     limits: Limits = _LIMITS,
     preload: Sequence[str] = (),
+    deadline: float = 30.0,
 ) -> _T:
     """
     C{parse(data)} in a parser process started for it, at this process's
-    priority and with C{limits}, waited for: blocking, for a program's
-    start-up before its reactor runs and for a command line.  The answer
-    is the one a live service's parser process gives the same input,
-    going past a limit included, and this process's memory holds only the
-    input and the value.
+    priority and with C{limits}, waited for at most C{deadline} seconds:
+    blocking, for a program's start-up before its reactor runs and for a
+    command line.  The answer is the one a live service's parser process
+    gives the same input, going past a limit included, and this process's
+    memory holds only the input and the value.  What the parse writes on
+    stderr is logged, a line at a time, as the live parser process's is.
 
     @raise ConfigError: The parse refused C{data}, or went past a limit.
     @raise ParseCrashed: The parse crashed on it.
-    @raise ParserUnavailable: The parser process could not start, or ended
-        without an answer.
+    @raise ParserUnavailable: The parser process could not start, ended
+        without an answer or did not answer in time.
     """
     path = import_path(parse)
     message = _child.encode_request(path, data)
@@ -177,18 +179,26 @@ def parse_in_child(
             command(0, limits, preload),
             executable=interpreter(),
             input=_child.LENGTH.pack(len(message)) + message,
-            stdout=subprocess.PIPE,
+            capture_output=True,
             env=environment(),
             cwd="/",
             check=False,
+            timeout=deadline,
         )
+    except subprocess.TimeoutExpired:
+        raise ParserUnavailable(
+            f"no answer from the parser process in {deadline:g}s"
+        ) from None
     except OSError as e:
         raise ParserUnavailable(f"the parser process could not start ({e})") from None
+    for line in ended.stderr.decode("utf-8", "replace").splitlines():
+        ParserProcess._log.warn("Config parser process: {line}", line=line)
     if ended.returncode < 0:
-        how = f"killed by {signal.Signals(-ended.returncode).name}"
+        how = killed_by(-ended.returncode)
         raise ParserUnavailable(f"the parser process ended ({how})")
-    reply = ended.stdout[_child.LENGTH.size :]
-    if not reply:
+    size = _child.LENGTH.size
+    header, reply = ended.stdout[:size], ended.stdout[size:]
+    if len(header) < size or _child.LENGTH.unpack(header) != (len(reply),):
         how = f"exit status {ended.returncode}"
         raise ParserUnavailable(f"the parser process ended ({how}) without an answer")
     return cast(_T, answer_of(path, reply))
@@ -304,7 +314,13 @@ class ParserProcess(Service):
         limits and imports: blocking, for a start-up before the reactor
         runs.
         """
-        return parse_in_child(parse, data, limits=self._limits, preload=self._preload)
+        return parse_in_child(
+            parse,
+            data,
+            limits=self._limits,
+            preload=self._preload,
+            deadline=self._deadline,
+        )
 
     def __call__(self, parse: Callable[[_Input], _T], data: _Input) -> Deferred[_T]:
         """

@@ -42,6 +42,7 @@ __all__ = [
     "cpu_seconds",
     "environment",
     "interpreter",
+    "killed_by",
     "spawn",
     "stdin_writer",
 ]
@@ -200,11 +201,22 @@ def stdin_writer(process: IProcessTransport) -> IWriteDescriptor | None:
     return writer if IWriteDescriptor.providedBy(writer) else None
 
 
+def killed_by(number: int) -> str:
+    """
+    How a process killed by signal C{number} ended, in words.
+    """
+    try:
+        name = signal.Signals(number).name
+    except ValueError:
+        name = f"signal {number}"
+    return f"killed by {name}"
+
+
 def how_it_ended(reason: Failure, last_line: str) -> str:
     value = reason.value
     if isinstance(value, ProcessTerminated):
         if value.signal is not None:
-            return f"killed by {signal.Signals(value.signal).name}"
+            return killed_by(value.signal)
         if value.exitCode:
             how = f"exit status {value.exitCode}"
             return f"{how}: {last_line}" if last_line else how
