@@ -357,7 +357,8 @@ class AdmissionWebhook(MultiService):
         kind = request.get("kind")
         if not isinstance(kind, dict):
             # The API server names the kind of every object it sends.
-            return succeed(_malformed(f"the {operation} review has no kind"))
+            what = "no kind" if kind is None else "a kind that is not an object"
+            return succeed(_malformed(f"the {operation} review has {what}"))
         if kind != _CONFIGMAP:
             # The webhook's rules sent something other than a ConfigMap.
             _log.warn(
