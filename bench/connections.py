@@ -33,6 +33,11 @@ TLS_COST, TLS_COST_QUICK = 2000, 300
 #: Clients that pipeline requests for a 1 MB message and never read.
 NON_READERS = 80
 
+#: Bursts of clients that each hold more than an idle connection costs:
+#: a 1 MB message left unread, or a header never ended.
+UNREAD_BURST, HEAD_BURST = 1000, 2700
+UNREAD_BURST_QUICK, HEAD_BURST_QUICK = 200, 500
+
 #: The process tree's memory targets with that many open (issue 17).
 PLAIN_TARGET, TLS_TARGET = 128 * MiB, 160 * MiB
 
@@ -158,6 +163,54 @@ def _non_readers(ctx: Context, count: int) -> tuple[int, float]:
     return tree, slowest
 
 
+def _burst(
+    ctx: Context, name: str, count: int, *, unread: bool
+) -> tuple[int, int, float]:
+    """
+    The tree's memory after C{count} clients each hold more than an idle
+    connection (a 1 MB message left C{unread}, else 16,000 bytes of a
+    header never ended), how many of them the server closed, and how long
+    C{/healthz} took then.
+    """
+    base = ctx.workdir / name
+    writer = TimedAtomicWriter(base / "config")
+    writer.publish("x" * 1_000_000 if unread else "hi")
+    port = free_port()
+    argv = configmapdemo_argv(base / "config" / CONFIG_KEY, port)
+    server = ServerProcess(pinned(argv, ctx.server_cpus), port, base / "server.log")
+    request = (
+        b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+        if unread
+        else b"GET / HTTP/1.1\r\nHost: x\r\nX: " + b"a" * 16_000
+    )
+    held: list[socket.socket] = []
+    with server:
+        for _ in range(count):
+            s = socket.create_connection(("127.0.0.1", port), timeout=30)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            s.sendall(request)
+            held.append(s)
+        # Until the tree stops growing: every response under way is written.
+        tree, previous = holdings(server.pid).rss_bytes, 0
+        while tree != previous:
+            time.sleep(0.5)
+            tree, previous = holdings(server.pid).rss_bytes, tree
+        healthz = _healthz(port, None)
+        closed = 0
+        for s in held:
+            s.setblocking(False)
+            try:
+                while s.recv(2**20):
+                    pass
+                closed += 1
+            except BlockingIOError:
+                pass
+            except ConnectionResetError:
+                closed += 1
+            s.close()
+    return tree, closed, healthz
+
+
 def run(ctx: Context) -> None:
     """B6c."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -172,10 +225,20 @@ def run(ctx: Context) -> None:
         # server closes the idle connections open longest.
         defaults = _measure(ctx, "b6c-tls-default", tls_count, tls=True, raised=False)
         pipelining, pipelining_slowest = _non_readers(ctx, NON_READERS)
+        unread_count = UNREAD_BURST_QUICK if ctx.quick else UNREAD_BURST
+        head_count = HEAD_BURST_QUICK if ctx.quick else HEAD_BURST
+        unread = _burst(ctx, "b6c-unread", unread_count, unread=True)
+        heads = _burst(ctx, "b6c-heads", head_count, unread=False)
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
-    slowest = max(plain[3], tls[3], defaults[3], pipelining_slowest)
-    ok = slowest < 1 and pipelining < PLAIN_TARGET
+    slowest = max(
+        plain[3], tls[3], defaults[3], pipelining_slowest, unread[2], heads[2]
+    )
+    ok = (
+        slowest < 1
+        and pipelining < PLAIN_TARGET
+        and max(unread[0], heads[0]) < PLAIN_TARGET
+    )
     if not ctx.quick:
         ok = ok and plain[2] < PLAIN_TARGET and defaults[2] < TLS_TARGET
     ctx.detail(
@@ -191,14 +254,18 @@ def run(ctx: Context) -> None:
             " open), process tree VmRSS with them, and with"
             f" {tls_count:,} TLS opened at the default limit",
             "tree < 128 MiB plain, < 160 MiB TLS, < 128 MiB with"
-            f" {NON_READERS} pipelining non-readers of a 1 MB message;"
-            " /healthz < 1 s throughout",
+            f" {NON_READERS} pipelining non-readers of a 1 MB message, and after"
+            f" {unread_count:,} clients leaving it unread and {head_count:,}"
+            " holding a header unended; /healthz < 1 s throughout",
             f"plain {plain[0]:,.0f} B each, tree {plain[1] / MiB:.0f} ->"
             f" {plain[2] / MiB:.0f} MiB; TLS {tls[0]:,.0f} B each ({tls_cost:,}"
             f" open: tree {tls[1] / MiB:.0f} -> {tls[2] / MiB:.0f} MiB), tree"
             f" {defaults[1] / MiB:.0f} -> {defaults[2] / MiB:.0f} MiB with"
             f" {tls_count:,} opened at the default limit; non-readers:"
-            f" tree {pipelining / MiB:.0f} MiB; slowest /healthz"
+            f" tree {pipelining / MiB:.0f} MiB; after {unread_count:,} leaving it"
+            f" unread, {unread[0] / MiB:.0f} MiB ({unread[1]:,} closed by the"
+            f" server), after {head_count:,} holding 16,000 B of a header,"
+            f" {heads[0] / MiB:.0f} MiB ({heads[1]:,} closed); slowest /healthz"
             f" {slowest * 1000:.0f} ms",
             "pass" if ok else "miss",
         )
