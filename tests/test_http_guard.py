@@ -36,7 +36,7 @@ from zope.interface import implementer
 
 from tests.support import DEADLINE, captured_log, until
 from twisted_demo.budget import FD_RESERVE, UNREAD, connection_limit
-from twisted_demo.connection import LINGER
+from twisted_demo.connection import HEADER_COST, LINGER
 from twisted_demo.listening import endpoint_for, with_backlog
 from twisted_demo.options import Options
 from twisted_demo.server import (
@@ -687,7 +687,7 @@ def test_large_response_is_written_as_the_client_reads_it() -> None:
     assert len(received) > 2 * size
 
 
-def test_requests_arriving_in_pieces_past_the_memory_share_shed_the_largest() -> None:
+def test_requests_in_pieces_past_the_memory_share_shed_the_longest_held() -> None:
     clock = Clock()
     # Room for 10 idle connections of 100,000 bytes: 1,000,000 in all.
     guard = _guard(
@@ -697,26 +697,26 @@ def test_requests_arriving_in_pieces_past_the_memory_share_shed_the_largest() ->
         connection_cost=100_000,
         max_body_bytes=2**20,
     )
-    large, small = Connected(guard), Connected(guard)
+    first, later = Connected(guard), Connected(guard)
     idle = [Connected(guard) for _ in range(4)]
     head = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 500000\r\n\r\n"
-    large.send(head + b"a" * 150_000)
-    small.send(head + b"b" * 200_000)
-    assert not any(c.closed for c in [large, small, *idle])
+    first.send(head + b"a" * 150_000)
+    later.send(head + b"b" * 200_000)
+    assert not any(c.closed for c in [first, later, *idle])
 
     # 600,000 for the six, and now 150,000 and 260,000 bytes and their
     # heads arriving: past 1,000,000.
     with captured_log() as log:
-        small.send(b"b" * 60_000)
+        later.send(b"b" * 60_000)
 
-    assert (large.closed, small.closed) == (False, True)
+    assert (first.closed, later.closed) == (True, False)
     assert not any(c.closed for c in idle)
     assert log.messages(LogLevel.warn) == [
         "Connections hold more than their 1.0 MiB of memory: closing those "
-        "that hold the most (requests arriving slowly, responses left unread)"
+        "that have held longest (requests arriving slowly, responses left unread)"
     ]
-    large.send(b"a" * 350_000)
-    assert large.sent.startswith(b"HTTP/1.1 200 ")
+    later.send(b"b" * 240_000)
+    assert later.sent.startswith(b"HTTP/1.1 200 ")
 
 
 def test_responses_left_unread_past_the_memory_share_shed_the_longest_held() -> None:
@@ -836,3 +836,23 @@ def test_a_write_after_the_connection_is_lost_is_dropped() -> None:
     request.write(b"x" * 2**20)
 
     assert connected.sent == sent
+
+
+def test_a_request_begun_behind_an_answered_one_is_counted_and_timed() -> None:
+    clock = Clock()
+    guard = _guard(Recording(), clock)
+    connected = Connected(guard)
+    # One read: a whole request, then the start of the next, which never
+    # ends.
+    connected.send(
+        b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+        b"GET / HTTP/1.1\r\nHost: x\r\n"
+        + b"".join(b"h%d: v\r\n" % i for i in range(50))
+    )
+    assert connected.sent.startswith(b"HTTP/1.1 200 ")
+    assert guard.held >= 50 * HEADER_COST
+
+    clock.advance(DEFAULT_HEADER_TIMEOUT)
+
+    assert b"HTTP/1.1 408 " in connected.sent
+    assert connected.closed

@@ -24,7 +24,7 @@ documents for subclasses, and how it drains its connections when it stops
     idle for longest, or else the slowest to send its request.  It also
     counts what the connections hold beyond an idle one's cost (requests
     arriving in pieces, responses left unread): past the connections'
-    share of the memory, it closes the one that holds the most.
+    share of the memory, it closes the one that has held longest.
 
 What Twisted offers no public way to do is in one place, L{_TwistedGaps}.
 """
@@ -175,6 +175,12 @@ class _Channel(_TwistedGaps):
             return
         if self._received == received:
             self.life.begun(len(data))
+
+    def headerReceived(self, line: bytes) -> bool:
+        ok: bool = super().headerReceived(line)
+        if ok:
+            self.life.header(len(line))
+        return ok
 
     def requestDone(self, request: Request) -> None:
         if self._output_paused:
@@ -523,7 +529,9 @@ class ConfigSite(Site):
         if change <= 0:
             return
         while self.holders and self._overspent():
-            victim = max(self.holders, key=lambda holder: holder.life.held)
+            # The one holding longest: a client's own download holds for
+            # as long as it reads, one that holds on purpose for longer.
+            victim = next(iter(self.holders))
             self._log_overspent()
             victim.life.overspent()
 
@@ -539,8 +547,8 @@ class ConfigSite(Site):
         if self._overspent_lines.take(self.reactor.seconds()):
             _log.warn(
                 "Connections hold more than their {memory} of memory: closing "
-                "those that hold the most (requests arriving slowly, responses "
-                "left unread)",
+                "those that have held longest (requests arriving slowly, "
+                "responses left unread)",
                 memory=f"{self.connection_memory / 2**20:.1f} MiB",
             )
 
