@@ -342,12 +342,17 @@ def test_what_is_not_the_services_config_is_allowed_unchecked(
     assert response_of(webhook.post(review))["allowed"] is True
 
 
-def without_kind(body: bytes) -> bytes:
+def with_request(body: bytes, **fields: object) -> bytes:
     """
-    The review C{body} with its request's C{kind} taken out.
+    The review C{body} with C{fields} of its request replaced (L{None}: taken
+    out).
     """
     review = json.loads(body)
-    del review["request"]["kind"]
+    for name, value in fields.items():
+        if value is None:
+            del review["request"][name]
+        else:
+            review["request"][name] = value
     return json.dumps(review).encode()
 
 
@@ -380,9 +385,31 @@ def without_kind(body: bytes) -> bytes:
             id="no-object",
         ),
         pytest.param(
-            without_kind(admission_review(configmap_object({KEY: DUPLICATE}))),
-            "the CREATE review has no kind",
+            with_request(
+                admission_review(configmap_object({KEY: DUPLICATE})), kind=None
+            ),
+            "the CREATE review names no kind",
             id="no-kind",
+        ),
+        pytest.param(
+            with_request(admission_review(configmap_object({KEY: DUPLICATE})), kind={}),
+            "the CREATE review names no kind",
+            id="empty-kind",
+        ),
+        pytest.param(
+            with_request(
+                admission_review(configmap_object({KEY: DUPLICATE})), operation=None
+            ),
+            "the review's request has no operation",
+            id="no-operation",
+        ),
+        pytest.param(
+            with_request(
+                admission_review(configmap_object({KEY: DUPLICATE})),
+                operation="create",
+            ),
+            "the review's request has no operation",
+            id="lower-case-operation",
         ),
     ],
 )

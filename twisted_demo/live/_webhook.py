@@ -73,6 +73,8 @@ _API_VERSION = "admission.k8s.io/v1"
 _KIND = "AdmissionReview"
 _CONFIGMAP = {"group": "", "version": "v1", "kind": "ConfigMap"}
 _CHECKED = ("CREATE", "UPDATE")
+#: The operations an admission review is sent for (admission.k8s.io/v1).
+_OPERATIONS = (*_CHECKED, "DELETE", "CONNECT")
 _JSON = b"application/json"
 _TEXT = b"text/plain; charset=utf-8"
 
@@ -352,13 +354,21 @@ class AdmissionWebhook(MultiService):
     def _judge(self, request: dict[str, Any]) -> Deferred[Answer]:
         uid = request["uid"]
         operation = request.get("operation")
+        if operation not in _OPERATIONS:
+            # Or a review missing it would be let through unchecked.
+            return succeed(_malformed("the review's request has no operation"))
         if operation not in _CHECKED:
             return succeed(_json(_response(uid), "skipped"))
         kind = request.get("kind")
-        if not isinstance(kind, dict):
-            # The API server names the kind of every object it sends.
-            what = "no kind" if kind is None else "a kind that is not an object"
-            return succeed(_malformed(f"the {operation} review has {what}"))
+        # The API server names the kind of every object it sends: its
+        # group, version and kind.
+        if not (
+            isinstance(kind, dict)
+            and isinstance(kind.get("kind"), str)
+            and isinstance(kind.get("version"), str)
+            and kind["kind"]
+        ):
+            return succeed(_malformed(f"the {operation} review names no kind"))
         if kind != _CONFIGMAP:
             # The webhook's rules sent something other than a ConfigMap.
             _log.warn(
