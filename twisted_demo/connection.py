@@ -22,7 +22,8 @@ __all__ = ["HEADER_COST", "LINGER", "Connection", "State"]
 
 #: What a header line read into a request costs beyond its bytes: its
 #: name and value as objects of their own in the request's headers
-#: (measured about 100 bytes with 495 headers of a few bytes).
+#: (measured about 100 bytes with 495 headers of a few bytes); counted
+#: for a request begun behind one answered in the same read.
 HEADER_COST = 128
 
 #: Seconds a connection whose request was refused may go on sending it.
@@ -118,15 +119,6 @@ class Connection:
             self.state = READING
             site = self.site
             self.timer = site.reactor.callLater(site.header_timeout, self._timed_out)
-
-    def header(self, size: int) -> None:
-        """
-        A header line of C{size} bytes was read into the request arriving:
-        it holds that and what Twisted's copy of it costs.  (Headers may
-        follow a request answered in the same read, which L{begun} does
-        not see: the request has begun all the same.)
-        """
-        self.begun(size + HEADER_COST)
 
     def received(self, request: Request) -> bool:
         """A whole request arrived: whether to answer it."""

@@ -54,7 +54,7 @@ from twisted.web.server import Request, Site
 from zope.interface import implementer
 
 from twisted_demo import budget
-from twisted_demo.connection import Connection
+from twisted_demo.connection import HEADER_COST, Connection
 from twisted_demo.live import Allowance
 from twisted_demo.logs import log_request
 
@@ -174,13 +174,12 @@ class _Channel(_TwistedGaps):
             self.life.refuse(400, "invalid Content-Length")
             return
         if self._received == received:
+            # Part of a request arrived, not all of it.
             self.life.begun(len(data))
-
-    def headerReceived(self, line: bytes) -> bool:
-        ok: bool = super().headerReceived(line)
-        if ok:
-            self.life.header(len(line))
-        return ok
+        elif self.requests and self.requests[-1] is not self.life.request:
+            # A request was answered, and the next begun behind it: its
+            # headers are read, the rest waits in Twisted's buffer.
+            self.life.begun(_cost_of(self.requests[-1]))
 
     def requestDone(self, request: Request) -> None:
         if self._output_paused:
@@ -228,6 +227,17 @@ class _Channel(_TwistedGaps):
         """Close at once, discarding what is not sent yet."""
         transport: Any = self.transport
         transport.abortConnection()
+
+
+def _cost_of(request: Request) -> int:
+    """
+    What the header lines read into C{request} hold.
+    """
+    return sum(
+        len(name) + len(value) + HEADER_COST
+        for name, values in request.requestHeaders.getAllRawHeaders()
+        for value in values
+    )
 
 
 def _discard(data: bytes) -> None:
