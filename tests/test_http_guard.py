@@ -806,29 +806,13 @@ def test_a_full_site_closes_no_holder_for_its_idle_connections_alone() -> None:
     assert arriving.sent.startswith(b"HTTP/1.1 200 ")
 
 
-class Late(Resource):
-    """
-    Answers nothing at once: the requests wait for the test to answer them.
-    """
-
-    isLeaf = True
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.waiting: list[IRequest] = []
-
-    def render(self, request: IRequest) -> object:
-        self.waiting.append(request)
-        return NOT_DONE_YET
-
-
 def test_a_write_after_the_connection_is_lost_is_dropped() -> None:
     clock = Clock()
-    late = Late()
-    guard = _guard(late, clock)
+    holding = Holding()
+    guard = _guard(holding, clock)
     connected = Connected(guard, FullAfter64KiB())
     connected.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-    [request] = late.waiting
+    [request] = holding.held
     connected.protocol.connectionLost(Failure(ConnectionDone()))
     sent = connected.sent
 

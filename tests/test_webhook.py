@@ -342,12 +342,12 @@ def test_what_is_not_the_services_config_is_allowed_unchecked(
     assert response_of(webhook.post(review))["allowed"] is True
 
 
-def with_request(body: bytes, **fields: object) -> bytes:
+def broken_review(**fields: object) -> bytes:
     """
-    The review C{body} with C{fields} of its request replaced (L{None}: taken
-    out).
+    The C{CREATE} review of a ConfigMap the webhook would deny, with
+    C{fields} of its request replaced (L{None}: taken out).
     """
-    review = json.loads(body)
+    review = json.loads(admission_review(configmap_object({KEY: DUPLICATE})))
     for name, value in fields.items():
         if value is None:
             del review["request"][name]
@@ -385,29 +385,22 @@ def with_request(body: bytes, **fields: object) -> bytes:
             id="no-object",
         ),
         pytest.param(
-            with_request(
-                admission_review(configmap_object({KEY: DUPLICATE})), kind=None
-            ),
+            broken_review(kind=None),
             "the CREATE review names no kind",
             id="no-kind",
         ),
         pytest.param(
-            with_request(admission_review(configmap_object({KEY: DUPLICATE})), kind={}),
+            broken_review(kind={}),
             "the CREATE review names no kind",
             id="empty-kind",
         ),
         pytest.param(
-            with_request(
-                admission_review(configmap_object({KEY: DUPLICATE})), operation=None
-            ),
+            broken_review(operation=None),
             "the review's request has no operation",
             id="no-operation",
         ),
         pytest.param(
-            with_request(
-                admission_review(configmap_object({KEY: DUPLICATE})),
-                operation="create",
-            ),
+            broken_review(operation="create"),
             "the review's request has no operation",
             id="lower-case-operation",
         ),
