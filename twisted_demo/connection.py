@@ -66,10 +66,8 @@ class Connection:
     HTTP layer together.)
     """
 
-    #: Bytes held beyond an idle connection's cost: what arrived of a
-    #: request not yet whole, and L{budget.UNREAD} while the client leaves
+    #: What arrived of a request not yet whole; whether the client leaves
     #: the response unread.
-    held = 0
     _arriving = 0
     _unread = False
 
@@ -81,10 +79,19 @@ class Connection:
         self.timer: IDelayedCall | None = None
         site.tiers[1][channel] = None
 
+    @property
+    def held(self) -> int:
+        """
+        Bytes held beyond an idle connection's cost: what arrived of a
+        request not yet whole, and L{budget.UNREAD} while the client leaves
+        the response unread.
+        """
+        return self._arriving + (budget.UNREAD if self._unread else 0)
+
     def _hold(self, arriving: int, unread: bool) -> None:
-        held = arriving + (budget.UNREAD if unread else 0)
+        before = self.held
         self._arriving, self._unread = arriving, unread
-        change, self.held = held - self.held, held
+        change = self.held - before
         if change:
             self.site.holding(self.channel, change)
 
@@ -112,6 +119,7 @@ class Connection:
         # again once it is: counted then.
         if state is NEW or state is IDLE or state is READING:
             self._hold(self._arriving + size, self._unread)
+        # Not state: holding more may have had this connection shed.
         if self.state is NEW or self.state is IDLE:
             # A new connection keeps its place among those to shed.
             if self.state is IDLE:
@@ -206,7 +214,7 @@ class Connection:
             self._hold(self._arriving, unread)
 
     def overspent(self) -> None:
-        """Close at once: it holds the most when all hold too much."""
+        """Close at once: it has held longest when all hold too much."""
         self.lost()
         self.channel.shed()
 

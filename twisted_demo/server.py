@@ -526,7 +526,7 @@ class ConfigSite(Site):
         """
         C{channel} holds C{change} bytes more (fewer, if negative) beyond
         an idle connection's cost.  While the connections together hold
-        more than L{connection_memory}, the one that holds the most is
+        more than L{connection_memory}, the one that has held longest is
         closed: a client that sends its request a byte at a time, or
         leaves a large response unread, cannot take the memory the budget
         gives the parser process.

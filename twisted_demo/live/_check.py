@@ -13,7 +13,8 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from typing import BinaryIO
+from functools import partial
+from typing import Any, BinaryIO
 
 from attrs import frozen
 
@@ -172,17 +173,13 @@ def parse_one(
         parse_in_child,
     )
 
+    run: Callable[[Any], object] = partial(parse_in_child, parse)
     try:
         import_path(parse)
     except TypeError:
-        isolated = False
-    else:
-        isolated = True
+        run = parse
     try:
-        if isolated:
-            parse_in_child(parse, data)
-        else:
-            parse(data)  # type: ignore[arg-type]
+        run(data)
     except ConfigError as e:
         return CheckFailed(source, e)
     except (ParseCrashed, ParserUnavailable) as e:

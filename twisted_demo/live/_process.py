@@ -55,6 +55,7 @@ from twisted_demo.live._spawn import (
     environment,
     interpreter,
     killed_by,
+    log_stderr,
     spawn,
 )
 
@@ -192,7 +193,7 @@ def parse_in_child(
     except OSError as e:
         raise ParserUnavailable(f"the parser process could not start ({e})") from None
     for line in ended.stderr.decode("utf-8", "replace").splitlines():
-        ParserProcess._log.warn("Config parser process: {line}", line=line)
+        log_stderr(line)
     if ended.returncode < 0:
         how = killed_by(-ended.returncode)
         raise ParserUnavailable(f"the parser process ended ({how})")

@@ -43,6 +43,7 @@ __all__ = [
     "environment",
     "interpreter",
     "killed_by",
+    "log_stderr",
     "spawn",
     "stdin_writer",
 ]
@@ -85,12 +86,20 @@ class ChildFraming(Int32StringReceiver):
         self._child.owner._broken(self._child, f"a reply of {length} bytes")
 
 
+_log = Logger(namespace="twisted_demo.live.parser")
+
+
+def log_stderr(line: str) -> None:
+    """
+    Log a line a parser process wrote on its stderr.
+    """
+    _log.warn("Config parser process: {line}", line=line)
+
+
 class Child(ProcessProtocol):
     """
     One child process: its framing, its stderr lines, and its end.
     """
-
-    _log = Logger(namespace="twisted_demo.live.parser")
 
     def __init__(self, owner: ParserProcess) -> None:
         self.owner = owner
@@ -153,7 +162,7 @@ class Child(ProcessProtocol):
             text = line.decode("utf-8", "replace")
             if text.strip():
                 self.last_line = text.strip()
-            self._log.warn("Config parser process: {line}", line=text)
+            log_stderr(text)
 
     def processEnded(self, reason: Failure) -> None:
         self.alive = False
