@@ -35,6 +35,7 @@ from twisted.web.server import NOT_DONE_YET, Site
 from zope.interface import implementer
 
 from tests.support import DEADLINE, captured_log, until
+from tests.test_docs import ROOT
 from twisted_demo.budget import FD_RESERVE, UNREAD, connection_limit
 from twisted_demo.connection import HEADER_COST, LINGER
 from twisted_demo.listening import endpoint_for, with_backlog
@@ -840,3 +841,35 @@ def test_a_request_begun_behind_an_answered_one_is_counted_and_timed() -> None:
 
     assert b"HTTP/1.1 408 " in connected.sent
     assert connected.closed
+
+
+def test_the_memory_warning_is_logged_at_most_once_a_minute() -> None:
+    clock = Clock()
+    guard = _guard(
+        Recording(), clock, max_connections=3, connection_memory=UNREAD + 3 * 4608
+    )
+    with captured_log() as log:
+        for _ in range(3):
+            readers = [Connected(guard), Connected(guard)]
+            for reader in readers:
+                reader.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+                reader.protocol.pauseProducing()
+            # One of the two is shed each time.
+            assert [reader.closed for reader in readers] == [True, False]
+            readers[1].protocol.connectionLost(Failure(ConnectionDone()))
+            readers[0].protocol.connectionLost(Failure(ConnectionDone()))
+            clock.advance(30)
+    # Shed at 0, 30 and 60 s: logged at 0 and 60.
+    assert len(log.messages(LogLevel.warn)) == 2
+
+
+def test_reliability_md_states_the_memory_the_code_counts() -> None:
+    from twisted_demo import budget
+
+    reliability = (ROOT / "docs" / "reliability.md").read_text()
+    words = " ".join(reliability.split())
+    share = budget.plan(budget.DEFAULT_MEMORY, tls=False).connections
+    assert f"and {UNREAD // 1024} KiB for each connection whose client" in words
+    assert f"and {HEADER_COST} bytes more for each header line" in words
+    mib = share * budget.PLAIN_CONNECTION / 2**20
+    assert f"`Connections hold more than their {mib:.1f} MiB of memory: …`" in words

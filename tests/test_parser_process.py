@@ -50,6 +50,7 @@ import twisted_demo.live._child
 import twisted_demo.live._process
 from tests import parsers
 from tests.support import until
+from tests.test_docs import ROOT
 from twisted_demo.live._errors import ConfigError
 from twisted_demo.live._process import (
     DEATHS,
@@ -840,3 +841,16 @@ def test_what_a_child_of_its_own_writes_on_stderr_is_logged() -> None:
     assert [formatEvent(e) for e in events.warnings()] == [
         "Config parser process: a warning from the parse"
     ]
+
+
+def test_a_child_of_its_own_has_the_cpu_limit_the_readme_quotes() -> None:
+    with pytest.raises(ConfigError) as spun:
+        parse_in_child(parsers.spin, b"", limits=Limits(cpu_seconds=1))
+    assert "more than 1 s of CPU" in str(spun.value)
+    # What configmapdemo check runs with (README, "Validate before you apply").
+    defaults = Limits()
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    assert (
+        f"limits ({defaults.address_space // 2**20} MiB of memory,"
+        f" {defaults.cpu_seconds} s of CPU)"
+    ) in readme
